@@ -1,0 +1,487 @@
+//! Usage accrual (R9.1, R9.2). Each running pod has a checkpoint,
+//! `charged_until`; accruing up to `t` charges `(t - charged_until) × cpu` and
+//! moves the checkpoint to `t`. Re-applying the same `t` adds nothing, and an
+//! earlier `t` is refused, so a retried or replayed batch can never charge a
+//! second twice or skip one.
+//!
+//! [`plan_accruals`] is the whole rule: both stores feed it what they hold and
+//! persist what it returns in one transaction.
+
+use crate::account::Account;
+use crate::error::LedgerError;
+use crate::ids::TenantId;
+use crate::pool::Pool;
+use crate::time::{split_by_hour, trunc_secs};
+use crate::units::{McSeconds, Millicores};
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use std::collections::{BTreeMap, HashMap, HashSet};
+
+/// Largest cpu a pod may be metered for (100,000 cores).
+pub const MAX_POD_CPU: Millicores = Millicores(100_000_000);
+
+/// The facts about a pod that are fixed once it is bound.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PodUsage {
+    /// Kubernetes uid: the key of everything charged for the pod.
+    pub uid: String,
+    /// Owner.
+    pub tenant: TenantId,
+    /// Namespace.
+    pub namespace: String,
+    /// Pod name.
+    pub name: String,
+    /// `spark-app-selector`: the application run the pod belongs to.
+    pub app_id: Option<String>,
+    /// Stable job identity across runs.
+    pub job: Option<String>,
+    /// `driver` or `executor`.
+    pub role: Option<String>,
+    /// Where it runs.
+    pub pool: Pool,
+    /// Container requests plus pod overhead.
+    pub cpu: Millicores,
+    /// On borrowed dedicated capacity: recorded, never charged (R8.3).
+    pub opportunistic: bool,
+    /// When it started running.
+    pub started_at: DateTime<Utc>,
+}
+
+/// Charge `pod` up to `until`; `finished` closes the pod at `until`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AccrualRequest {
+    /// The pod.
+    pub pod: PodUsage,
+    /// Charge up to here.
+    pub until: DateTime<Utc>,
+    /// The pod ended at `until`.
+    pub finished: bool,
+}
+
+/// What the ledger holds for one pod.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PodCheckpoint {
+    /// Its facts.
+    pub pod: PodUsage,
+    /// Everything before this has been charged.
+    pub charged_until: DateTime<Utc>,
+    /// Set once the pod ended.
+    pub finished_at: Option<DateTime<Utc>>,
+    /// Usage charged to the tenant.
+    pub charged: McSeconds,
+    /// Usage recorded on borrowed capacity, not charged.
+    pub opportunistic: McSeconds,
+}
+
+/// One accrued interval: the journal line behind every charge.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UsageInterval {
+    /// Pod uid.
+    pub pod_uid: String,
+    /// Owner.
+    pub tenant: TenantId,
+    /// Pool.
+    pub pool: Pool,
+    /// Start (the checkpoint before).
+    pub from: DateTime<Utc>,
+    /// End (the checkpoint after).
+    pub to: DateTime<Utc>,
+    /// CPU held.
+    pub cpu: Millicores,
+    /// Charged.
+    pub charged: McSeconds,
+    /// Recorded but not charged.
+    pub opportunistic: McSeconds,
+}
+
+/// What happened to one request.
+#[derive(Debug)]
+pub enum AccrualOutcome {
+    /// The checkpoint moved (or the pod was closed).
+    Applied {
+        /// Charged by this request.
+        charged: McSeconds,
+        /// Recorded, uncharged, by this request.
+        opportunistic: McSeconds,
+    },
+    /// Already charged up to there: a retry, nothing added.
+    Duplicate,
+    /// Refused; nothing of it was written.
+    Rejected(LedgerError),
+}
+
+impl AccrualOutcome {
+    /// The refusal, if any.
+    pub fn rejection(&self) -> Option<&LedgerError> {
+        match self {
+            Self::Rejected(e) => Some(e),
+            _ => None,
+        }
+    }
+}
+
+/// Usage added to one (tenant, pool, hour) bucket.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct HourlyDelta {
+    /// Charged.
+    pub charged: McSeconds,
+    /// Opportunistic.
+    pub opportunistic: McSeconds,
+}
+
+/// Everything one batch writes.
+#[derive(Debug, Default)]
+pub struct AccrualPlan {
+    /// One per request, in order.
+    pub outcomes: Vec<AccrualOutcome>,
+    /// Checkpoints to insert (pods the ledger did not know).
+    pub new_pods: Vec<PodCheckpoint>,
+    /// Checkpoints to update, final state.
+    pub updated_pods: Vec<PodCheckpoint>,
+    /// Journal lines.
+    pub intervals: Vec<UsageInterval>,
+    /// Usage per (tenant, pool, hour).
+    pub hourly: BTreeMap<(TenantId, Pool, DateTime<Utc>), HourlyDelta>,
+    /// Tenants whose account changed, with the account's final state.
+    pub accounts: BTreeMap<TenantId, Account>,
+    /// Charged and opportunistic totals per tenant in this batch.
+    pub tenant_totals: BTreeMap<TenantId, HourlyDelta>,
+}
+
+impl AccrualPlan {
+    /// Whether the batch writes anything.
+    pub fn is_empty(&self) -> bool {
+        self.new_pods.is_empty() && self.updated_pods.is_empty()
+    }
+}
+
+/// Checks the facts of a request before anything else.
+fn check_request(req: &AccrualRequest) -> Result<(), LedgerError> {
+    let cpu = req.pod.cpu;
+    if cpu.0 <= 0 {
+        return Err(LedgerError::MissingCpuRequest { pod: pod_ref(&req.pod) });
+    }
+    if cpu > MAX_POD_CPU {
+        return Err(LedgerError::CpuOutOfRange {
+            pod: pod_ref(&req.pod),
+            cpu,
+        });
+    }
+    Ok(())
+}
+
+fn pod_ref(pod: &PodUsage) -> String {
+    format!("{}/{} (uid {})", pod.namespace, pod.name, pod.uid)
+}
+
+fn changed(pod: &PodUsage, field: &'static str, was: impl ToString, now: impl ToString) -> LedgerError {
+    LedgerError::PodChanged {
+        pod: pod_ref(pod),
+        field,
+        was: was.to_string(),
+        now: now.to_string(),
+    }
+}
+
+/// Refuses a request whose fixed facts differ from the checkpoint's.
+fn check_same_pod(cp: &PodUsage, req: &PodUsage) -> Result<(), LedgerError> {
+    if cp.tenant != req.tenant {
+        return Err(changed(req, "tenant", &cp.tenant, &req.tenant));
+    }
+    if cp.pool != req.pool {
+        return Err(changed(req, "pool", cp.pool, req.pool));
+    }
+    if cp.cpu != req.cpu {
+        return Err(changed(req, "cpu", cp.cpu, req.cpu));
+    }
+    if cp.opportunistic != req.opportunistic {
+        return Err(changed(req, "opportunistic", cp.opportunistic, req.opportunistic));
+    }
+    if cp.started_at != trunc_secs(req.started_at) {
+        return Err(changed(req, "started_at", cp.started_at, req.started_at));
+    }
+    Ok(())
+}
+
+/// Applies `requests` in order to the checkpoints and accounts given.
+/// `checkpoints` must hold every known pod named in `requests`; `accounts`
+/// every tenant whose pods are named (with the lots that could pay);
+/// `tenants` the tenants that exist. Duplicates inside one batch are handled
+/// as if they came in separate batches.
+pub fn plan_accruals(
+    checkpoints: &HashMap<String, PodCheckpoint>,
+    accounts: &HashMap<TenantId, Account>,
+    tenants: &HashSet<TenantId>,
+    requests: &[AccrualRequest],
+) -> AccrualPlan {
+    let mut plan = AccrualPlan::default();
+    // Working copies: only what this batch touches.
+    // (checkpoint, unknown to the store, not yet applied in this batch)
+    let mut pods: HashMap<String, (PodCheckpoint, bool, bool)> = HashMap::new();
+    let mut accts: HashMap<TenantId, Account> = HashMap::new();
+    let mut touched_pods: Vec<String> = Vec::new();
+
+    for req in requests {
+        let outcome = (|| -> Result<AccrualOutcome, LedgerError> {
+            check_request(req)?;
+            let until = trunc_secs(req.until);
+            let entry = match pods.get_mut(&req.pod.uid) {
+                Some(e) => e,
+                None => {
+                    let e = match checkpoints.get(&req.pod.uid) {
+                        Some(cp) => (cp.clone(), false, false),
+                        None => {
+                            if !tenants.contains(&req.pod.tenant) {
+                                return Err(LedgerError::UnknownTenant(req.pod.tenant.clone()));
+                            }
+                            let started = trunc_secs(req.pod.started_at);
+                            if until < started {
+                                return Err(LedgerError::BeforeStart {
+                                    pod: pod_ref(&req.pod),
+                                    until,
+                                    started_at: started,
+                                });
+                            }
+                            let mut pod = req.pod.clone();
+                            pod.started_at = started;
+                            (
+                                PodCheckpoint {
+                                    pod,
+                                    charged_until: started,
+                                    finished_at: None,
+                                    charged: McSeconds::ZERO,
+                                    opportunistic: McSeconds::ZERO,
+                                },
+                                true,
+                                true,
+                            )
+                        }
+                    };
+                    pods.entry(req.pod.uid.clone()).or_insert(e)
+                }
+            };
+            let (cp, _, fresh) = entry;
+            check_same_pod(&cp.pod, &req.pod)?;
+            if let Some(fin) = cp.finished_at {
+                if until > fin {
+                    return Err(LedgerError::PodFinished {
+                        pod: pod_ref(&req.pod),
+                        finished_at: fin,
+                        until,
+                    });
+                }
+            }
+            if until < cp.charged_until {
+                return Err(LedgerError::ClockSkew {
+                    pod: pod_ref(&req.pod),
+                    until,
+                    charged_until: cp.charged_until,
+                });
+            }
+            let closes = req.finished && cp.finished_at.is_none();
+            if until == cp.charged_until && !closes && !*fresh {
+                return Ok(AccrualOutcome::Duplicate);
+            }
+            let from = cp.charged_until;
+            let secs = (until - from).num_seconds();
+            let usage = cp.pod.cpu.for_seconds(secs);
+            let (charged, opportunistic) = if cp.pod.opportunistic {
+                (McSeconds::ZERO, usage)
+            } else {
+                (usage, McSeconds::ZERO)
+            };
+            if secs > 0 {
+                if charged.0 > 0 {
+                    let acct = accts.entry(cp.pod.tenant.clone()).or_insert_with(|| {
+                        accounts.get(&cp.pod.tenant).cloned().unwrap_or_default()
+                    });
+                    acct.charge(from, until, cp.pod.cpu);
+                }
+                for (hour, s) in split_by_hour(from, until) {
+                    let d = plan
+                        .hourly
+                        .entry((cp.pod.tenant.clone(), cp.pod.pool, hour))
+                        .or_default();
+                    let m = cp.pod.cpu.for_seconds(s);
+                    if cp.pod.opportunistic {
+                        d.opportunistic += m;
+                    } else {
+                        d.charged += m;
+                    }
+                }
+                let t = plan.tenant_totals.entry(cp.pod.tenant.clone()).or_default();
+                t.charged += charged;
+                t.opportunistic += opportunistic;
+                plan.intervals.push(UsageInterval {
+                    pod_uid: cp.pod.uid.clone(),
+                    tenant: cp.pod.tenant.clone(),
+                    pool: cp.pod.pool,
+                    from,
+                    to: until,
+                    cpu: cp.pod.cpu,
+                    charged,
+                    opportunistic,
+                });
+            }
+            cp.charged_until = until;
+            cp.charged += charged;
+            cp.opportunistic += opportunistic;
+            if closes {
+                cp.finished_at = Some(until);
+            }
+            *fresh = false;
+            if !touched_pods.contains(&cp.pod.uid) {
+                touched_pods.push(cp.pod.uid.clone());
+            }
+            Ok(AccrualOutcome::Applied { charged, opportunistic })
+        })();
+        plan.outcomes.push(outcome.unwrap_or_else(AccrualOutcome::Rejected));
+    }
+
+    for uid in touched_pods {
+        if let Some((cp, is_new, _)) = pods.remove(&uid) {
+            if is_new {
+                plan.new_pods.push(cp);
+            } else {
+                plan.updated_pods.push(cp);
+            }
+        }
+    }
+    plan.accounts = accts.into_iter().collect();
+    plan
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::account::Lot;
+    use chrono::{TimeDelta, TimeZone};
+
+    fn t(s: i64) -> DateTime<Utc> {
+        Utc.with_ymd_and_hms(2026, 1, 1, 0, 0, 0).unwrap() + TimeDelta::seconds(s)
+    }
+
+    fn pod(uid: &str, cpu: i64, opportunistic: bool) -> PodUsage {
+        PodUsage {
+            uid: uid.into(),
+            tenant: TenantId::new("acme").unwrap(),
+            namespace: "tenant-acme".into(),
+            name: format!("p-{uid}"),
+            app_id: Some("spark-1".into()),
+            job: Some("ingest".into()),
+            role: Some("executor".into()),
+            pool: Pool::Shared,
+            cpu: Millicores(cpu),
+            opportunistic,
+            started_at: t(0),
+        }
+    }
+
+    fn req(p: &PodUsage, until: i64, finished: bool) -> AccrualRequest {
+        AccrualRequest {
+            pod: p.clone(),
+            until: t(until),
+            finished,
+        }
+    }
+
+    fn tenants() -> HashSet<TenantId> {
+        [TenantId::new("acme").unwrap()].into_iter().collect()
+    }
+
+    fn accounts() -> HashMap<TenantId, Account> {
+        let mut m = HashMap::new();
+        m.insert(
+            TenantId::new("acme").unwrap(),
+            Account {
+                lots: vec![Lot {
+                    purchase_id: 1,
+                    valid_from: t(-10),
+                    valid_until: t(1_000_000),
+                    amount: McSeconds::from_vcpu_hours(10),
+                    consumed: McSeconds::ZERO,
+                }],
+                ..Default::default()
+            },
+        );
+        m
+    }
+
+    #[test]
+    fn duplicates_in_one_batch_charge_once() {
+        let p = pod("a", 2000, false);
+        let plan = plan_accruals(
+            &HashMap::new(),
+            &accounts(),
+            &tenants(),
+            &[req(&p, 30, false), req(&p, 30, false), req(&p, 60, true), req(&p, 60, true)],
+        );
+        assert!(matches!(plan.outcomes[0], AccrualOutcome::Applied { charged, .. } if charged == McSeconds(60_000)));
+        assert!(matches!(plan.outcomes[1], AccrualOutcome::Duplicate));
+        assert!(matches!(plan.outcomes[2], AccrualOutcome::Applied { .. }));
+        assert!(matches!(plan.outcomes[3], AccrualOutcome::Duplicate));
+        assert_eq!(plan.new_pods.len(), 1);
+        assert_eq!(plan.new_pods[0].charged, McSeconds(120_000));
+        assert_eq!(plan.new_pods[0].finished_at, Some(t(60)));
+        assert_eq!(plan.intervals.len(), 2);
+        let acct = &plan.accounts[&TenantId::new("acme").unwrap()];
+        assert_eq!(acct.total_charged(), McSeconds(120_000));
+    }
+
+    #[test]
+    fn bad_requests_are_refused_with_reasons() {
+        let p = pod("a", 1000, false);
+        let mut cps = HashMap::new();
+        cps.insert(
+            "a".to_string(),
+            PodCheckpoint {
+                pod: p.clone(),
+                charged_until: t(100),
+                finished_at: Some(t(100)),
+                charged: McSeconds(100_000),
+                opportunistic: McSeconds::ZERO,
+            },
+        );
+        let no_cpu = pod("b", 0, false);
+        let mut stranger = pod("c", 1000, false);
+        stranger.tenant = TenantId::new("nobody").unwrap();
+        let mut resized = p.clone();
+        resized.cpu = Millicores(2000);
+        let plan = plan_accruals(
+            &cps,
+            &accounts(),
+            &tenants(),
+            &[
+                req(&p, 50, false),
+                req(&p, 150, false),
+                req(&no_cpu, 10, false),
+                req(&stranger, 10, false),
+                req(&resized, 100, false),
+                req(&p, 100, true),
+            ],
+        );
+        let msgs: Vec<String> = plan
+            .outcomes
+            .iter()
+            .map(|o| o.rejection().map(|e| e.to_string()).unwrap_or_default())
+            .collect();
+        assert!(msgs[0].contains("earlier than already charged"), "{}", msgs[0]);
+        assert!(msgs[1].contains("finished at"), "{}", msgs[1]);
+        assert!(msgs[2].contains("no cpu request"), "{}", msgs[2]);
+        assert!(msgs[3].contains("unknown tenant nobody"), "{}", msgs[3]);
+        assert!(msgs[4].contains("cpu changed from 1 to 2"), "{}", msgs[4]);
+        assert!(matches!(plan.outcomes[5], AccrualOutcome::Duplicate));
+        assert!(plan.is_empty());
+    }
+
+    #[test]
+    fn opportunistic_recorded_not_charged() {
+        let p = pod("o", 4000, true);
+        let plan = plan_accruals(&HashMap::new(), &accounts(), &tenants(), &[req(&p, 3600, true)]);
+        assert!(plan.accounts.is_empty());
+        assert_eq!(plan.new_pods[0].opportunistic, McSeconds::from_vcpu_hours(4));
+        assert_eq!(plan.new_pods[0].charged, McSeconds::ZERO);
+        let (_, d) = plan.hourly.iter().next().unwrap();
+        assert_eq!(d.opportunistic, McSeconds::from_vcpu_hours(4));
+    }
+}

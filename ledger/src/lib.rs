@@ -1,0 +1,28 @@
+//! sparkcap's ledger: the domain model (tenants, pools, purchases, balances,
+//! usage accrual) as pure functions, and the store that persists it.
+//!
+//! Units are integers throughout: CPU in millicores, usage in
+//! millicore-seconds (1 vCPU-hour = 3,600,000 mc·s).
+
+pub mod account;
+pub mod accrual;
+pub mod error;
+pub mod feed;
+pub mod ids;
+pub mod pool;
+pub mod purchase;
+pub mod store;
+pub mod tenant;
+pub mod time;
+pub mod units;
+
+pub use account::{Account, Balance, BalanceState, Lot};
+pub use accrual::{AccrualOutcome, AccrualRequest, PodCheckpoint, PodUsage};
+pub use error::{LedgerError, Result};
+pub use feed::{ChangeKind, LedgerChange};
+pub use ids::TenantId;
+pub use pool::{NodeAllocatable, Pool, PoolCapacity, SparkUnitSize};
+pub use purchase::{Period, Purchase, PurchaseKind, PurchaseReceipt, PurchaseRequest};
+pub use store::{Epoch, Granularity, LedgerStore, MemoryStore, PgStore};
+pub use tenant::{NamespaceBinding, NewTenant, Tenant, TenantStatus};
+pub use units::{Bytes, McSeconds, Millicores};

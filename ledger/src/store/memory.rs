@@ -1,0 +1,614 @@
+//! The in-memory ledger: the simulator's store, and the reference the
+//! Postgres store is held to by the shared contract suite. One mutex makes
+//! every call atomic, as one transaction is in Postgres.
+
+use super::{
+    AuditReport, Epoch, Granularity, JobRun, LedgerStore, PruneReport, TenantSummary, UsageBucket, check_range,
+};
+use crate::account::{Account, Balance, Lot};
+use crate::accrual::{AccrualOutcome, AccrualRequest, HourlyDelta, PodCheckpoint, plan_accruals};
+use crate::error::{LedgerError, Result};
+use crate::feed::{ChangeKind, LedgerChange};
+use crate::ids::{TenantId, validate_namespace};
+use crate::pool::{Pool, PoolCapacity};
+use crate::purchase::{Purchase, PurchaseKind, PurchaseReceipt, PurchaseRequest, check_dedicated_room};
+use crate::tenant::{NamespaceBinding, NewTenant, Tenant, TenantStatus};
+use crate::time::{hour_of, rate_window_start, trunc_secs};
+use crate::units::McSeconds;
+use async_trait::async_trait;
+use chrono::{DateTime, DurationRound, TimeDelta, Utc};
+use futures::StreamExt;
+use futures::stream::BoxStream;
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::Mutex;
+use tokio::sync::broadcast;
+use tokio_stream::wrappers::BroadcastStream;
+
+#[derive(Debug, Default)]
+struct TenantRow {
+    tenant: Tenant,
+    consumed: McSeconds,
+    opportunistic: McSeconds,
+    debt: McSeconds,
+    debt_since: Option<DateTime<Utc>>,
+    pruned_charged: McSeconds,
+    pruned_opportunistic: McSeconds,
+}
+
+impl Default for Tenant {
+    fn default() -> Self {
+        Tenant {
+            id: TenantId::new("x").expect("valid id"),
+            display_name: String::new(),
+            status: TenantStatus::Active,
+            created_at: DateTime::UNIX_EPOCH,
+        }
+    }
+}
+
+#[derive(Debug)]
+struct PodRow {
+    cp: PodCheckpoint,
+    /// Sum and count of the journal lines: the memory store keeps no journal
+    /// (a simulated day would hold millions of lines), only what audit checks.
+    interval_sum: McSeconds,
+    intervals: u64,
+}
+
+#[derive(Debug, Default)]
+struct State {
+    tenants: BTreeMap<TenantId, TenantRow>,
+    bindings: BTreeMap<String, TenantId>,
+    epoch: i64,
+    holder: String,
+    pools: BTreeMap<Pool, PoolCapacity>,
+    purchases: Vec<Purchase>,
+    by_key: HashMap<String, (usize, PurchaseRequest)>,
+    pods: HashMap<String, PodRow>,
+    hourly: BTreeMap<(TenantId, DateTime<Utc>, Pool), HourlyDelta>,
+}
+
+impl State {
+    fn tenant_row(&self, id: &TenantId) -> Result<&TenantRow> {
+        self.tenants.get(id).ok_or_else(|| LedgerError::UnknownTenant(id.clone()))
+    }
+
+    fn account(&self, id: &TenantId) -> Account {
+        let row = self.tenants.get(id);
+        Account {
+            lots: self
+                .purchases
+                .iter()
+                .filter(|p| &p.tenant == id && p.kind == PurchaseKind::VcpuHours)
+                .map(|p| Lot {
+                    purchase_id: p.id,
+                    valid_from: p.valid_from,
+                    valid_until: p.valid_until,
+                    amount: McSeconds::from_vcpu_hours(p.quantity),
+                    consumed: p.consumed,
+                })
+                .collect(),
+            debt: row.map_or(McSeconds::ZERO, |r| r.debt),
+            debt_since: row.and_then(|r| r.debt_since),
+        }
+    }
+
+    fn consumed_since(&self, id: &TenantId, since: DateTime<Utc>) -> McSeconds {
+        Pool::ALL
+            .iter()
+            .flat_map(|&pool| {
+                self.hourly
+                    .range((id.clone(), since, pool)..)
+                    .take_while(move |((t, _, _), _)| t == id)
+                    .filter(move |((_, _, p), _)| *p == pool)
+                    .map(|(_, d)| d.charged)
+            })
+            .sum()
+    }
+
+    fn balance(&self, id: &TenantId, now: DateTime<Utc>) -> Result<Balance> {
+        self.tenant_row(id)?;
+        let now = trunc_secs(now);
+        Ok(self
+            .account(id)
+            .balance(now, self.consumed_since(id, rate_window_start(now))))
+    }
+
+    fn check_epoch(&self, epoch: Epoch) -> Result<()> {
+        check_epoch(epoch.0, self.epoch)
+    }
+}
+
+/// Refuses a write whose epoch is not the newest claimed.
+pub(crate) fn check_epoch(epoch: i64, current: i64) -> Result<()> {
+    if epoch < current {
+        return Err(LedgerError::StaleEpoch { epoch, current });
+    }
+    if epoch > current {
+        return Err(LedgerError::UnclaimedEpoch { epoch, current });
+    }
+    Ok(())
+}
+
+/// The in-memory ledger.
+#[derive(Debug)]
+pub struct MemoryStore {
+    state: Mutex<State>,
+    feed: broadcast::Sender<LedgerChange>,
+}
+
+impl Default for MemoryStore {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl MemoryStore {
+    /// An empty ledger.
+    pub fn new() -> Self {
+        Self {
+            state: Mutex::new(State::default()),
+            feed: broadcast::channel(4096).0,
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
+        // A panic while holding the lock cannot leave half a write: every
+        // method computes first and mutates last. Keep serving.
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn notify(&self, change: LedgerChange) {
+        // No subscriber is not an error.
+        let _ = self.feed.send(change);
+    }
+}
+
+#[async_trait]
+impl LedgerStore for MemoryStore {
+    async fn create_tenant(&self, new: NewTenant, now: DateTime<Utc>) -> Result<Tenant> {
+        let tenant = new.into_tenant(trunc_secs(now))?;
+        {
+            let mut s = self.lock();
+            if s.tenants.contains_key(&tenant.id) {
+                return Err(LedgerError::TenantExists(tenant.id));
+            }
+            s.tenants.insert(
+                tenant.id.clone(),
+                TenantRow {
+                    tenant: tenant.clone(),
+                    ..Default::default()
+                },
+            );
+        }
+        self.notify(LedgerChange::of(ChangeKind::Tenant, &tenant.id));
+        Ok(tenant)
+    }
+
+    async fn tenant(&self, id: &TenantId) -> Result<Option<Tenant>> {
+        Ok(self.lock().tenants.get(id).map(|r| r.tenant.clone()))
+    }
+
+    async fn tenants(&self) -> Result<Vec<Tenant>> {
+        Ok(self.lock().tenants.values().map(|r| r.tenant.clone()).collect())
+    }
+
+    async fn set_tenant_status(&self, id: &TenantId, status: TenantStatus) -> Result<Tenant> {
+        let tenant = {
+            let mut s = self.lock();
+            let row = s
+                .tenants
+                .get_mut(id)
+                .ok_or_else(|| LedgerError::UnknownTenant(id.clone()))?;
+            row.tenant.status = row.tenant.status.transition(id, status)?;
+            let t = row.tenant.clone();
+            if status == TenantStatus::Deleted {
+                s.bindings.retain(|_, owner| owner != id);
+            }
+            t
+        };
+        self.notify(LedgerChange::of(ChangeKind::Tenant, id));
+        Ok(tenant)
+    }
+
+    async fn bind_namespace(&self, namespace: &str, tenant: &TenantId) -> Result<NamespaceBinding> {
+        validate_namespace(namespace)?;
+        {
+            let mut s = self.lock();
+            if s.tenant_row(tenant)?.tenant.status == TenantStatus::Deleted {
+                return Err(LedgerError::TenantDeleted(tenant.clone()));
+            }
+            if let Some(owner) = s.bindings.get(namespace) {
+                if owner != tenant {
+                    return Err(LedgerError::NamespaceTaken {
+                        namespace: namespace.to_owned(),
+                        owner: owner.clone(),
+                    });
+                }
+            }
+            s.bindings.insert(namespace.to_owned(), tenant.clone());
+        }
+        self.notify(LedgerChange::of(ChangeKind::Binding, tenant));
+        Ok(NamespaceBinding {
+            namespace: namespace.to_owned(),
+            tenant: tenant.clone(),
+        })
+    }
+
+    async fn unbind_namespace(&self, namespace: &str) -> Result<bool> {
+        let removed = self.lock().bindings.remove(namespace);
+        if let Some(t) = &removed {
+            self.notify(LedgerChange::of(ChangeKind::Binding, t));
+        }
+        Ok(removed.is_some())
+    }
+
+    async fn namespace_bindings(&self) -> Result<Vec<NamespaceBinding>> {
+        Ok(self
+            .lock()
+            .bindings
+            .iter()
+            .map(|(ns, t)| NamespaceBinding {
+                namespace: ns.clone(),
+                tenant: t.clone(),
+            })
+            .collect())
+    }
+
+    async fn claim_epoch(&self, holder: &str) -> Result<Epoch> {
+        let mut s = self.lock();
+        s.epoch += 1;
+        s.holder = holder.to_owned();
+        Ok(Epoch(s.epoch))
+    }
+
+    async fn set_pool_capacity(&self, epoch: Epoch, capacity: &PoolCapacity) -> Result<()> {
+        capacity.validate()?;
+        {
+            let mut s = self.lock();
+            s.check_epoch(epoch)?;
+            let mut cap = capacity.clone();
+            cap.updated_at = trunc_secs(cap.updated_at);
+            s.pools.insert(capacity.pool, cap);
+        }
+        self.notify(LedgerChange::global(ChangeKind::Pool));
+        Ok(())
+    }
+
+    async fn pools(&self) -> Result<Vec<PoolCapacity>> {
+        Ok(self.lock().pools.values().cloned().collect())
+    }
+
+    async fn record_purchase(&self, request: &PurchaseRequest, now: DateTime<Utc>) -> Result<PurchaseReceipt> {
+        let now = trunc_secs(now);
+        let receipt = {
+            let mut s = self.lock();
+            if let Some((idx, original)) = s.by_key.get(request.idempotency_key.trim()) {
+                let diff = request.differences(original);
+                if !diff.is_empty() {
+                    return Err(LedgerError::IdempotencyConflict {
+                        key: request.idempotency_key.clone(),
+                        differences: diff.join("; "),
+                    });
+                }
+                return Ok(PurchaseReceipt {
+                    purchase: s.purchases[*idx].clone(),
+                    replayed: true,
+                });
+            }
+            let valid = request.validate(now)?;
+            let row = s.tenant_row(&request.tenant)?;
+            if row.tenant.status == TenantStatus::Deleted {
+                return Err(LedgerError::TenantDeleted(request.tenant.clone()));
+            }
+            if request.kind == PurchaseKind::DedicatedUnits {
+                let units = s.pools.get(&Pool::Dedicated).map_or(0, |p| p.spark_units);
+                let sold: Vec<_> = s
+                    .purchases
+                    .iter()
+                    .filter(|p| p.kind == PurchaseKind::DedicatedUnits)
+                    .map(|p| (p.valid_from, p.valid_until, p.quantity))
+                    .collect();
+                check_dedicated_room(&valid, &sold, units)?;
+            }
+            let purchase = Purchase {
+                id: s.purchases.len() as i64 + 1,
+                tenant: request.tenant.clone(),
+                kind: request.kind,
+                quantity: request.quantity,
+                period: request.period,
+                valid_from: valid.valid_from,
+                valid_until: valid.valid_until,
+                idempotency_key: request.idempotency_key.trim().to_owned(),
+                created_at: now,
+                consumed: McSeconds::ZERO,
+            };
+            let idx = s.purchases.len();
+            s.purchases.push(purchase.clone());
+            s.by_key.insert(purchase.idempotency_key.clone(), (idx, request.clone()));
+            PurchaseReceipt {
+                purchase,
+                replayed: false,
+            }
+        };
+        self.notify(LedgerChange::of(ChangeKind::Purchase, &request.tenant));
+        Ok(receipt)
+    }
+
+    async fn purchases(&self, tenant: &TenantId) -> Result<Vec<Purchase>> {
+        let s = self.lock();
+        s.tenant_row(tenant)?;
+        let mut out: Vec<Purchase> = s.purchases.iter().filter(|p| &p.tenant == tenant).cloned().collect();
+        out.reverse();
+        Ok(out)
+    }
+
+    async fn accrue(&self, epoch: Epoch, batch: &[AccrualRequest]) -> Result<Vec<AccrualOutcome>> {
+        let (outcomes, changed) = {
+            let mut s = self.lock();
+            s.check_epoch(epoch)?;
+            let checkpoints: HashMap<String, PodCheckpoint> = batch
+                .iter()
+                .filter_map(|r| s.pods.get(&r.pod.uid).map(|p| (r.pod.uid.clone(), p.cp.clone())))
+                .collect();
+            let names: HashSet<TenantId> = batch.iter().map(|r| r.pod.tenant.clone()).collect();
+            let accounts: HashMap<TenantId, Account> = names
+                .iter()
+                .filter(|t| s.tenants.contains_key(*t))
+                .map(|t| (t.clone(), s.account(t)))
+                .collect();
+            let known: HashSet<TenantId> = accounts.keys().cloned().collect();
+            let plan = plan_accruals(&checkpoints, &accounts, &known, batch);
+
+            for cp in plan.new_pods.into_iter().chain(plan.updated_pods) {
+                let uid = cp.pod.uid.clone();
+                let row = s.pods.entry(uid).or_insert_with(|| PodRow {
+                    cp: cp.clone(),
+                    interval_sum: McSeconds::ZERO,
+                    intervals: 0,
+                });
+                row.cp = cp;
+            }
+            for iv in &plan.intervals {
+                if let Some(row) = s.pods.get_mut(&iv.pod_uid) {
+                    row.interval_sum += iv.charged + iv.opportunistic;
+                    row.intervals += 1;
+                }
+            }
+            for ((tenant, pool, hour), d) in plan.hourly {
+                let e = s.hourly.entry((tenant, hour, pool)).or_default();
+                e.charged += d.charged;
+                e.opportunistic += d.opportunistic;
+            }
+            for (tenant, acct) in &plan.accounts {
+                for lot in &acct.lots {
+                    if let Some(p) = s.purchases.iter_mut().find(|p| p.id == lot.purchase_id) {
+                        p.consumed = lot.consumed;
+                    }
+                }
+                if let Some(row) = s.tenants.get_mut(tenant) {
+                    row.debt = acct.debt;
+                    row.debt_since = acct.debt_since;
+                }
+            }
+            let changed: Vec<TenantId> = plan.tenant_totals.keys().cloned().collect();
+            for (tenant, d) in plan.tenant_totals {
+                if let Some(row) = s.tenants.get_mut(&tenant) {
+                    row.consumed += d.charged;
+                    row.opportunistic += d.opportunistic;
+                }
+            }
+            (plan.outcomes, changed)
+        };
+        for t in &changed {
+            self.notify(LedgerChange::of(ChangeKind::Usage, t));
+        }
+        Ok(outcomes)
+    }
+
+    async fn pod_checkpoint(&self, uid: &str) -> Result<Option<PodCheckpoint>> {
+        Ok(self.lock().pods.get(uid).map(|r| r.cp.clone()))
+    }
+
+    async fn open_pods(&self) -> Result<Vec<PodCheckpoint>> {
+        let mut out: Vec<PodCheckpoint> = self
+            .lock()
+            .pods
+            .values()
+            .filter(|r| r.cp.finished_at.is_none())
+            .map(|r| r.cp.clone())
+            .collect();
+        out.sort_by(|a, b| a.pod.uid.cmp(&b.pod.uid));
+        Ok(out)
+    }
+
+    async fn balance(&self, tenant: &TenantId, now: DateTime<Utc>) -> Result<Balance> {
+        self.lock().balance(tenant, now)
+    }
+
+    async fn summaries(&self, now: DateTime<Utc>) -> Result<Vec<TenantSummary>> {
+        let s = self.lock();
+        let now = trunc_secs(now);
+        s.tenants
+            .values()
+            .filter(|r| r.tenant.status != TenantStatus::Deleted)
+            .map(|r| {
+                let id = &r.tenant.id;
+                Ok(TenantSummary {
+                    tenant: r.tenant.clone(),
+                    balance: s.balance(id, now)?,
+                    dedicated_units: s
+                        .purchases
+                        .iter()
+                        .filter(|p| &p.tenant == id && p.kind == PurchaseKind::DedicatedUnits && p.valid_at(now))
+                        .map(|p| p.quantity)
+                        .sum(),
+                    namespaces: s
+                        .bindings
+                        .iter()
+                        .filter(|(_, t)| *t == id)
+                        .map(|(ns, _)| ns.clone())
+                        .collect(),
+                })
+            })
+            .collect()
+    }
+
+    async fn usage(
+        &self,
+        tenant: &TenantId,
+        from: DateTime<Utc>,
+        to: DateTime<Utc>,
+        granularity: Granularity,
+    ) -> Result<Vec<UsageBucket>> {
+        check_range(from, to)?;
+        let s = self.lock();
+        s.tenant_row(tenant)?;
+        let mut out: BTreeMap<(DateTime<Utc>, Pool), UsageBucket> = BTreeMap::new();
+        for ((_, hour, pool), d) in s
+            .hourly
+            .range((tenant.clone(), hour_of(from), Pool::Dedicated)..)
+            .take_while(|((t, h, _), _)| t == tenant && *h < to)
+        {
+            let start = match granularity {
+                Granularity::Hour => *hour,
+                Granularity::Day => hour.duration_trunc(TimeDelta::days(1)).unwrap_or(*hour),
+            };
+            let b = out.entry((start, *pool)).or_insert(UsageBucket {
+                start,
+                pool: *pool,
+                charged: McSeconds::ZERO,
+                opportunistic: McSeconds::ZERO,
+            });
+            b.charged += d.charged;
+            b.opportunistic += d.opportunistic;
+        }
+        Ok(out.into_values().collect())
+    }
+
+    async fn job_runs(
+        &self,
+        tenant: &TenantId,
+        job: Option<&str>,
+        from: DateTime<Utc>,
+        to: DateTime<Utc>,
+        limit: i64,
+    ) -> Result<Vec<JobRun>> {
+        check_range(from, to)?;
+        let s = self.lock();
+        s.tenant_row(tenant)?;
+        let mut runs: HashMap<&str, (JobRun, bool)> = HashMap::new();
+        for row in s.pods.values() {
+            let p = &row.cp.pod;
+            let (Some(app), Some(j)) = (p.app_id.as_deref(), p.job.as_deref()) else {
+                continue;
+            };
+            if &p.tenant != tenant || job.is_some_and(|want| want != j) {
+                continue;
+            }
+            let (run, open) = runs.entry(app).or_insert_with(|| {
+                (
+                    JobRun {
+                        app_id: app.to_owned(),
+                        job: j.to_owned(),
+                        pool: p.pool,
+                        started_at: p.started_at,
+                        finished_at: None,
+                        pods: 0,
+                        charged: McSeconds::ZERO,
+                        opportunistic: McSeconds::ZERO,
+                    },
+                    false,
+                )
+            });
+            run.started_at = run.started_at.min(p.started_at);
+            run.finished_at = run.finished_at.max(row.cp.finished_at);
+            *open |= row.cp.finished_at.is_none();
+            run.pods += 1;
+            run.charged += row.cp.charged;
+            run.opportunistic += row.cp.opportunistic;
+        }
+        let mut out: Vec<JobRun> = runs
+            .into_values()
+            .filter(|(r, _)| from <= r.started_at && r.started_at < to)
+            .map(|(mut r, open)| {
+                if open {
+                    r.finished_at = None;
+                }
+                r
+            })
+            .collect();
+        out.sort_by(|a, b| b.started_at.cmp(&a.started_at).then(a.app_id.cmp(&b.app_id)));
+        out.truncate(limit.max(0) as usize);
+        Ok(out)
+    }
+
+    async fn audit(&self) -> Result<AuditReport> {
+        let s = self.lock();
+        let mut report = AuditReport {
+            tenants: s.tenants.len(),
+            pods: s.pods.len(),
+            violations: Vec::new(),
+        };
+        let mut per_tenant: HashMap<&TenantId, (McSeconds, McSeconds)> = HashMap::new();
+        for row in s.pods.values() {
+            let cp = &row.cp;
+            let expected = cp.pod.cpu.for_seconds((cp.charged_until - cp.pod.started_at).num_seconds());
+            report.violations.extend(super::pod_violations(cp, expected, row.interval_sum));
+            let e = per_tenant.entry(&cp.pod.tenant).or_default();
+            e.0 += cp.charged;
+            e.1 += cp.opportunistic;
+        }
+        let mut hourly: HashMap<&TenantId, (McSeconds, McSeconds)> = HashMap::new();
+        for ((t, _, _), d) in &s.hourly {
+            let e = hourly.entry(t).or_default();
+            e.0 += d.charged;
+            e.1 += d.opportunistic;
+        }
+        for (id, row) in &s.tenants {
+            let pods = per_tenant.get(id).copied().unwrap_or_default();
+            let hours = hourly.get(id).copied().unwrap_or_default();
+            report.violations.extend(super::tenant_violations(
+                id,
+                &super::TenantBooks {
+                    consumed: row.consumed,
+                    opportunistic: row.opportunistic,
+                    pods_charged: pods.0 + row.pruned_charged,
+                    pods_opportunistic: pods.1 + row.pruned_opportunistic,
+                    hourly_charged: hours.0,
+                    hourly_opportunistic: hours.1,
+                    account: s.account(id),
+                },
+            ));
+        }
+        Ok(report)
+    }
+
+    async fn prune_history(&self, before: DateTime<Utc>) -> Result<PruneReport> {
+        let mut s = self.lock();
+        let old: Vec<String> = s
+            .pods
+            .iter()
+            .filter(|(_, r)| r.cp.finished_at.is_some_and(|f| f < before))
+            .map(|(uid, _)| uid.clone())
+            .collect();
+        let mut report = PruneReport::default();
+        for uid in old {
+            if let Some(row) = s.pods.remove(&uid) {
+                report.pods += 1;
+                report.intervals += row.intervals;
+                if let Some(t) = s.tenants.get_mut(&row.cp.pod.tenant) {
+                    t.pruned_charged += row.cp.charged;
+                    t.pruned_opportunistic += row.cp.opportunistic;
+                }
+            }
+        }
+        Ok(report)
+    }
+
+    async fn subscribe(&self) -> Result<BoxStream<'static, LedgerChange>> {
+        Ok(BroadcastStream::new(self.feed.subscribe())
+            .map(|r| r.unwrap_or_else(|_lagged| LedgerChange::global(ChangeKind::Resync)))
+            .boxed())
+    }
+}

@@ -1,0 +1,259 @@
+//! The ledger store: one trait, two implementations (Postgres for
+//! production, memory for the simulator), one contract suite for both.
+
+pub mod memory;
+pub mod postgres;
+pub mod testdb;
+
+use crate::accrual::{AccrualOutcome, AccrualRequest, PodCheckpoint};
+use crate::account::Balance;
+use crate::error::{LedgerError, Result};
+use crate::feed::LedgerChange;
+use crate::ids::TenantId;
+use crate::pool::{Pool, PoolCapacity};
+use crate::purchase::{Purchase, PurchaseReceipt, PurchaseRequest};
+use crate::tenant::{NamespaceBinding, NewTenant, Tenant, TenantStatus};
+use crate::units::McSeconds;
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use futures::stream::BoxStream;
+use serde::{Deserialize, Serialize};
+
+pub use memory::MemoryStore;
+pub use postgres::PgStore;
+
+/// A writer's fencing token. Claimed when a process becomes leader; the
+/// store refuses writes carrying an epoch older than the newest claimed, so a
+/// deposed leader that has not noticed yet cannot write.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct Epoch(pub i64);
+
+/// Bucket size for usage history.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Granularity {
+    /// One bucket per hour.
+    Hour,
+    /// One bucket per UTC day.
+    Day,
+}
+
+/// Usage of one tenant in one pool over one bucket.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UsageBucket {
+    /// Bucket start.
+    pub start: DateTime<Utc>,
+    /// Pool.
+    pub pool: Pool,
+    /// Charged.
+    pub charged: McSeconds,
+    /// On borrowed capacity, not charged.
+    pub opportunistic: McSeconds,
+}
+
+/// One Spark application run, summed from its pods.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct JobRun {
+    /// `spark-app-selector`.
+    pub app_id: String,
+    /// Job identity.
+    pub job: String,
+    /// Pool of its pods.
+    pub pool: Pool,
+    /// First pod start.
+    pub started_at: DateTime<Utc>,
+    /// Last pod end, when all have ended.
+    pub finished_at: Option<DateTime<Utc>>,
+    /// Pods in the run.
+    pub pods: i64,
+    /// Charged.
+    pub charged: McSeconds,
+    /// Opportunistic, not charged.
+    pub opportunistic: McSeconds,
+}
+
+/// Everything a webhook replica keeps in memory about one tenant.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TenantSummary {
+    /// The tenant.
+    pub tenant: Tenant,
+    /// Its vCPU-hour balance.
+    pub balance: Balance,
+    /// Dedicated units valid now.
+    pub dedicated_units: i64,
+    /// Its namespaces.
+    pub namespaces: Vec<String>,
+}
+
+/// What the ledger found when checking its own books.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AuditReport {
+    /// Tenants checked.
+    pub tenants: usize,
+    /// Pods checked.
+    pub pods: usize,
+    /// Every broken invariant, described.
+    pub violations: Vec<String>,
+}
+
+impl AuditReport {
+    /// No invariant broken.
+    pub fn is_clean(&self) -> bool {
+        self.violations.is_empty()
+    }
+}
+
+/// What a history prune removed.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PruneReport {
+    /// Finished pods removed.
+    pub pods: u64,
+    /// Journal lines removed.
+    pub intervals: u64,
+}
+
+/// How long run and usage history is kept (R14.5).
+pub const HISTORY_DAYS: i64 = 90;
+
+/// The ledger's contract. Every method is atomic: it writes all or nothing.
+#[async_trait]
+pub trait LedgerStore: Send + Sync + std::fmt::Debug {
+    /// Creates a tenant.
+    async fn create_tenant(&self, new: NewTenant, now: DateTime<Utc>) -> Result<Tenant>;
+    /// One tenant.
+    async fn tenant(&self, id: &TenantId) -> Result<Option<Tenant>>;
+    /// All tenants, by id.
+    async fn tenants(&self) -> Result<Vec<Tenant>>;
+    /// Suspends, reactivates or deletes a tenant.
+    async fn set_tenant_status(&self, id: &TenantId, status: TenantStatus) -> Result<Tenant>;
+    /// Binds a namespace to a tenant (idempotent for the same tenant).
+    async fn bind_namespace(&self, namespace: &str, tenant: &TenantId) -> Result<NamespaceBinding>;
+    /// Removes a namespace's binding; false when it had none.
+    async fn unbind_namespace(&self, namespace: &str) -> Result<bool>;
+    /// All bindings, by namespace.
+    async fn namespace_bindings(&self) -> Result<Vec<NamespaceBinding>>;
+
+    /// Claims a new fencing epoch for `holder`, deposing every older one.
+    async fn claim_epoch(&self, holder: &str) -> Result<Epoch>;
+    /// Registers a pool's size (the scheduler does, fenced).
+    async fn set_pool_capacity(&self, epoch: Epoch, capacity: &PoolCapacity) -> Result<()>;
+    /// Registered pool sizes.
+    async fn pools(&self) -> Result<Vec<PoolCapacity>>;
+
+    /// Records a purchase, or returns the original on a retry with the same key.
+    async fn record_purchase(&self, request: &PurchaseRequest, now: DateTime<Utc>) -> Result<PurchaseReceipt>;
+    /// A tenant's purchases, newest first.
+    async fn purchases(&self, tenant: &TenantId) -> Result<Vec<Purchase>>;
+
+    /// Applies a batch of accruals in one transaction. A bad item is refused
+    /// in its outcome without affecting the others; a stale epoch refuses all.
+    async fn accrue(&self, epoch: Epoch, batch: &[AccrualRequest]) -> Result<Vec<AccrualOutcome>>;
+    /// One pod's checkpoint.
+    async fn pod_checkpoint(&self, uid: &str) -> Result<Option<PodCheckpoint>>;
+    /// Pods not yet finished: what a restarted scheduler must keep accruing.
+    async fn open_pods(&self) -> Result<Vec<PodCheckpoint>>;
+
+    /// A tenant's vCPU-hour balance at `now`.
+    async fn balance(&self, tenant: &TenantId, now: DateTime<Utc>) -> Result<Balance>;
+    /// Balance, dedicated units and namespaces of every tenant not deleted.
+    async fn summaries(&self, now: DateTime<Utc>) -> Result<Vec<TenantSummary>>;
+    /// A tenant's usage per pool in `[from, to)`.
+    async fn usage(
+        &self,
+        tenant: &TenantId,
+        from: DateTime<Utc>,
+        to: DateTime<Utc>,
+        granularity: Granularity,
+    ) -> Result<Vec<UsageBucket>>;
+    /// A tenant's runs of one job (or all jobs) started in `[from, to)`, newest first.
+    async fn job_runs(
+        &self,
+        tenant: &TenantId,
+        job: Option<&str>,
+        from: DateTime<Utc>,
+        to: DateTime<Utc>,
+        limit: i64,
+    ) -> Result<Vec<JobRun>>;
+
+    /// Checks every invariant of the books.
+    async fn audit(&self) -> Result<AuditReport>;
+    /// Removes pods that finished before `before`, with their journal lines.
+    async fn prune_history(&self, before: DateTime<Utc>) -> Result<PruneReport>;
+    /// Changes from now on.
+    async fn subscribe(&self) -> Result<BoxStream<'static, LedgerChange>>;
+}
+
+/// Checks a query window.
+pub(crate) fn check_range(from: DateTime<Utc>, to: DateTime<Utc>) -> Result<()> {
+    if from >= to {
+        return Err(LedgerError::InvalidRange { from, to });
+    }
+    Ok(())
+}
+
+/// The sums the audit compares for one tenant.
+#[derive(Debug)]
+pub(crate) struct TenantBooks {
+    pub(crate) consumed: McSeconds,
+    pub(crate) opportunistic: McSeconds,
+    pub(crate) pods_charged: McSeconds,
+    pub(crate) pods_opportunistic: McSeconds,
+    pub(crate) hourly_charged: McSeconds,
+    pub(crate) hourly_opportunistic: McSeconds,
+    pub(crate) account: crate::account::Account,
+}
+
+/// Broken invariants of one pod: usage is exactly cpu × seconds charged, and
+/// the journal lines add up to it.
+pub(crate) fn pod_violations(cp: &PodCheckpoint, expected: McSeconds, journal: McSeconds) -> Vec<String> {
+    let mut v = Vec::new();
+    let total = cp.charged + cp.opportunistic;
+    if total != expected {
+        v.push(format!(
+            "pod {}: recorded {} mc·s but cpu {} × {} s = {} mc·s",
+            cp.pod.uid,
+            total.0,
+            cp.pod.cpu,
+            (cp.charged_until - cp.pod.started_at).num_seconds(),
+            expected.0
+        ));
+    }
+    if cp.pod.opportunistic && cp.charged.0 != 0 {
+        v.push(format!("pod {}: opportunistic but charged {} mc·s", cp.pod.uid, cp.charged.0));
+    }
+    if journal != total {
+        v.push(format!("pod {}: journal sums to {} mc·s, checkpoint says {}", cp.pod.uid, journal.0, total.0));
+    }
+    v
+}
+
+/// Broken invariants of one tenant: every view of its usage agrees, and
+/// purchased − consumed = balance (lots drawn plus debt = charged).
+pub(crate) fn tenant_violations(id: &TenantId, b: &TenantBooks) -> Vec<String> {
+    let mut v = Vec::new();
+    let mut eq = |what: &str, a: McSeconds, c: McSeconds| {
+        if a != c {
+            v.push(format!("tenant {id}: {what}: {} != {} mc·s", a.0, c.0));
+        }
+    };
+    eq("charged total vs pods", b.consumed, b.pods_charged);
+    eq("charged total vs hourly", b.consumed, b.hourly_charged);
+    eq("charged total vs lots drawn + debt", b.consumed, b.account.total_charged());
+    eq("opportunistic total vs pods", b.opportunistic, b.pods_opportunistic);
+    eq("opportunistic total vs hourly", b.opportunistic, b.hourly_opportunistic);
+    for lot in &b.account.lots {
+        if lot.consumed.0 < 0 || lot.consumed > lot.amount {
+            v.push(format!(
+                "tenant {id}: purchase {} drawn {} of {} mc·s",
+                lot.purchase_id, lot.consumed.0, lot.amount.0
+            ));
+        }
+    }
+    if b.account.debt.0 < 0 || (b.account.debt.0 > 0) != b.account.debt_since.is_some() {
+        v.push(format!(
+            "tenant {id}: debt {} mc·s with debt_since {:?}",
+            b.account.debt.0, b.account.debt_since
+        ));
+    }
+    v
+}

@@ -1,0 +1,1061 @@
+//! The Postgres ledger. Every method is one transaction; accruals are fenced
+//! by the writer's epoch, and the change feed is `LISTEN/NOTIFY` on
+//! [`crate::feed::CHANNEL`], sent inside the writing transaction so a
+//! listener never hears of a change that did not commit.
+//!
+//! Transactions are never wrapped in `tokio::time::timeout` or `select!`:
+//! sqlx's `begin` is not cancel-safe and a cancelled begin can leave a
+//! connection idle in transaction. Time limits are set server-side instead
+//! (`statement_timeout`, `idle_in_transaction_session_timeout`).
+
+use super::{
+    AuditReport, Epoch, Granularity, JobRun, LedgerStore, PruneReport, TenantBooks, TenantSummary, UsageBucket,
+    check_range, pod_violations, tenant_violations,
+};
+use crate::account::{Account, Balance, Lot};
+use crate::accrual::{AccrualOutcome, AccrualRequest, PodCheckpoint, PodUsage, plan_accruals};
+use crate::error::{LedgerError, Result};
+use crate::feed::{CHANNEL, ChangeKind, LedgerChange};
+use crate::ids::{TenantId, validate_namespace};
+use crate::pool::PoolCapacity;
+use crate::purchase::{Purchase, PurchaseKind, PurchaseReceipt, PurchaseRequest, check_dedicated_room};
+use crate::store::memory::check_epoch;
+use crate::tenant::{NamespaceBinding, NewTenant, Tenant, TenantStatus};
+use crate::time::{rate_window_start, trunc_secs};
+use crate::units::{Bytes, McSeconds, Millicores};
+use async_trait::async_trait;
+use chrono::{DateTime, Datelike, Utc};
+use futures::StreamExt;
+use futures::stream::BoxStream;
+use sqlx::postgres::{PgConnectOptions, PgListener, PgPool, PgPoolOptions};
+use sqlx::{Postgres, Row, Transaction};
+use std::collections::{HashMap, HashSet};
+use std::str::FromStr;
+use std::sync::Mutex;
+use std::time::Duration;
+
+/// The embedded migrations (`ledger/migrations`).
+pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
+
+/// The Postgres ledger.
+#[derive(Debug, Clone)]
+pub struct PgStore {
+    pool: PgPool,
+    /// Journal partitions known to exist, as (year, month).
+    partitions: std::sync::Arc<Mutex<HashSet<(i32, u32)>>>,
+}
+
+impl PgStore {
+    /// Connects with production settings: server-side time limits so a stuck
+    /// statement or an abandoned transaction is ended by Postgres itself.
+    pub async fn connect(url: &str) -> Result<Self> {
+        let options = PgConnectOptions::from_str(url)?
+            .application_name("sparkcap")
+            .options([
+                ("statement_timeout", "30s"),
+                ("idle_in_transaction_session_timeout", "60s"),
+                ("lock_timeout", "10s"),
+            ]);
+        let pool = PgPoolOptions::new()
+            .max_connections(16)
+            .acquire_timeout(Duration::from_secs(10))
+            .connect_with(options)
+            .await?;
+        Ok(Self::from_pool(pool))
+    }
+
+    /// Wraps an existing pool.
+    pub fn from_pool(pool: PgPool) -> Self {
+        Self {
+            pool,
+            partitions: Default::default(),
+        }
+    }
+
+    /// The connection pool.
+    pub fn pool(&self) -> &PgPool {
+        &self.pool
+    }
+
+    /// Applies pending migrations. sqlx holds a Postgres advisory lock while
+    /// it migrates, so replicas starting together migrate once.
+    pub async fn migrate(&self) -> Result<()> {
+        MIGRATOR.run(&self.pool).await?;
+        Ok(())
+    }
+
+    /// Makes sure the journal has a partition for every month in `times`,
+    /// inside the accrual transaction (a month's first batch takes the DDL
+    /// lock; every other batch finds the month in the cache). Returns the
+    /// months to remember once the transaction commits.
+    async fn ensure_partitions(
+        &self,
+        tx: &mut Transaction<'_, Postgres>,
+        times: impl Iterator<Item = DateTime<Utc>>,
+    ) -> Result<Vec<(i32, u32)>> {
+        let mut months: Vec<((i32, u32), DateTime<Utc>)> = times.map(|t| ((t.year(), t.month()), t)).collect();
+        months.sort_by_key(|m| m.0);
+        months.dedup_by_key(|m| m.0);
+        let known = self.partitions.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        let mut created = Vec::new();
+        for (month, t) in months.into_iter().filter(|(m, _)| !known.contains(m)) {
+            sqlx::query("SELECT sparkcap_ensure_interval_partition($1)")
+                .bind(t)
+                .execute(&mut **tx)
+                .await?;
+            created.push(month);
+        }
+        Ok(created)
+    }
+
+    async fn fence(tx: &mut Transaction<'_, Postgres>, epoch: Epoch) -> Result<()> {
+        // FOR SHARE: writers of the same epoch run side by side; a claim
+        // (UPDATE) waits for them, and every write after it sees the new epoch.
+        let current: i64 = sqlx::query_scalar("SELECT epoch FROM ledger_fence FOR SHARE")
+            .fetch_one(&mut **tx)
+            .await?;
+        check_epoch(epoch.0, current)
+    }
+
+    async fn notify(tx: &mut Transaction<'_, Postgres>, changes: &[LedgerChange]) -> Result<()> {
+        let payloads: Vec<String> = changes
+            .iter()
+            .map(|c| serde_json::to_string(c).expect("a change serializes"))
+            .collect();
+        sqlx::query("SELECT pg_notify($1, p) FROM UNNEST($2::text[]) AS p")
+            .bind(CHANNEL)
+            .bind(payloads)
+            .execute(&mut **tx)
+            .await?;
+        Ok(())
+    }
+
+    async fn load_lots(
+        conn: &mut sqlx::PgConnection,
+        tenants: &[String],
+        horizon: DateTime<Utc>,
+    ) -> Result<HashMap<TenantId, Vec<Lot>>> {
+        let rows = sqlx::query(
+            "SELECT id, tenant_id, valid_from, valid_until, amount_mcs, consumed_mcs FROM purchases \
+             WHERE tenant_id = ANY($1) AND kind = 'vcpu_hours' AND valid_until > $2 ORDER BY id",
+        )
+        .bind(tenants)
+        .bind(horizon)
+        .fetch_all(conn)
+        .await?;
+        let mut out: HashMap<TenantId, Vec<Lot>> = HashMap::new();
+        for r in rows {
+            out.entry(TenantId::new(r.try_get::<String, _>("tenant_id")?)?)
+                .or_default()
+                .push(Lot {
+                    purchase_id: r.try_get("id")?,
+                    valid_from: r.try_get("valid_from")?,
+                    valid_until: r.try_get("valid_until")?,
+                    amount: McSeconds(r.try_get("amount_mcs")?),
+                    consumed: McSeconds(r.try_get("consumed_mcs")?),
+                });
+        }
+        Ok(out)
+    }
+
+    async fn balances(
+        &self,
+        ids: &[String],
+        debts: &HashMap<String, (i64, Option<DateTime<Utc>>)>,
+        now: DateTime<Utc>,
+    ) -> Result<HashMap<String, Balance>> {
+        let horizon = debts
+            .values()
+            .filter_map(|(_, s)| *s)
+            .min()
+            .map_or(now, |s| s.min(now));
+        let mut conn = self.pool.acquire().await?;
+        let mut lots = Self::load_lots(&mut conn, ids, horizon).await?;
+        let rates: HashMap<String, i64> = sqlx::query(
+            "SELECT tenant_id, SUM(charged_mcs)::bigint AS c FROM usage_hourly \
+             WHERE tenant_id = ANY($1) AND hour >= $2 GROUP BY tenant_id",
+        )
+        .bind(ids)
+        .bind(rate_window_start(now))
+        .fetch_all(&mut *conn)
+        .await?
+        .into_iter()
+        .map(|r| Ok((r.try_get("tenant_id")?, r.try_get("c")?)))
+        .collect::<Result<_>>()?;
+        ids.iter()
+            .map(|id| {
+                let tid = TenantId::new(id.clone())?;
+                let (debt, debt_since) = debts.get(id).copied().unwrap_or((0, None));
+                let account = Account {
+                    lots: lots.remove(&tid).unwrap_or_default(),
+                    debt: McSeconds(debt),
+                    debt_since,
+                };
+                let last24 = McSeconds(rates.get(id).copied().unwrap_or(0));
+                Ok((id.clone(), account.balance(now, last24)))
+            })
+            .collect()
+    }
+}
+
+fn tenant_from_row(r: &sqlx::postgres::PgRow) -> Result<Tenant> {
+    Ok(Tenant {
+        id: TenantId::new(r.try_get::<String, _>("id")?)?,
+        display_name: r.try_get("display_name")?,
+        status: r.try_get::<String, _>("status")?.parse()?,
+        created_at: r.try_get("created_at")?,
+    })
+}
+
+fn purchase_from_row(r: &sqlx::postgres::PgRow) -> Result<Purchase> {
+    Ok(Purchase {
+        id: r.try_get("id")?,
+        tenant: TenantId::new(r.try_get::<String, _>("tenant_id")?)?,
+        kind: r.try_get::<String, _>("kind")?.parse()?,
+        quantity: r.try_get("quantity")?,
+        period: r.try_get::<String, _>("period")?.parse()?,
+        valid_from: r.try_get("valid_from")?,
+        valid_until: r.try_get("valid_until")?,
+        idempotency_key: r.try_get("idempotency_key")?,
+        created_at: r.try_get("created_at")?,
+        consumed: McSeconds(r.try_get("consumed_mcs")?),
+    })
+}
+
+fn checkpoint_from_row(r: &sqlx::postgres::PgRow) -> Result<PodCheckpoint> {
+    Ok(PodCheckpoint {
+        pod: PodUsage {
+            uid: r.try_get("pod_uid")?,
+            tenant: TenantId::new(r.try_get::<String, _>("tenant_id")?)?,
+            namespace: r.try_get("namespace")?,
+            name: r.try_get("pod_name")?,
+            app_id: r.try_get("app_id")?,
+            job: r.try_get("job")?,
+            role: r.try_get("role")?,
+            pool: r.try_get::<String, _>("pool")?.parse()?,
+            cpu: Millicores(r.try_get("cpu_mc")?),
+            opportunistic: r.try_get("opportunistic")?,
+            started_at: r.try_get("started_at")?,
+        },
+        charged_until: r.try_get("charged_until")?,
+        finished_at: r.try_get("finished_at")?,
+        charged: McSeconds(r.try_get("charged_mcs")?),
+        opportunistic: McSeconds(r.try_get("opportunistic_mcs")?),
+    })
+}
+
+fn is_unique_violation(e: &sqlx::Error) -> bool {
+    matches!(e, sqlx::Error::Database(d) if d.code().as_deref() == Some("23505"))
+}
+
+const POD_COLUMNS: &str = "pod_uid, tenant_id, namespace, pod_name, app_id, job, role, pool, cpu_mc, \
+     opportunistic, started_at, charged_until, finished_at, charged_mcs, opportunistic_mcs";
+
+#[async_trait]
+impl LedgerStore for PgStore {
+    async fn create_tenant(&self, new: NewTenant, now: DateTime<Utc>) -> Result<Tenant> {
+        let tenant = new.into_tenant(trunc_secs(now))?;
+        let mut tx = self.pool.begin().await?;
+        let inserted = sqlx::query(
+            "INSERT INTO tenants (id, display_name, status, created_at) VALUES ($1, $2, $3, $4) \
+             ON CONFLICT (id) DO NOTHING",
+        )
+        .bind(tenant.id.as_str())
+        .bind(&tenant.display_name)
+        .bind(tenant.status.as_str())
+        .bind(tenant.created_at)
+        .execute(&mut *tx)
+        .await?;
+        if inserted.rows_affected() == 0 {
+            return Err(LedgerError::TenantExists(tenant.id));
+        }
+        Self::notify(&mut tx, &[LedgerChange::of(ChangeKind::Tenant, &tenant.id)]).await?;
+        tx.commit().await?;
+        Ok(tenant)
+    }
+
+    async fn tenant(&self, id: &TenantId) -> Result<Option<Tenant>> {
+        sqlx::query("SELECT id, display_name, status, created_at FROM tenants WHERE id = $1")
+            .bind(id.as_str())
+            .fetch_optional(&self.pool)
+            .await?
+            .map(|r| tenant_from_row(&r))
+            .transpose()
+    }
+
+    async fn tenants(&self) -> Result<Vec<Tenant>> {
+        sqlx::query("SELECT id, display_name, status, created_at FROM tenants ORDER BY id")
+            .fetch_all(&self.pool)
+            .await?
+            .iter()
+            .map(tenant_from_row)
+            .collect()
+    }
+
+    async fn set_tenant_status(&self, id: &TenantId, status: TenantStatus) -> Result<Tenant> {
+        let mut tx = self.pool.begin().await?;
+        let row = sqlx::query("SELECT id, display_name, status, created_at FROM tenants WHERE id = $1 FOR UPDATE")
+            .bind(id.as_str())
+            .fetch_optional(&mut *tx)
+            .await?
+            .ok_or_else(|| LedgerError::UnknownTenant(id.clone()))?;
+        let mut tenant = tenant_from_row(&row)?;
+        tenant.status = tenant.status.transition(id, status)?;
+        sqlx::query("UPDATE tenants SET status = $2 WHERE id = $1")
+            .bind(id.as_str())
+            .bind(tenant.status.as_str())
+            .execute(&mut *tx)
+            .await?;
+        if status == TenantStatus::Deleted {
+            sqlx::query("DELETE FROM namespace_bindings WHERE tenant_id = $1")
+                .bind(id.as_str())
+                .execute(&mut *tx)
+                .await?;
+        }
+        Self::notify(&mut tx, &[LedgerChange::of(ChangeKind::Tenant, id)]).await?;
+        tx.commit().await?;
+        Ok(tenant)
+    }
+
+    async fn bind_namespace(&self, namespace: &str, tenant: &TenantId) -> Result<NamespaceBinding> {
+        validate_namespace(namespace)?;
+        let mut tx = self.pool.begin().await?;
+        let status: Option<String> = sqlx::query_scalar("SELECT status FROM tenants WHERE id = $1 FOR SHARE")
+            .bind(tenant.as_str())
+            .fetch_optional(&mut *tx)
+            .await?;
+        match status.as_deref() {
+            None => return Err(LedgerError::UnknownTenant(tenant.clone())),
+            Some("deleted") => return Err(LedgerError::TenantDeleted(tenant.clone())),
+            Some(_) => {}
+        }
+        sqlx::query("INSERT INTO namespace_bindings (namespace, tenant_id) VALUES ($1, $2) ON CONFLICT DO NOTHING")
+            .bind(namespace)
+            .bind(tenant.as_str())
+            .execute(&mut *tx)
+            .await?;
+        let owner: String = sqlx::query_scalar("SELECT tenant_id FROM namespace_bindings WHERE namespace = $1")
+            .bind(namespace)
+            .fetch_one(&mut *tx)
+            .await?;
+        if owner != tenant.as_str() {
+            return Err(LedgerError::NamespaceTaken {
+                namespace: namespace.to_owned(),
+                owner: TenantId::new(owner)?,
+            });
+        }
+        Self::notify(&mut tx, &[LedgerChange::of(ChangeKind::Binding, tenant)]).await?;
+        tx.commit().await?;
+        Ok(NamespaceBinding {
+            namespace: namespace.to_owned(),
+            tenant: tenant.clone(),
+        })
+    }
+
+    async fn unbind_namespace(&self, namespace: &str) -> Result<bool> {
+        let mut tx = self.pool.begin().await?;
+        let owner: Option<String> =
+            sqlx::query_scalar("DELETE FROM namespace_bindings WHERE namespace = $1 RETURNING tenant_id")
+                .bind(namespace)
+                .fetch_optional(&mut *tx)
+                .await?;
+        if let Some(owner) = &owner {
+            Self::notify(&mut tx, &[LedgerChange::of(ChangeKind::Binding, &TenantId::new(owner.clone())?)]).await?;
+        }
+        tx.commit().await?;
+        Ok(owner.is_some())
+    }
+
+    async fn namespace_bindings(&self) -> Result<Vec<NamespaceBinding>> {
+        sqlx::query("SELECT namespace, tenant_id FROM namespace_bindings ORDER BY namespace")
+            .fetch_all(&self.pool)
+            .await?
+            .into_iter()
+            .map(|r| {
+                Ok(NamespaceBinding {
+                    namespace: r.try_get("namespace")?,
+                    tenant: TenantId::new(r.try_get::<String, _>("tenant_id")?)?,
+                })
+            })
+            .collect()
+    }
+
+    async fn claim_epoch(&self, holder: &str) -> Result<Epoch> {
+        let epoch: i64 = sqlx::query_scalar(
+            "UPDATE ledger_fence SET epoch = epoch + 1, holder = $1, claimed_at = now() RETURNING epoch",
+        )
+        .bind(holder)
+        .fetch_one(&self.pool)
+        .await?;
+        Ok(Epoch(epoch))
+    }
+
+    async fn set_pool_capacity(&self, epoch: Epoch, capacity: &PoolCapacity) -> Result<()> {
+        capacity.validate()?;
+        let mut tx = self.pool.begin().await?;
+        Self::fence(&mut tx, epoch).await?;
+        sqlx::query(
+            "INSERT INTO pools (pool, nodes, cpu_mc, memory_bytes, spark_units, updated_at) \
+             VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (pool) DO UPDATE SET nodes = EXCLUDED.nodes, \
+             cpu_mc = EXCLUDED.cpu_mc, memory_bytes = EXCLUDED.memory_bytes, \
+             spark_units = EXCLUDED.spark_units, updated_at = EXCLUDED.updated_at",
+        )
+        .bind(capacity.pool.as_str())
+        .bind(capacity.nodes)
+        .bind(capacity.cpu.0)
+        .bind(capacity.memory.0)
+        .bind(capacity.spark_units)
+        .bind(trunc_secs(capacity.updated_at))
+        .execute(&mut *tx)
+        .await?;
+        Self::notify(&mut tx, &[LedgerChange::global(ChangeKind::Pool)]).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn pools(&self) -> Result<Vec<PoolCapacity>> {
+        let mut out: Vec<PoolCapacity> = sqlx::query("SELECT * FROM pools")
+            .fetch_all(&self.pool)
+            .await?
+            .into_iter()
+            .map(|r| {
+                Ok(PoolCapacity {
+                    pool: r.try_get::<String, _>("pool")?.parse()?,
+                    nodes: r.try_get("nodes")?,
+                    cpu: Millicores(r.try_get("cpu_mc")?),
+                    memory: Bytes(r.try_get("memory_bytes")?),
+                    spark_units: r.try_get("spark_units")?,
+                    updated_at: r.try_get("updated_at")?,
+                })
+            })
+            .collect::<Result<_>>()?;
+        out.sort_by_key(|p| p.pool);
+        Ok(out)
+    }
+
+    async fn record_purchase(&self, request: &PurchaseRequest, now: DateTime<Utc>) -> Result<PurchaseReceipt> {
+        // Two racing first attempts with one key: the loser hits the unique
+        // index, rolls back, and on its second pass finds the winner's row.
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            match self.try_record_purchase(request, now).await {
+                Err(LedgerError::Database(e)) if attempt < 3 && is_unique_violation(&e) => continue,
+                other => return other,
+            }
+        }
+    }
+
+    async fn purchases(&self, tenant: &TenantId) -> Result<Vec<Purchase>> {
+        if self.tenant(tenant).await?.is_none() {
+            return Err(LedgerError::UnknownTenant(tenant.clone()));
+        }
+        sqlx::query("SELECT * FROM purchases WHERE tenant_id = $1 ORDER BY id DESC")
+            .bind(tenant.as_str())
+            .fetch_all(&self.pool)
+            .await?
+            .iter()
+            .map(purchase_from_row)
+            .collect()
+    }
+
+    async fn accrue(&self, epoch: Epoch, batch: &[AccrualRequest]) -> Result<Vec<AccrualOutcome>> {
+        if batch.is_empty() {
+            return Ok(Vec::new());
+        }
+        let uids: Vec<&str> = batch.iter().map(|r| r.pod.uid.as_str()).collect();
+        let mut tenant_ids: Vec<String> = batch.iter().map(|r| r.pod.tenant.to_string()).collect();
+        tenant_ids.sort();
+        tenant_ids.dedup();
+
+        let mut tx = self.pool.begin().await?;
+        Self::fence(&mut tx, epoch).await?;
+        // Lock the tenants touched, in id order (no deadlock with each other
+        // or with a purchase, which locks one tenant row).
+        let trows = sqlx::query("SELECT id, debt_mcs, debt_since FROM tenants WHERE id = ANY($1) ORDER BY id FOR UPDATE")
+            .bind(&tenant_ids)
+            .fetch_all(&mut *tx)
+            .await?;
+        let mut known = HashSet::new();
+        let mut debts: HashMap<TenantId, (McSeconds, Option<DateTime<Utc>>)> = HashMap::new();
+        for r in &trows {
+            let id = TenantId::new(r.try_get::<String, _>("id")?)?;
+            debts.insert(id.clone(), (McSeconds(r.try_get("debt_mcs")?), r.try_get("debt_since")?));
+            known.insert(id);
+        }
+        let checkpoints: HashMap<String, PodCheckpoint> = sqlx::query(
+            "SELECT pod_uid, tenant_id, namespace, pod_name, app_id, job, role, pool, cpu_mc, opportunistic, \
+             started_at, charged_until, finished_at, charged_mcs, opportunistic_mcs FROM pod_usage WHERE pod_uid = ANY($1)",
+        )
+        .bind(&uids)
+        .fetch_all(&mut *tx)
+        .await?
+        .iter()
+        .map(|r| checkpoint_from_row(r).map(|cp| (cp.pod.uid.clone(), cp)))
+        .collect::<Result<_>>()?;
+
+        // Lots that could pay: valid after the earliest second charged here,
+        // or after the oldest unpaid debt.
+        let earliest_charge = batch
+            .iter()
+            .map(|r| {
+                checkpoints
+                    .get(&r.pod.uid)
+                    .map_or(trunc_secs(r.pod.started_at), |cp| cp.charged_until)
+            })
+            .min();
+        let horizon = debts
+            .values()
+            .filter_map(|(_, s)| *s)
+            .chain(earliest_charge)
+            .min()
+            .unwrap_or(DateTime::UNIX_EPOCH);
+        let known_ids: Vec<String> = known.iter().map(|t| t.to_string()).collect();
+        let mut lots = Self::load_lots(&mut tx, &known_ids, horizon).await?;
+        let accounts: HashMap<TenantId, Account> = debts
+            .iter()
+            .map(|(id, &(debt, debt_since))| {
+                (
+                    id.clone(),
+                    Account {
+                        lots: lots.remove(id).unwrap_or_default(),
+                        debt,
+                        debt_since,
+                    },
+                )
+            })
+            .collect();
+
+        let plan = plan_accruals(&checkpoints, &accounts, &known, batch);
+        if plan.is_empty() {
+            tx.commit().await?;
+            return Ok(plan.outcomes);
+        }
+        let created = self.ensure_partitions(&mut tx, plan.intervals.iter().map(|i| i.from)).await?;
+        let changes: Vec<LedgerChange> = plan
+            .tenant_totals
+            .keys()
+            .map(|t| LedgerChange::of(ChangeKind::Usage, t))
+            .collect();
+        let outcomes = write_plan(&mut tx, epoch, &accounts, plan).await?;
+        Self::notify(&mut tx, &changes).await?;
+        tx.commit().await?;
+        self.partitions.lock().unwrap_or_else(|p| p.into_inner()).extend(created);
+        Ok(outcomes)
+    }
+
+    async fn pod_checkpoint(&self, uid: &str) -> Result<Option<PodCheckpoint>> {
+        sqlx::query(sqlx::AssertSqlSafe(format!("SELECT {POD_COLUMNS} FROM pod_usage WHERE pod_uid = $1")))
+            .bind(uid)
+            .fetch_optional(&self.pool)
+            .await?
+            .map(|r| checkpoint_from_row(&r))
+            .transpose()
+    }
+
+    async fn open_pods(&self) -> Result<Vec<PodCheckpoint>> {
+        sqlx::query(sqlx::AssertSqlSafe(format!(
+            "SELECT {POD_COLUMNS} FROM pod_usage WHERE finished_at IS NULL ORDER BY pod_uid"
+        )))
+        .fetch_all(&self.pool)
+        .await?
+        .iter()
+        .map(checkpoint_from_row)
+        .collect()
+    }
+
+    async fn balance(&self, tenant: &TenantId, now: DateTime<Utc>) -> Result<Balance> {
+        let now = trunc_secs(now);
+        let row = sqlx::query("SELECT debt_mcs, debt_since FROM tenants WHERE id = $1")
+            .bind(tenant.as_str())
+            .fetch_optional(&self.pool)
+            .await?
+            .ok_or_else(|| LedgerError::UnknownTenant(tenant.clone()))?;
+        let id = tenant.to_string();
+        let debts = HashMap::from([(id.clone(), (row.try_get("debt_mcs")?, row.try_get("debt_since")?))]);
+        let mut balances = self.balances(std::slice::from_ref(&id), &debts, now).await?;
+        balances
+            .remove(&id)
+            .ok_or_else(|| LedgerError::Corrupt(format!("no balance computed for {id}")))
+    }
+
+    async fn summaries(&self, now: DateTime<Utc>) -> Result<Vec<TenantSummary>> {
+        let now = trunc_secs(now);
+        let rows = sqlx::query(
+            "SELECT id, display_name, status, created_at, debt_mcs, debt_since FROM tenants \
+             WHERE status <> 'deleted' ORDER BY id",
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        let mut tenants = Vec::with_capacity(rows.len());
+        let mut debts = HashMap::new();
+        for r in &rows {
+            let t = tenant_from_row(r)?;
+            debts.insert(t.id.to_string(), (r.try_get("debt_mcs")?, r.try_get("debt_since")?));
+            tenants.push(t);
+        }
+        let ids: Vec<String> = tenants.iter().map(|t| t.id.to_string()).collect();
+        let mut balances = self.balances(&ids, &debts, now).await?;
+        let dedicated: HashMap<String, i64> = sqlx::query(
+            "SELECT tenant_id, SUM(quantity)::bigint AS q FROM purchases WHERE kind = 'dedicated_units' \
+             AND valid_from <= $1 AND valid_until > $1 GROUP BY tenant_id",
+        )
+        .bind(now)
+        .fetch_all(&self.pool)
+        .await?
+        .into_iter()
+        .map(|r| Ok((r.try_get("tenant_id")?, r.try_get("q")?)))
+        .collect::<Result<_>>()?;
+        let mut namespaces: HashMap<String, Vec<String>> = HashMap::new();
+        for b in self.namespace_bindings().await? {
+            namespaces.entry(b.tenant.to_string()).or_default().push(b.namespace);
+        }
+        tenants
+            .into_iter()
+            .map(|tenant| {
+                let id = tenant.id.to_string();
+                Ok(TenantSummary {
+                    balance: balances
+                        .remove(&id)
+                        .ok_or_else(|| LedgerError::Corrupt(format!("no balance computed for {id}")))?,
+                    dedicated_units: dedicated.get(&id).copied().unwrap_or(0),
+                    namespaces: namespaces.remove(&id).unwrap_or_default(),
+                    tenant,
+                })
+            })
+            .collect()
+    }
+
+    async fn usage(
+        &self,
+        tenant: &TenantId,
+        from: DateTime<Utc>,
+        to: DateTime<Utc>,
+        granularity: Granularity,
+    ) -> Result<Vec<UsageBucket>> {
+        check_range(from, to)?;
+        if self.tenant(tenant).await?.is_none() {
+            return Err(LedgerError::UnknownTenant(tenant.clone()));
+        }
+        let width = match granularity {
+            Granularity::Hour => "1 hour",
+            Granularity::Day => "1 day",
+        };
+        sqlx::query(
+            "SELECT date_bin($4::interval, hour, TIMESTAMPTZ '2000-01-01 00:00:00+00') AS start, pool, \
+             SUM(charged_mcs)::bigint AS charged, SUM(opportunistic_mcs)::bigint AS opportunistic \
+             FROM usage_hourly WHERE tenant_id = $1 AND hour >= date_trunc('hour', $2::timestamptz) AND hour < $3 \
+             GROUP BY 1, 2 ORDER BY 1, 2",
+        )
+        .bind(tenant.as_str())
+        .bind(from)
+        .bind(to)
+        .bind(width)
+        .fetch_all(&self.pool)
+        .await?
+        .into_iter()
+        .map(|r| {
+            Ok(UsageBucket {
+                start: r.try_get("start")?,
+                pool: r.try_get::<String, _>("pool")?.parse()?,
+                charged: McSeconds(r.try_get("charged")?),
+                opportunistic: McSeconds(r.try_get("opportunistic")?),
+            })
+        })
+        .collect::<Result<Vec<_>>>()
+        .map(|mut v| {
+            v.sort_by_key(|b| (b.start, b.pool));
+            v
+        })
+    }
+
+    async fn job_runs(
+        &self,
+        tenant: &TenantId,
+        job: Option<&str>,
+        from: DateTime<Utc>,
+        to: DateTime<Utc>,
+        limit: i64,
+    ) -> Result<Vec<JobRun>> {
+        check_range(from, to)?;
+        if self.tenant(tenant).await?.is_none() {
+            return Err(LedgerError::UnknownTenant(tenant.clone()));
+        }
+        sqlx::query(
+            "SELECT app_id, min(job) AS job, min(pool) AS pool, min(started_at) AS started_at, \
+             CASE WHEN bool_and(finished_at IS NOT NULL) THEN max(finished_at) END AS finished_at, \
+             count(*) AS pods, SUM(charged_mcs)::bigint AS charged, SUM(opportunistic_mcs)::bigint AS opportunistic \
+             FROM pod_usage WHERE tenant_id = $1 AND ($2::text IS NULL OR job = $2) AND job IS NOT NULL \
+             AND app_id IS NOT NULL AND started_at >= $3 AND started_at < $4 \
+             GROUP BY app_id ORDER BY started_at DESC, app_id LIMIT $5",
+        )
+        .bind(tenant.as_str())
+        .bind(job)
+        .bind(from)
+        .bind(to)
+        .bind(limit.max(0))
+        .fetch_all(&self.pool)
+        .await?
+        .into_iter()
+        .map(|r| {
+            Ok(JobRun {
+                app_id: r.try_get("app_id")?,
+                job: r.try_get("job")?,
+                pool: r.try_get::<String, _>("pool")?.parse()?,
+                started_at: r.try_get("started_at")?,
+                finished_at: r.try_get("finished_at")?,
+                pods: r.try_get("pods")?,
+                charged: McSeconds(r.try_get("charged")?),
+                opportunistic: McSeconds(r.try_get("opportunistic")?),
+            })
+        })
+        .collect()
+    }
+
+    async fn audit(&self) -> Result<AuditReport> {
+        let mut conn = self.pool.acquire().await?;
+        let pods: i64 = sqlx::query_scalar("SELECT count(*) FROM pod_usage")
+            .fetch_one(&mut *conn)
+            .await?;
+        let mut report = AuditReport {
+            tenants: 0,
+            pods: pods as usize,
+            violations: Vec::new(),
+        };
+        // Pods whose usage is not exactly cpu × seconds, or whose journal
+        // does not add up to it: only offenders are fetched.
+        let bad = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "SELECT {POD_COLUMNS}, COALESCE(j.total, 0)::bigint AS journal FROM pod_usage p \
+             LEFT JOIN (SELECT pod_uid, SUM(charged_mcs + opportunistic_mcs) AS total FROM usage_intervals GROUP BY pod_uid) j \
+             USING (pod_uid) WHERE p.charged_mcs + p.opportunistic_mcs <> \
+             p.cpu_mc * EXTRACT(EPOCH FROM p.charged_until - p.started_at)::bigint \
+             OR COALESCE(j.total, 0) <> p.charged_mcs + p.opportunistic_mcs OR (p.opportunistic AND p.charged_mcs <> 0) \
+             LIMIT 100"
+        )))
+        .fetch_all(&mut *conn)
+        .await?;
+        for r in &bad {
+            let cp = checkpoint_from_row(r)?;
+            let expected = cp.pod.cpu.for_seconds((cp.charged_until - cp.pod.started_at).num_seconds());
+            report
+                .violations
+                .extend(pod_violations(&cp, expected, McSeconds(r.try_get("journal")?)));
+        }
+        // The journal tiles each pod's life: no gap, no overlap.
+        let gaps = sqlx::query(
+            "SELECT pod_uid, from_ts, prev_to FROM (SELECT u.pod_uid, u.from_ts, \
+             lag(u.to_ts) OVER (PARTITION BY u.pod_uid ORDER BY u.from_ts) AS prev_to, p.started_at \
+             FROM usage_intervals u JOIN pod_usage p USING (pod_uid)) s \
+             WHERE from_ts <> COALESCE(prev_to, started_at) LIMIT 100",
+        )
+        .fetch_all(&mut *conn)
+        .await?;
+        for r in gaps {
+            report.violations.push(format!(
+                "pod {}: journal line at {} does not start where the previous ended ({:?})",
+                r.try_get::<String, _>("pod_uid")?,
+                r.try_get::<DateTime<Utc>, _>("from_ts")?,
+                r.try_get::<Option<DateTime<Utc>>, _>("prev_to")?,
+            ));
+        }
+        let tenants = sqlx::query(
+            "SELECT t.id, t.consumed_mcs, t.opportunistic_mcs, t.debt_mcs, t.debt_since, \
+             t.pruned_charged_mcs + COALESCE(p.c, 0) AS pods_charged, t.pruned_opportunistic_mcs + COALESCE(p.o, 0) AS pods_opp, \
+             COALESCE(h.c, 0) AS hourly_charged, COALESCE(h.o, 0) AS hourly_opp FROM tenants t \
+             LEFT JOIN (SELECT tenant_id, SUM(charged_mcs)::bigint c, SUM(opportunistic_mcs)::bigint o FROM pod_usage GROUP BY 1) p ON p.tenant_id = t.id \
+             LEFT JOIN (SELECT tenant_id, SUM(charged_mcs)::bigint c, SUM(opportunistic_mcs)::bigint o FROM usage_hourly GROUP BY 1) h ON h.tenant_id = t.id \
+             ORDER BY t.id",
+        )
+        .fetch_all(&mut *conn)
+        .await?;
+        report.tenants = tenants.len();
+        let ids: Vec<String> = tenants
+            .iter()
+            .map(|r| r.try_get("id"))
+            .collect::<Result<_, _>>()?;
+        let mut lots = Self::load_lots(&mut conn, &ids, DateTime::UNIX_EPOCH).await?;
+        for r in &tenants {
+            let id = TenantId::new(r.try_get::<String, _>("id")?)?;
+            let books = TenantBooks {
+                consumed: McSeconds(r.try_get("consumed_mcs")?),
+                opportunistic: McSeconds(r.try_get("opportunistic_mcs")?),
+                pods_charged: McSeconds(r.try_get("pods_charged")?),
+                pods_opportunistic: McSeconds(r.try_get("pods_opp")?),
+                hourly_charged: McSeconds(r.try_get("hourly_charged")?),
+                hourly_opportunistic: McSeconds(r.try_get("hourly_opp")?),
+                account: Account {
+                    lots: lots.remove(&id).unwrap_or_default(),
+                    debt: McSeconds(r.try_get("debt_mcs")?),
+                    debt_since: r.try_get("debt_since")?,
+                },
+            };
+            report.violations.extend(tenant_violations(&id, &books));
+        }
+        Ok(report)
+    }
+
+    async fn prune_history(&self, before: DateTime<Utc>) -> Result<PruneReport> {
+        let mut tx = self.pool.begin().await?;
+        let row = sqlx::query(
+            "WITH gone AS (DELETE FROM pod_usage WHERE finished_at < $1 \
+                 RETURNING pod_uid, tenant_id, charged_mcs, opportunistic_mcs), \
+             moved AS (UPDATE tenants t SET pruned_charged_mcs = t.pruned_charged_mcs + g.c, \
+                 pruned_opportunistic_mcs = t.pruned_opportunistic_mcs + g.o \
+                 FROM (SELECT tenant_id, SUM(charged_mcs)::bigint c, SUM(opportunistic_mcs)::bigint o FROM gone GROUP BY 1) g \
+                 WHERE t.id = g.tenant_id RETURNING 1), \
+             lines AS (DELETE FROM usage_intervals u USING gone WHERE u.pod_uid = gone.pod_uid RETURNING 1) \
+             SELECT (SELECT count(*) FROM gone) AS pods, (SELECT count(*) FROM lines) AS lines, \
+                    (SELECT count(*) FROM moved) AS moved",
+        )
+        .bind(before)
+        .fetch_one(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(PruneReport {
+            pods: row.try_get::<i64, _>("pods")? as u64,
+            intervals: row.try_get::<i64, _>("lines")? as u64,
+        })
+    }
+
+    async fn subscribe(&self) -> Result<BoxStream<'static, LedgerChange>> {
+        let mut listener = PgListener::connect_with(&self.pool).await?;
+        listener.listen(CHANNEL).await?;
+        // After any gap (reconnect), say Resync once: changes may have been missed.
+        let stream = futures::stream::unfold((listener, false), |(mut l, mut lost)| async move {
+            loop {
+                match l.try_recv().await {
+                    Ok(Some(n)) => {
+                        if lost {
+                            return Some((LedgerChange::global(ChangeKind::Resync), (l, false)));
+                        }
+                        match serde_json::from_str::<LedgerChange>(n.payload()) {
+                            Ok(change) => return Some((change, (l, lost))),
+                            Err(e) => tracing::warn!(payload = n.payload(), error = %e, "unreadable ledger notification"),
+                        }
+                    }
+                    Ok(None) => lost = true,
+                    Err(e) => {
+                        tracing::warn!(error = %e, "ledger change feed lost; retrying");
+                        lost = true;
+                        tokio::time::sleep(Duration::from_millis(500)).await;
+                    }
+                }
+            }
+        });
+        Ok(stream.boxed())
+    }
+}
+
+impl PgStore {
+    async fn try_record_purchase(&self, request: &PurchaseRequest, now: DateTime<Utc>) -> Result<PurchaseReceipt> {
+        let now = trunc_secs(now);
+        let key = request.idempotency_key.trim();
+        let mut tx = self.pool.begin().await?;
+        if let Some(row) = sqlx::query("SELECT * FROM purchases WHERE idempotency_key = $1")
+            .bind(key)
+            .fetch_optional(&mut *tx)
+            .await?
+        {
+            let original: PurchaseRequest = serde_json::from_value(row.try_get("request")?)
+                .map_err(|e| LedgerError::Corrupt(format!("purchase request of key {key:?}: {e}")))?;
+            let diff = request.differences(&original);
+            if !diff.is_empty() {
+                return Err(LedgerError::IdempotencyConflict {
+                    key: request.idempotency_key.clone(),
+                    differences: diff.join("; "),
+                });
+            }
+            return Ok(PurchaseReceipt {
+                purchase: purchase_from_row(&row)?,
+                replayed: true,
+            });
+        }
+        let valid = request.validate(now)?;
+        let status: Option<String> = sqlx::query_scalar("SELECT status FROM tenants WHERE id = $1 FOR UPDATE")
+            .bind(request.tenant.as_str())
+            .fetch_optional(&mut *tx)
+            .await?;
+        match status.as_deref() {
+            None => return Err(LedgerError::UnknownTenant(request.tenant.clone())),
+            Some("deleted") => return Err(LedgerError::TenantDeleted(request.tenant.clone())),
+            Some(_) => {}
+        }
+        if request.kind == PurchaseKind::DedicatedUnits {
+            // All dedicated sales compete for one pool: serialize them.
+            sqlx::query("SELECT pg_advisory_xact_lock(hashtext('sparkcap_dedicated_sales'))")
+                .execute(&mut *tx)
+                .await?;
+            let units: i64 = sqlx::query_scalar("SELECT spark_units FROM pools WHERE pool = 'dedicated'")
+                .fetch_optional(&mut *tx)
+                .await?
+                .unwrap_or(0);
+            let sold: Vec<(DateTime<Utc>, DateTime<Utc>, i64)> = sqlx::query(
+                "SELECT valid_from, valid_until, quantity FROM purchases WHERE kind = 'dedicated_units' \
+                 AND valid_until > $1 AND valid_from < $2",
+            )
+            .bind(valid.valid_from)
+            .bind(valid.valid_until)
+            .fetch_all(&mut *tx)
+            .await?
+            .into_iter()
+            .map(|r| Ok((r.try_get("valid_from")?, r.try_get("valid_until")?, r.try_get("quantity")?)))
+            .collect::<Result<_>>()?;
+            check_dedicated_room(&valid, &sold, units)?;
+        }
+        let row = sqlx::query(
+            "INSERT INTO purchases (tenant_id, kind, quantity, period, valid_from, valid_until, amount_mcs, \
+             idempotency_key, request, created_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) RETURNING *",
+        )
+        .bind(request.tenant.as_str())
+        .bind(request.kind.as_str())
+        .bind(request.quantity)
+        .bind(request.period.as_str())
+        .bind(valid.valid_from)
+        .bind(valid.valid_until)
+        .bind(valid.amount().0)
+        .bind(key)
+        .bind(serde_json::to_value(request).expect("a request serializes"))
+        .bind(now)
+        .fetch_one(&mut *tx)
+        .await?;
+        Self::notify(&mut tx, &[LedgerChange::of(ChangeKind::Purchase, &request.tenant)]).await?;
+        tx.commit().await?;
+        Ok(PurchaseReceipt {
+            purchase: purchase_from_row(&row)?,
+            replayed: false,
+        })
+    }
+}
+
+/// Persists an accrual plan: checkpoints, journal, hourly buckets, lots and
+/// tenant totals, each as one set-based statement over arrays.
+async fn write_plan(
+    tx: &mut Transaction<'_, Postgres>,
+    epoch: Epoch,
+    loaded: &HashMap<TenantId, Account>,
+    plan: crate::accrual::AccrualPlan,
+) -> Result<Vec<AccrualOutcome>> {
+    if !plan.new_pods.is_empty() {
+        let p = &plan.new_pods;
+        sqlx::query(
+            "INSERT INTO pod_usage (pod_uid, tenant_id, namespace, pod_name, app_id, job, role, pool, cpu_mc, \
+             opportunistic, started_at, charged_until, finished_at, charged_mcs, opportunistic_mcs, epoch) \
+             SELECT u.*, $16 FROM UNNEST($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], \
+             $7::text[], $8::text[], $9::bigint[], $10::bool[], $11::timestamptz[], $12::timestamptz[], \
+             $13::timestamptz[], $14::bigint[], $15::bigint[]) AS u",
+        )
+        .bind(p.iter().map(|c| c.pod.uid.as_str()).collect::<Vec<_>>())
+        .bind(p.iter().map(|c| c.pod.tenant.as_str()).collect::<Vec<_>>())
+        .bind(p.iter().map(|c| c.pod.namespace.as_str()).collect::<Vec<_>>())
+        .bind(p.iter().map(|c| c.pod.name.as_str()).collect::<Vec<_>>())
+        .bind(p.iter().map(|c| c.pod.app_id.as_deref()).collect::<Vec<_>>())
+        .bind(p.iter().map(|c| c.pod.job.as_deref()).collect::<Vec<_>>())
+        .bind(p.iter().map(|c| c.pod.role.as_deref()).collect::<Vec<_>>())
+        .bind(p.iter().map(|c| c.pod.pool.as_str()).collect::<Vec<_>>())
+        .bind(p.iter().map(|c| c.pod.cpu.0).collect::<Vec<_>>())
+        .bind(p.iter().map(|c| c.pod.opportunistic).collect::<Vec<_>>())
+        .bind(p.iter().map(|c| c.pod.started_at).collect::<Vec<_>>())
+        .bind(p.iter().map(|c| c.charged_until).collect::<Vec<_>>())
+        .bind(p.iter().map(|c| c.finished_at).collect::<Vec<_>>())
+        .bind(p.iter().map(|c| c.charged.0).collect::<Vec<_>>())
+        .bind(p.iter().map(|c| c.opportunistic.0).collect::<Vec<_>>())
+        .bind(epoch.0)
+        .execute(&mut **tx)
+        .await?;
+    }
+    if !plan.updated_pods.is_empty() {
+        let p = &plan.updated_pods;
+        sqlx::query(
+            "UPDATE pod_usage p SET charged_until = u.charged_until, finished_at = u.finished_at, \
+             charged_mcs = u.charged, opportunistic_mcs = u.opp, epoch = $6 \
+             FROM UNNEST($1::text[], $2::timestamptz[], $3::timestamptz[], $4::bigint[], $5::bigint[]) \
+             AS u(uid, charged_until, finished_at, charged, opp) WHERE p.pod_uid = u.uid",
+        )
+        .bind(p.iter().map(|c| c.pod.uid.as_str()).collect::<Vec<_>>())
+        .bind(p.iter().map(|c| c.charged_until).collect::<Vec<_>>())
+        .bind(p.iter().map(|c| c.finished_at).collect::<Vec<_>>())
+        .bind(p.iter().map(|c| c.charged.0).collect::<Vec<_>>())
+        .bind(p.iter().map(|c| c.opportunistic.0).collect::<Vec<_>>())
+        .bind(epoch.0)
+        .execute(&mut **tx)
+        .await?;
+    }
+    if !plan.intervals.is_empty() {
+        let i = &plan.intervals;
+        sqlx::query(
+            "INSERT INTO usage_intervals (pod_uid, tenant_id, pool, from_ts, to_ts, cpu_mc, charged_mcs, \
+             opportunistic_mcs, epoch) SELECT u.*, $9 FROM UNNEST($1::text[], $2::text[], $3::text[], \
+             $4::timestamptz[], $5::timestamptz[], $6::bigint[], $7::bigint[], $8::bigint[]) AS u",
+        )
+        .bind(i.iter().map(|l| l.pod_uid.as_str()).collect::<Vec<_>>())
+        .bind(i.iter().map(|l| l.tenant.as_str()).collect::<Vec<_>>())
+        .bind(i.iter().map(|l| l.pool.as_str()).collect::<Vec<_>>())
+        .bind(i.iter().map(|l| l.from).collect::<Vec<_>>())
+        .bind(i.iter().map(|l| l.to).collect::<Vec<_>>())
+        .bind(i.iter().map(|l| l.cpu.0).collect::<Vec<_>>())
+        .bind(i.iter().map(|l| l.charged.0).collect::<Vec<_>>())
+        .bind(i.iter().map(|l| l.opportunistic.0).collect::<Vec<_>>())
+        .bind(epoch.0)
+        .execute(&mut **tx)
+        .await?;
+    }
+    if !plan.hourly.is_empty() {
+        let h: Vec<_> = plan.hourly.iter().collect();
+        sqlx::query(
+            "INSERT INTO usage_hourly (tenant_id, pool, hour, charged_mcs, opportunistic_mcs) \
+             SELECT * FROM UNNEST($1::text[], $2::text[], $3::timestamptz[], $4::bigint[], $5::bigint[]) \
+             ON CONFLICT (tenant_id, hour, pool) DO UPDATE SET \
+             charged_mcs = usage_hourly.charged_mcs + EXCLUDED.charged_mcs, \
+             opportunistic_mcs = usage_hourly.opportunistic_mcs + EXCLUDED.opportunistic_mcs",
+        )
+        .bind(h.iter().map(|((t, _, _), _)| t.as_str()).collect::<Vec<_>>())
+        .bind(h.iter().map(|((_, p, _), _)| p.as_str()).collect::<Vec<_>>())
+        .bind(h.iter().map(|((_, _, hr), _)| *hr).collect::<Vec<_>>())
+        .bind(h.iter().map(|(_, d)| d.charged.0).collect::<Vec<_>>())
+        .bind(h.iter().map(|(_, d)| d.opportunistic.0).collect::<Vec<_>>())
+        .execute(&mut **tx)
+        .await?;
+    }
+    // Lots whose drawn amount moved, and the debt of each account charged.
+    let mut lot_ids = Vec::new();
+    let mut lot_consumed = Vec::new();
+    for (tenant, acct) in &plan.accounts {
+        let before = loaded.get(tenant);
+        for lot in &acct.lots {
+            let was = before
+                .and_then(|a| a.lots.iter().find(|l| l.purchase_id == lot.purchase_id))
+                .map(|l| l.consumed);
+            if was != Some(lot.consumed) {
+                lot_ids.push(lot.purchase_id);
+                lot_consumed.push(lot.consumed.0);
+            }
+        }
+    }
+    if !lot_ids.is_empty() {
+        sqlx::query(
+            "UPDATE purchases p SET consumed_mcs = u.c FROM UNNEST($1::bigint[], $2::bigint[]) AS u(id, c) \
+             WHERE p.id = u.id",
+        )
+        .bind(&lot_ids)
+        .bind(&lot_consumed)
+        .execute(&mut **tx)
+        .await?;
+    }
+    let totals: Vec<_> = plan.tenant_totals.iter().collect();
+    sqlx::query(
+        "UPDATE tenants t SET consumed_mcs = t.consumed_mcs + u.c, opportunistic_mcs = t.opportunistic_mcs + u.o, \
+         debt_mcs = CASE WHEN u.has_acct THEN u.debt ELSE t.debt_mcs END, \
+         debt_since = CASE WHEN u.has_acct THEN u.debt_since ELSE t.debt_since END \
+         FROM UNNEST($1::text[], $2::bigint[], $3::bigint[], $4::bool[], $5::bigint[], $6::timestamptz[]) \
+         AS u(id, c, o, has_acct, debt, debt_since) WHERE t.id = u.id",
+    )
+    .bind(totals.iter().map(|(t, _)| t.as_str()).collect::<Vec<_>>())
+    .bind(totals.iter().map(|(_, d)| d.charged.0).collect::<Vec<_>>())
+    .bind(totals.iter().map(|(_, d)| d.opportunistic.0).collect::<Vec<_>>())
+    .bind(totals.iter().map(|(t, _)| plan.accounts.contains_key(*t)).collect::<Vec<_>>())
+    .bind(totals.iter().map(|(t, _)| plan.accounts.get(*t).map_or(0, |a| a.debt.0)).collect::<Vec<_>>())
+    .bind(totals.iter().map(|(t, _)| plan.accounts.get(*t).and_then(|a| a.debt_since)).collect::<Vec<_>>())
+    .execute(&mut **tx)
+    .await?;
+    Ok(plan.outcomes)
+}

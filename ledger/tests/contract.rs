@@ -1,0 +1,473 @@
+//! The ledger contract: one suite, run against the in-memory store and
+//! against Postgres (a fresh database per test). Every test ends with the
+//! store's own audit, so each one also checks the books balance.
+
+use chrono::{DateTime, TimeDelta, TimeZone, Utc};
+use futures::StreamExt;
+use sparkcap_ledger::store::testdb::TestDatabase;
+use sparkcap_ledger::store::{Epoch, Granularity};
+use sparkcap_ledger::*;
+
+fn t0() -> DateTime<Utc> {
+    Utc.with_ymd_and_hms(2026, 11, 1, 0, 0, 0).unwrap()
+}
+
+fn at(secs: i64) -> DateTime<Utc> {
+    t0() + TimeDelta::seconds(secs)
+}
+
+fn tid(s: &str) -> TenantId {
+    TenantId::new(s).unwrap()
+}
+
+async fn tenant(store: &dyn LedgerStore, id: &str) -> TenantId {
+    store
+        .create_tenant(
+            NewTenant {
+                id: tid(id),
+                display_name: format!("{id} corp"),
+            },
+            t0(),
+        )
+        .await
+        .unwrap();
+    tid(id)
+}
+
+fn buy(tenant: &TenantId, kind: PurchaseKind, quantity: i64, key: &str) -> PurchaseRequest {
+    PurchaseRequest {
+        tenant: tenant.clone(),
+        kind,
+        quantity,
+        period: Period::Monthly,
+        valid_from: Some(t0()),
+        valid_until: None,
+        idempotency_key: key.into(),
+    }
+}
+
+fn pod(uid: &str, tenant: &TenantId, cpu: i64, start: i64) -> PodUsage {
+    PodUsage {
+        uid: uid.into(),
+        tenant: tenant.clone(),
+        namespace: format!("ns-{tenant}"),
+        name: format!("pod-{uid}"),
+        app_id: Some(format!("app-{}", &uid[..1])),
+        job: Some("ingest-orders".into()),
+        role: Some("executor".into()),
+        pool: Pool::Shared,
+        cpu: Millicores(cpu),
+        opportunistic: false,
+        started_at: at(start),
+    }
+}
+
+fn acc(p: &PodUsage, until: i64, finished: bool) -> AccrualRequest {
+    AccrualRequest {
+        pod: p.clone(),
+        until: at(until),
+        finished,
+    }
+}
+
+async fn assert_books(store: &dyn LedgerStore) {
+    let report = store.audit().await.unwrap();
+    assert!(report.is_clean(), "ledger audit failed: {:#?}", report.violations);
+}
+
+async fn tenants_lifecycle(s: &dyn LedgerStore) {
+    let a = tenant(s, "acme").await;
+    let err = s
+        .create_tenant(NewTenant { id: a.clone(), display_name: String::new() }, t0())
+        .await
+        .unwrap_err();
+    assert!(matches!(err, LedgerError::TenantExists(_)), "{err}");
+    assert_eq!(s.tenant(&a).await.unwrap().unwrap().display_name, "acme corp");
+    assert_eq!(s.set_tenant_status(&a, TenantStatus::Suspended).await.unwrap().status, TenantStatus::Suspended);
+    assert_eq!(s.set_tenant_status(&a, TenantStatus::Active).await.unwrap().status, TenantStatus::Active);
+    assert_eq!(s.set_tenant_status(&a, TenantStatus::Deleted).await.unwrap().status, TenantStatus::Deleted);
+    let err = s.set_tenant_status(&a, TenantStatus::Active).await.unwrap_err();
+    assert!(err.to_string().contains("tenant acme is deleted"), "{err}");
+    let err = s.set_tenant_status(&tid("ghost"), TenantStatus::Active).await.unwrap_err();
+    assert!(matches!(err, LedgerError::UnknownTenant(_)));
+    assert_eq!(s.tenants().await.unwrap().len(), 1);
+    assert_books(s).await;
+}
+
+async fn namespace_bindings(s: &dyn LedgerStore) {
+    let a = tenant(s, "acme").await;
+    let b = tenant(s, "beta").await;
+    s.bind_namespace("tenant-acme", &a).await.unwrap();
+    s.bind_namespace("tenant-acme", &a).await.unwrap();
+    let err = s.bind_namespace("tenant-acme", &b).await.unwrap_err();
+    assert!(err.to_string().contains("already belongs to tenant acme"), "{err}");
+    assert!(matches!(s.bind_namespace("Bad_NS", &a).await, Err(LedgerError::InvalidNamespace { .. })));
+    assert!(matches!(s.bind_namespace("x", &tid("ghost")).await, Err(LedgerError::UnknownTenant(_))));
+    s.bind_namespace("beta-1", &b).await.unwrap();
+    assert_eq!(s.namespace_bindings().await.unwrap().len(), 2);
+    assert!(s.unbind_namespace("beta-1").await.unwrap());
+    assert!(!s.unbind_namespace("beta-1").await.unwrap());
+    s.set_tenant_status(&a, TenantStatus::Deleted).await.unwrap();
+    assert!(s.namespace_bindings().await.unwrap().is_empty());
+    assert!(matches!(s.bind_namespace("tenant-acme", &a).await, Err(LedgerError::TenantDeleted(_))));
+}
+
+async fn purchase_idempotency(s: &dyn LedgerStore) {
+    let a = tenant(s, "acme").await;
+    let req = buy(&a, PurchaseKind::VcpuHours, 500, "inv-1");
+    let first = s.record_purchase(&req, t0()).await.unwrap();
+    assert!(!first.replayed);
+    let again = s.record_purchase(&req, at(3600)).await.unwrap();
+    assert!(again.replayed);
+    assert_eq!(again.purchase, first.purchase);
+    let mut other = req.clone();
+    other.quantity = 600;
+    let err = s.record_purchase(&other, t0()).await.unwrap_err();
+    let msg = err.to_string();
+    assert!(msg.contains("\"inv-1\"") && msg.contains("quantity: original 500, retry 600"), "{msg}");
+    assert_eq!(s.purchases(&a).await.unwrap().len(), 1);
+    let p = &first.purchase;
+    assert_eq!((p.valid_from, p.valid_until), (t0(), Utc.with_ymd_and_hms(2026, 12, 1, 0, 0, 0).unwrap()));
+    assert_eq!(s.balance(&a, at(10)).await.unwrap().remaining, McSeconds::from_vcpu_hours(500));
+}
+
+async fn purchase_validation(s: &dyn LedgerStore) {
+    let a = tenant(s, "acme").await;
+    for (q, needle) in [(0, "invalid quantity 0"), (-3, "invalid quantity -3")] {
+        let err = s.record_purchase(&buy(&a, PurchaseKind::VcpuHours, q, "k"), t0()).await.unwrap_err();
+        assert!(err.to_string().contains(needle), "{err}");
+    }
+    let mut inverted = buy(&a, PurchaseKind::VcpuHours, 5, "k");
+    inverted.valid_until = Some(t0() - TimeDelta::days(1));
+    assert!(matches!(s.record_purchase(&inverted, t0()).await, Err(LedgerError::InvertedValidity { .. })));
+    let expired = buy(&a, PurchaseKind::VcpuHours, 5, "k");
+    assert!(matches!(
+        s.record_purchase(&expired, t0() + TimeDelta::days(40)).await,
+        Err(LedgerError::ExpiredValidity { .. })
+    ));
+    let ghost = buy(&tid("ghost"), PurchaseKind::VcpuHours, 5, "k");
+    assert!(matches!(s.record_purchase(&ghost, t0()).await, Err(LedgerError::UnknownTenant(_))));
+    let mut nokey = buy(&a, PurchaseKind::VcpuHours, 5, "");
+    nokey.idempotency_key = "  ".into();
+    assert!(matches!(s.record_purchase(&nokey, t0()).await, Err(LedgerError::MissingIdempotencyKey)));
+    s.set_tenant_status(&a, TenantStatus::Deleted).await.unwrap();
+    assert!(matches!(
+        s.record_purchase(&buy(&a, PurchaseKind::VcpuHours, 5, "k"), t0()).await,
+        Err(LedgerError::TenantDeleted(_))
+    ));
+    // Nothing of any refused purchase was written; the key is still free.
+    assert!(s.purchases(&a).await.unwrap().is_empty());
+}
+
+async fn dedicated_cannot_exceed_pool(s: &dyn LedgerStore) {
+    let a = tenant(s, "acme").await;
+    let b = tenant(s, "beta").await;
+    let err = s.record_purchase(&buy(&a, PurchaseKind::DedicatedUnits, 1, "d0"), t0()).await.unwrap_err();
+    assert!(err.to_string().contains("0 of the dedicated pool's 0 Spark Units"), "{err}");
+    let epoch = s.claim_epoch("scheduler-0").await.unwrap();
+    s.set_pool_capacity(
+        epoch,
+        &PoolCapacity {
+            pool: Pool::Dedicated,
+            nodes: 3,
+            cpu: Millicores::cores(40),
+            memory: Bytes::gib(160),
+            spark_units: 10,
+            updated_at: t0(),
+        },
+    )
+    .await
+    .unwrap();
+    assert_eq!(s.pools().await.unwrap()[0].spark_units, 10);
+    s.record_purchase(&buy(&a, PurchaseKind::DedicatedUnits, 6, "d1"), t0()).await.unwrap();
+    let err = s.record_purchase(&buy(&b, PurchaseKind::DedicatedUnits, 5, "d2"), t0()).await.unwrap_err();
+    let msg = err.to_string();
+    assert!(
+        msg.contains("cannot sell 5 dedicated units to beta") && msg.contains("6 of the dedicated pool's 10") && msg.contains("at most 4"),
+        "{msg}"
+    );
+    s.record_purchase(&buy(&b, PurchaseKind::DedicatedUnits, 4, "d3"), t0()).await.unwrap();
+    // A window after the others end has the whole pool.
+    let mut later = buy(&b, PurchaseKind::DedicatedUnits, 10, "d4");
+    later.valid_from = Some(Utc.with_ymd_and_hms(2026, 12, 1, 0, 0, 0).unwrap());
+    s.record_purchase(&later, t0()).await.unwrap();
+    let sums = s.summaries(at(60)).await.unwrap();
+    assert_eq!(sums.iter().map(|x| x.dedicated_units).collect::<Vec<_>>(), vec![6, 4]);
+    // Dedicated units alone give no vCPU-hours.
+    assert_eq!(sums[0].balance.state, BalanceState::Exhausted);
+}
+
+async fn accrual_is_exact(s: &dyn LedgerStore) {
+    let a = tenant(s, "acme").await;
+    s.record_purchase(&buy(&a, PurchaseKind::VcpuHours, 10, "p"), t0()).await.unwrap();
+    let e = s.claim_epoch("scheduler-0").await.unwrap();
+    let d = pod("d1", &a, 1000, 0);
+    let x = pod("x1", &a, 2000, 10);
+    let out = s.accrue(e, &[acc(&d, 30, false), acc(&x, 30, false)]).await.unwrap();
+    assert!(out.iter().all(|o| matches!(o, AccrualOutcome::Applied { .. })), "{out:?}");
+    s.accrue(e, &[acc(&d, 3600, false), acc(&x, 3610, true)]).await.unwrap();
+    s.accrue(e, &[acc(&d, 7200, true)]).await.unwrap();
+    // 1 core × 2 h + 2 cores × 1 h = 4 vCPU-hours.
+    let b = s.balance(&a, at(7200)).await.unwrap();
+    assert_eq!(b.consumed, McSeconds::from_vcpu_hours(4));
+    assert_eq!(b.remaining, McSeconds::from_vcpu_hours(6));
+    assert_eq!(b.purchased, McSeconds::from_vcpu_hours(10));
+    assert_eq!(b.state, BalanceState::Ok);
+    assert_eq!(b.consumed_last_24h, McSeconds::from_vcpu_hours(4));
+    let hours = s.usage(&a, t0(), at(86_400), Granularity::Hour).await.unwrap();
+    assert_eq!(hours.len(), 2);
+    assert_eq!(hours.iter().map(|h| h.charged).sum::<McSeconds>(), McSeconds::from_vcpu_hours(4));
+    let days = s.usage(&a, t0(), at(86_400), Granularity::Day).await.unwrap();
+    assert_eq!(days.len(), 1);
+    assert_eq!(days[0].start, t0());
+    assert!(matches!(s.usage(&a, at(5), at(5), Granularity::Hour).await, Err(LedgerError::InvalidRange { .. })));
+    let runs = s.job_runs(&a, Some("ingest-orders"), t0(), at(86_400), 10).await.unwrap();
+    assert_eq!(runs.len(), 2);
+    assert!(runs.iter().all(|r| r.finished_at.is_some() && r.pods == 1));
+    assert!(s.open_pods().await.unwrap().is_empty());
+    let cp = s.pod_checkpoint("d1").await.unwrap().unwrap();
+    assert_eq!((cp.charged_until, cp.finished_at, cp.charged), (at(7200), Some(at(7200)), McSeconds::from_vcpu_hours(2)));
+    assert_books(s).await;
+}
+
+async fn retries_add_nothing(s: &dyn LedgerStore) {
+    let a = tenant(s, "acme").await;
+    s.record_purchase(&buy(&a, PurchaseKind::VcpuHours, 10, "p"), t0()).await.unwrap();
+    let e = s.claim_epoch("s").await.unwrap();
+    let p = pod("a1", &a, 1500, 0);
+    let batch = [acc(&p, 100, false), acc(&pod("b1", &a, 500, 0), 100, false)];
+    s.accrue(e, &batch).await.unwrap();
+    let before = s.balance(&a, at(100)).await.unwrap();
+    for _ in 0..3 {
+        let out = s.accrue(e, &batch).await.unwrap();
+        assert!(out.iter().all(|o| matches!(o, AccrualOutcome::Duplicate)), "{out:?}");
+    }
+    assert_eq!(s.balance(&a, at(100)).await.unwrap(), before);
+    assert_eq!(s.open_pods().await.unwrap().len(), 2);
+    assert_books(s).await;
+}
+
+async fn bad_items_are_refused_alone(s: &dyn LedgerStore) {
+    let a = tenant(s, "acme").await;
+    let e = s.claim_epoch("s").await.unwrap();
+    let p = pod("a1", &a, 1000, 0);
+    s.accrue(e, &[acc(&p, 100, false)]).await.unwrap();
+    let out = s
+        .accrue(
+            e,
+            &[
+                acc(&p, 50, false),
+                acc(&pod("z1", &a, 0, 0), 10, false),
+                acc(&pod("g1", &tid("ghost"), 100, 0), 10, false),
+                acc(&pod("b1", &a, 100, 200), 100, false),
+                acc(&p, 160, true),
+                acc(&p, 170, false),
+            ],
+        )
+        .await
+        .unwrap();
+    let msg = |i: usize| out[i].rejection().map(|e| e.to_string()).unwrap_or_default();
+    assert!(msg(0).contains("earlier than already charged"), "{}", msg(0));
+    assert!(msg(1).contains("no cpu request"), "{}", msg(1));
+    assert!(msg(2).contains("unknown tenant ghost"), "{}", msg(2));
+    assert!(msg(3).contains("before the pod started"), "{}", msg(3));
+    assert!(matches!(out[4], AccrualOutcome::Applied { .. }));
+    assert!(msg(5).contains("finished at"), "{}", msg(5));
+    assert!(s.pod_checkpoint("z1").await.unwrap().is_none());
+    assert!(s.pod_checkpoint("b1").await.unwrap().is_none());
+    assert_eq!(s.pod_checkpoint("a1").await.unwrap().unwrap().charged, McSeconds(160_000));
+    // No purchase: the usage is debt, carried, and the state says exhausted.
+    let b = s.balance(&a, at(160)).await.unwrap();
+    assert_eq!(b.remaining, McSeconds(-160_000));
+    assert_eq!(b.state, BalanceState::Exhausted);
+    assert_eq!(b.debt_since, Some(t0()));
+    assert_books(s).await;
+}
+
+async fn stale_epoch_is_refused(s: &dyn LedgerStore) {
+    let a = tenant(s, "acme").await;
+    let old = s.claim_epoch("scheduler-0").await.unwrap();
+    let new = s.claim_epoch("scheduler-1").await.unwrap();
+    assert!(new > old);
+    let p = pod("a1", &a, 1000, 0);
+    let err = s.accrue(old, &[acc(&p, 100, false)]).await.unwrap_err();
+    assert!(matches!(err, LedgerError::StaleEpoch { .. }), "{err}");
+    assert!(err.to_string().contains("no longer the leader"));
+    let cap = PoolCapacity {
+        pool: Pool::Shared,
+        nodes: 1,
+        cpu: Millicores::cores(4),
+        memory: Bytes::gib(16),
+        spark_units: 1,
+        updated_at: t0(),
+    };
+    assert!(matches!(s.set_pool_capacity(old, &cap).await, Err(LedgerError::StaleEpoch { .. })));
+    assert!(matches!(
+        s.accrue(Epoch(new.0 + 5), &[acc(&p, 100, false)]).await,
+        Err(LedgerError::UnclaimedEpoch { .. })
+    ));
+    assert!(s.pod_checkpoint("a1").await.unwrap().is_none());
+    s.accrue(new, &[acc(&p, 100, false)]).await.unwrap();
+    assert_eq!(s.pod_checkpoint("a1").await.unwrap().unwrap().charged, McSeconds(100_000));
+    assert_books(s).await;
+}
+
+async fn opportunistic_is_free(s: &dyn LedgerStore) {
+    let a = tenant(s, "acme").await;
+    s.record_purchase(&buy(&a, PurchaseKind::VcpuHours, 1, "p"), t0()).await.unwrap();
+    let e = s.claim_epoch("s").await.unwrap();
+    let mut p = pod("o1", &a, 4000, 0);
+    p.opportunistic = true;
+    s.accrue(e, &[acc(&p, 3600, true)]).await.unwrap();
+    let b = s.balance(&a, at(3600)).await.unwrap();
+    assert_eq!(b.remaining, McSeconds::from_vcpu_hours(1));
+    let u = s.usage(&a, t0(), at(7200), Granularity::Hour).await.unwrap();
+    assert_eq!(u[0].opportunistic, McSeconds::from_vcpu_hours(4));
+    assert_eq!(u[0].charged, McSeconds::ZERO);
+    let mut flipped = p.clone();
+    flipped.opportunistic = false;
+    let out = s.accrue(e, &[acc(&flipped, 3600, true)]).await.unwrap();
+    assert!(out[0].rejection().unwrap().to_string().contains("opportunistic changed"));
+    assert_books(s).await;
+}
+
+async fn debt_is_paid_by_the_next_purchase(s: &dyn LedgerStore) {
+    let a = tenant(s, "acme").await;
+    s.record_purchase(&buy(&a, PurchaseKind::VcpuHours, 1, "p1"), t0()).await.unwrap();
+    let e = s.claim_epoch("s").await.unwrap();
+    let p = pod("a1", &a, 2000, 0);
+    s.accrue(e, &[acc(&p, 3600, false)]).await.unwrap();
+    let b = s.balance(&a, at(3600)).await.unwrap();
+    assert_eq!((b.remaining, b.state), (McSeconds::from_vcpu_hours(-1), BalanceState::Exhausted));
+    assert_eq!(b.debt_since, Some(at(1800)));
+    let mut top_up = buy(&a, PurchaseKind::VcpuHours, 10, "p2");
+    top_up.valid_from = Some(at(3600));
+    s.record_purchase(&top_up, at(3600)).await.unwrap();
+    let b = s.balance(&a, at(3601)).await.unwrap();
+    // The top-up paid the 1 vCPU-hour of debt.
+    assert_eq!(b.remaining, McSeconds::from_vcpu_hours(9));
+    assert_eq!(b.debt_since, None);
+    s.accrue(e, &[acc(&p, 7200, true)]).await.unwrap();
+    let b = s.balance(&a, at(7200)).await.unwrap();
+    assert_eq!(b.remaining, McSeconds::from_vcpu_hours(7));
+    assert_eq!(b.purchased, McSeconds::from_vcpu_hours(11));
+    assert_eq!(b.consumed, McSeconds::from_vcpu_hours(4));
+    assert_books(s).await;
+}
+
+async fn low_balance_rate_and_depletion(s: &dyn LedgerStore) {
+    let a = tenant(s, "acme").await;
+    s.record_purchase(&buy(&a, PurchaseKind::VcpuHours, 100, "p"), t0()).await.unwrap();
+    let e = s.claim_epoch("s").await.unwrap();
+    // 4 cores for 20 h = 80 vCPU-hours: 20 % left, low.
+    let p = pod("a1", &a, 4000, 0);
+    let mut t = 0;
+    while t < 20 * 3600 {
+        t += 1800;
+        s.accrue(e, &[acc(&p, t, false)]).await.unwrap();
+    }
+    let b = s.balance(&a, at(t)).await.unwrap();
+    assert_eq!(b.remaining, McSeconds::from_vcpu_hours(20));
+    assert_eq!(b.state, BalanceState::Low);
+    // Measured over the current hour and the 23 before it: all 80 vCPU-hours.
+    assert_eq!(b.consumed_last_24h, McSeconds::from_vcpu_hours(80));
+    assert_eq!(b.rate, Millicores(80 * 3_600_000 / 86_400));
+    let eta = b.depletion_at.unwrap();
+    assert_eq!(eta, at(t) + TimeDelta::seconds(20 * 3_600_000 / b.rate.0));
+    // A purchase that expired is not counted.
+    let b = s.balance(&a, Utc.with_ymd_and_hms(2026, 12, 2, 0, 0, 0).unwrap()).await.unwrap();
+    assert_eq!(b.purchased, McSeconds::ZERO);
+    assert_eq!(b.state, BalanceState::Exhausted);
+    assert_books(s).await;
+}
+
+async fn prune_keeps_totals(s: &dyn LedgerStore) {
+    let a = tenant(s, "acme").await;
+    let e = s.claim_epoch("s").await.unwrap();
+    let old = pod("a1", &a, 1000, 0);
+    let live = pod("b1", &a, 1000, 0);
+    s.accrue(e, &[acc(&old, 100, true), acc(&live, 100, false)]).await.unwrap();
+    let report = s.prune_history(at(101)).await.unwrap();
+    assert_eq!((report.pods, report.intervals > 0), (1, true));
+    assert!(s.pod_checkpoint("a1").await.unwrap().is_none());
+    assert!(s.pod_checkpoint("b1").await.unwrap().is_some());
+    assert_eq!(s.balance(&a, at(200)).await.unwrap().consumed, McSeconds(200_000));
+    assert_books(s).await;
+}
+
+async fn next_change(feed: &mut futures::stream::BoxStream<'static, LedgerChange>) -> LedgerChange {
+    tokio::time::timeout(std::time::Duration::from_secs(1), feed.next())
+        .await
+        .expect("a change within 1 s")
+        .expect("feed open")
+}
+
+async fn change_feed_reports_writes(s: &dyn LedgerStore) {
+    let mut feed = s.subscribe().await.unwrap();
+    let a = tenant(s, "acme").await;
+    assert_eq!(next_change(&mut feed).await, LedgerChange::of(ChangeKind::Tenant, &a));
+    s.record_purchase(&buy(&a, PurchaseKind::VcpuHours, 1, "p"), t0()).await.unwrap();
+    assert_eq!(next_change(&mut feed).await, LedgerChange::of(ChangeKind::Purchase, &a));
+    let e = s.claim_epoch("s").await.unwrap();
+    s.accrue(e, &[acc(&pod("a1", &a, 10, 0), 10, false)]).await.unwrap();
+    assert_eq!(next_change(&mut feed).await, LedgerChange::of(ChangeKind::Usage, &a));
+    s.bind_namespace("ns", &a).await.unwrap();
+    assert_eq!(next_change(&mut feed).await, LedgerChange::of(ChangeKind::Binding, &a));
+}
+
+async fn summaries_cover_live_tenants(s: &dyn LedgerStore) {
+    let a = tenant(s, "acme").await;
+    let b = tenant(s, "beta").await;
+    tenant(s, "gone").await;
+    s.set_tenant_status(&tid("gone"), TenantStatus::Deleted).await.unwrap();
+    s.bind_namespace("a1", &a).await.unwrap();
+    s.bind_namespace("a2", &a).await.unwrap();
+    s.record_purchase(&buy(&b, PurchaseKind::VcpuHours, 7, "p"), t0()).await.unwrap();
+    let sums = s.summaries(at(5)).await.unwrap();
+    assert_eq!(sums.len(), 2);
+    assert_eq!(sums[0].namespaces, vec!["a1", "a2"]);
+    assert_eq!(sums[1].balance.remaining, McSeconds::from_vcpu_hours(7));
+}
+
+macro_rules! contract {
+    ($($name:ident),* $(,)?) => {
+        mod memory {
+            $(
+                #[tokio::test]
+                async fn $name() {
+                    super::$name(&sparkcap_ledger::MemoryStore::new()).await;
+                }
+            )*
+        }
+        mod postgres {
+            $(
+                #[tokio::test]
+                async fn $name() {
+                    let db = super::TestDatabase::create().await.expect("test database");
+                    let store = db.store().await.expect("connect");
+                    super::$name(&store).await;
+                    store.pool().close().await;
+                    db.drop_db().await.expect("drop test database");
+                }
+            )*
+        }
+    };
+}
+
+contract!(
+    tenants_lifecycle,
+    namespace_bindings,
+    purchase_idempotency,
+    purchase_validation,
+    dedicated_cannot_exceed_pool,
+    accrual_is_exact,
+    retries_add_nothing,
+    bad_items_are_refused_alone,
+    stale_epoch_is_refused,
+    opportunistic_is_free,
+    debt_is_paid_by_the_next_purchase,
+    low_balance_rate_and_depletion,
+    prune_keeps_totals,
+    change_feed_reports_writes,
+    summaries_cover_live_tenants,
+);

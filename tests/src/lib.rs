@@ -1,0 +1,1 @@
+//! sparkcap test support.
