@@ -107,11 +107,12 @@ pub struct ChargeEffect {
 }
 
 impl Account {
-    /// Order in which lots pay: earliest expiry first, then oldest purchase.
-    fn payment_order(&self) -> Vec<usize> {
-        let mut idx: Vec<usize> = (0..self.lots.len()).collect();
-        idx.sort_by_key(|&i| (self.lots[i].valid_until, self.lots[i].purchase_id));
-        idx
+    /// Puts lots in the order they pay: earliest expiry first, then oldest
+    /// purchase. Done in place, once; the order is part of no identity.
+    fn order_lots(&mut self) {
+        if !self.lots.is_sorted_by_key(|l| (l.valid_until, l.purchase_id)) {
+            self.lots.sort_by_key(|l| (l.valid_until, l.purchase_id));
+        }
     }
 
     /// Pays debt from every lot that has started by `at` and was still valid
@@ -120,11 +121,11 @@ impl Account {
         let Some(since) = self.debt_since else {
             return;
         };
-        for i in self.payment_order() {
+        self.order_lots();
+        for lot in &mut self.lots {
             if self.debt.0 <= 0 {
                 break;
             }
-            let lot = &mut self.lots[i];
             if lot.valid_from <= at && lot.valid_until > since {
                 let take = lot.remaining().min(self.debt);
                 if take.0 > 0 {
@@ -146,11 +147,21 @@ impl Account {
         if to <= from {
             return effect;
         }
+        self.order_lots();
+        let inside = |t: &DateTime<Utc>| from < *t && *t < to;
+        if !self
+            .lots
+            .iter()
+            .any(|l| inside(&l.valid_from) || inside(&l.valid_until))
+        {
+            self.charge_piece(from, to, cpu, &mut effect);
+            return effect;
+        }
         let mut cuts: Vec<DateTime<Utc>> = self
             .lots
             .iter()
             .flat_map(|l| [l.valid_from, l.valid_until])
-            .filter(|&t| from < t && t < to)
+            .filter(inside)
             .collect();
         cuts.push(to);
         cuts.sort();
@@ -166,11 +177,10 @@ impl Account {
     fn charge_piece(&mut self, from: DateTime<Utc>, to: DateTime<Utc>, cpu: Millicores, effect: &mut ChargeEffect) {
         self.settle(from);
         let mut due = cpu.for_seconds((to - from).num_seconds());
-        for i in self.payment_order() {
+        for lot in &mut self.lots {
             if due.0 == 0 {
                 break;
             }
-            let lot = &mut self.lots[i];
             if lot.valid_from <= from && to <= lot.valid_until {
                 let take = lot.remaining().min(due);
                 if take.0 > 0 {
@@ -202,12 +212,7 @@ impl Account {
         let valid: Vec<&Lot> = acct.lots.iter().filter(|l| l.valid_at(now)).collect();
         let purchased: McSeconds = valid.iter().map(|l| l.amount).sum();
         let remaining = valid.iter().map(|l| l.remaining()).sum::<McSeconds>() - acct.debt;
-        let upcoming = acct
-            .lots
-            .iter()
-            .filter(|l| l.valid_from > now)
-            .map(|l| l.amount)
-            .sum();
+        let upcoming = acct.lots.iter().filter(|l| l.valid_from > now).map(|l| l.amount).sum();
         let state = if remaining.0 <= 0 {
             BalanceState::Exhausted
         } else if remaining.0.saturating_mul(5) <= purchased.0 {
@@ -216,8 +221,7 @@ impl Account {
             BalanceState::Ok
         };
         let rate = Millicores(consumed_last_24h.0 / 86_400);
-        let depletion_at = (rate.0 > 0 && remaining.0 > 0)
-            .then(|| now + TimeDelta::seconds(remaining.0 / rate.0));
+        let depletion_at = (rate.0 > 0 && remaining.0 > 0).then(|| now + TimeDelta::seconds(remaining.0 / rate.0));
         let next_expiry = valid
             .iter()
             .filter(|l| l.remaining().0 > 0)
@@ -317,7 +321,10 @@ mod tests {
         assert_eq!(b.rate, Millicores::cores(2));
         assert_eq!(b.depletion_at, Some(h(30)));
         assert_eq!(a.balance(h(0), McSeconds::ZERO).state, BalanceState::Ok);
-        assert_eq!(Account::default().balance(h(0), McSeconds::ZERO).state, BalanceState::Exhausted);
+        assert_eq!(
+            Account::default().balance(h(0), McSeconds::ZERO).state,
+            BalanceState::Exhausted
+        );
     }
 
     proptest! {

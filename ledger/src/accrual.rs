@@ -146,6 +146,10 @@ pub struct AccrualPlan {
     pub accounts: BTreeMap<TenantId, Account>,
     /// Charged and opportunistic totals per tenant in this batch.
     pub tenant_totals: BTreeMap<TenantId, HourlyDelta>,
+    /// Known pods this batch closed.
+    pub closing: Vec<String>,
+    /// Checkpoints given to the plan that it did not change.
+    pub untouched: Vec<PodCheckpoint>,
 }
 
 impl AccrualPlan {
@@ -203,64 +207,95 @@ fn check_same_pod(cp: &PodUsage, req: &PodUsage) -> Result<(), LedgerError> {
     Ok(())
 }
 
+/// One pod's working state inside a batch.
+#[derive(Debug)]
+struct Slot {
+    cp: PodCheckpoint,
+    /// The store did not know the pod.
+    is_new: bool,
+    /// Not yet applied in this batch (a new pod's first request creates it
+    /// even when it charges nothing).
+    fresh: bool,
+    /// Changed by this batch.
+    touched: bool,
+    /// Open when the batch began.
+    was_open: bool,
+}
+
 /// Applies `requests` in order to the checkpoints and accounts given.
-/// `checkpoints` must hold every known pod named in `requests`; `accounts`
-/// every tenant whose pods are named (with the lots that could pay);
-/// `tenants` the tenants that exist. Duplicates inside one batch are handled
-/// as if they came in separate batches.
+/// `checkpoints` must hold every known pod named in `requests` (it is
+/// consumed: what the batch does not change comes back in
+/// [`AccrualPlan::untouched`]); `accounts` every tenant whose pods are named,
+/// with the lots that could pay; `tenants` the tenants that exist.
+/// Duplicates inside one batch are handled as if they came in separate batches.
 pub fn plan_accruals(
-    checkpoints: &HashMap<String, PodCheckpoint>,
+    mut checkpoints: HashMap<String, PodCheckpoint>,
     accounts: &HashMap<TenantId, Account>,
     tenants: &HashSet<TenantId>,
     requests: &[AccrualRequest],
 ) -> AccrualPlan {
-    let mut plan = AccrualPlan::default();
-    // Working copies: only what this batch touches.
-    // (checkpoint, unknown to the store, not yet applied in this batch)
-    let mut pods: HashMap<String, (PodCheckpoint, bool, bool)> = HashMap::new();
-    let mut accts: HashMap<TenantId, Account> = HashMap::new();
-    let mut touched_pods: Vec<String> = Vec::new();
+    let mut plan = AccrualPlan {
+        outcomes: Vec::with_capacity(requests.len()),
+        intervals: Vec::with_capacity(requests.len()),
+        ..Default::default()
+    };
+    let mut pods: HashMap<&str, Slot> = HashMap::with_capacity(requests.len());
+    let mut order: Vec<&str> = Vec::with_capacity(requests.len());
+    // Tenants by index: the per-request work clones no tenant id.
+    let mut tix: HashMap<&TenantId, usize> = HashMap::new();
+    let mut tnames: Vec<&TenantId> = Vec::new();
+    let mut accts: Vec<Option<Account>> = Vec::new();
+    let mut totals: Vec<HourlyDelta> = Vec::new();
+    let mut hourly: HashMap<(usize, Pool, DateTime<Utc>), HourlyDelta> = HashMap::new();
 
     for req in requests {
         let outcome = (|| -> Result<AccrualOutcome, LedgerError> {
             check_request(req)?;
             let until = trunc_secs(req.until);
-            let entry = match pods.get_mut(&req.pod.uid) {
-                Some(e) => e,
-                None => {
-                    let e = match checkpoints.get(&req.pod.uid) {
-                        Some(cp) => (cp.clone(), false, false),
-                        None => {
-                            if !tenants.contains(&req.pod.tenant) {
-                                return Err(LedgerError::UnknownTenant(req.pod.tenant.clone()));
-                            }
-                            let started = trunc_secs(req.pod.started_at);
-                            if until < started {
-                                return Err(LedgerError::BeforeStart {
-                                    pod: pod_ref(&req.pod),
-                                    until,
-                                    started_at: started,
-                                });
-                            }
-                            let mut pod = req.pod.clone();
-                            pod.started_at = started;
-                            (
-                                PodCheckpoint {
-                                    pod,
-                                    charged_until: started,
-                                    finished_at: None,
-                                    charged: McSeconds::ZERO,
-                                    opportunistic: McSeconds::ZERO,
-                                },
-                                true,
-                                true,
-                            )
+            let uid = req.pod.uid.as_str();
+            if !pods.contains_key(uid) {
+                let slot = match checkpoints.remove(uid) {
+                    Some(cp) => Slot {
+                        was_open: cp.finished_at.is_none(),
+                        cp,
+                        is_new: false,
+                        fresh: false,
+                        touched: false,
+                    },
+                    None => {
+                        if !tenants.contains(&req.pod.tenant) {
+                            return Err(LedgerError::UnknownTenant(req.pod.tenant.clone()));
                         }
-                    };
-                    pods.entry(req.pod.uid.clone()).or_insert(e)
-                }
-            };
-            let (cp, _, fresh) = entry;
+                        let started = trunc_secs(req.pod.started_at);
+                        if until < started {
+                            return Err(LedgerError::BeforeStart {
+                                pod: pod_ref(&req.pod),
+                                until,
+                                started_at: started,
+                            });
+                        }
+                        let mut pod = req.pod.clone();
+                        pod.started_at = started;
+                        Slot {
+                            cp: PodCheckpoint {
+                                pod,
+                                charged_until: started,
+                                finished_at: None,
+                                charged: McSeconds::ZERO,
+                                opportunistic: McSeconds::ZERO,
+                            },
+                            is_new: true,
+                            fresh: true,
+                            touched: false,
+                            was_open: true,
+                        }
+                    }
+                };
+                pods.insert(uid, slot);
+                order.push(uid);
+            }
+            let slot = pods.get_mut(uid).expect("inserted above");
+            let cp = &mut slot.cp;
             check_same_pod(&cp.pod, &req.pod)?;
             if let Some(fin) = cp.finished_at {
                 if until > fin {
@@ -279,7 +314,7 @@ pub fn plan_accruals(
                 });
             }
             let closes = req.finished && cp.finished_at.is_none();
-            if until == cp.charged_until && !closes && !*fresh {
+            if until == cp.charged_until && !closes && !slot.fresh {
                 return Ok(AccrualOutcome::Duplicate);
             }
             let from = cp.charged_until;
@@ -291,17 +326,19 @@ pub fn plan_accruals(
                 (usage, McSeconds::ZERO)
             };
             if secs > 0 {
+                let ti = *tix.entry(&req.pod.tenant).or_insert_with(|| {
+                    tnames.push(&req.pod.tenant);
+                    accts.push(None);
+                    totals.push(HourlyDelta::default());
+                    tnames.len() - 1
+                });
                 if charged.0 > 0 {
-                    let acct = accts.entry(cp.pod.tenant.clone()).or_insert_with(|| {
-                        accounts.get(&cp.pod.tenant).cloned().unwrap_or_default()
-                    });
-                    acct.charge(from, until, cp.pod.cpu);
+                    accts[ti]
+                        .get_or_insert_with(|| accounts.get(&req.pod.tenant).cloned().unwrap_or_default())
+                        .charge(from, until, cp.pod.cpu);
                 }
                 for (hour, s) in split_by_hour(from, until) {
-                    let d = plan
-                        .hourly
-                        .entry((cp.pod.tenant.clone(), cp.pod.pool, hour))
-                        .or_default();
+                    let d = hourly.entry((ti, cp.pod.pool, hour)).or_default();
                     let m = cp.pod.cpu.for_seconds(s);
                     if cp.pod.opportunistic {
                         d.opportunistic += m;
@@ -309,9 +346,8 @@ pub fn plan_accruals(
                         d.charged += m;
                     }
                 }
-                let t = plan.tenant_totals.entry(cp.pod.tenant.clone()).or_default();
-                t.charged += charged;
-                t.opportunistic += opportunistic;
+                totals[ti].charged += charged;
+                totals[ti].opportunistic += opportunistic;
                 plan.intervals.push(UsageInterval {
                     pod_uid: cp.pod.uid.clone(),
                     tenant: cp.pod.tenant.clone(),
@@ -329,25 +365,36 @@ pub fn plan_accruals(
             if closes {
                 cp.finished_at = Some(until);
             }
-            *fresh = false;
-            if !touched_pods.contains(&cp.pod.uid) {
-                touched_pods.push(cp.pod.uid.clone());
-            }
+            slot.fresh = false;
+            slot.touched = true;
             Ok(AccrualOutcome::Applied { charged, opportunistic })
         })();
         plan.outcomes.push(outcome.unwrap_or_else(AccrualOutcome::Rejected));
     }
 
-    for uid in touched_pods {
-        if let Some((cp, is_new, _)) = pods.remove(&uid) {
-            if is_new {
-                plan.new_pods.push(cp);
-            } else {
-                plan.updated_pods.push(cp);
+    for uid in order {
+        let Some(slot) = pods.remove(uid) else { continue };
+        if !slot.touched {
+            plan.untouched.push(slot.cp);
+        } else if slot.is_new {
+            plan.new_pods.push(slot.cp);
+        } else {
+            if slot.was_open && slot.cp.finished_at.is_some() {
+                plan.closing.push(slot.cp.pod.uid.clone());
             }
+            plan.updated_pods.push(slot.cp);
         }
     }
-    plan.accounts = accts.into_iter().collect();
+    plan.untouched.extend(checkpoints.into_values());
+    for ((ti, pool, hour), d) in hourly {
+        plan.hourly.insert((tnames[ti].clone(), pool, hour), d);
+    }
+    for (ti, name) in tnames.iter().enumerate() {
+        if let Some(acct) = accts[ti].take() {
+            plan.accounts.insert((*name).clone(), acct);
+        }
+        plan.tenant_totals.insert((*name).clone(), totals[ti]);
+    }
     plan
 }
 
@@ -411,10 +458,15 @@ mod tests {
     fn duplicates_in_one_batch_charge_once() {
         let p = pod("a", 2000, false);
         let plan = plan_accruals(
-            &HashMap::new(),
+            HashMap::new(),
             &accounts(),
             &tenants(),
-            &[req(&p, 30, false), req(&p, 30, false), req(&p, 60, true), req(&p, 60, true)],
+            &[
+                req(&p, 30, false),
+                req(&p, 30, false),
+                req(&p, 60, true),
+                req(&p, 60, true),
+            ],
         );
         assert!(matches!(plan.outcomes[0], AccrualOutcome::Applied { charged, .. } if charged == McSeconds(60_000)));
         assert!(matches!(plan.outcomes[1], AccrualOutcome::Duplicate));
@@ -448,7 +500,7 @@ mod tests {
         let mut resized = p.clone();
         resized.cpu = Millicores(2000);
         let plan = plan_accruals(
-            &cps,
+            cps,
             &accounts(),
             &tenants(),
             &[
@@ -477,7 +529,7 @@ mod tests {
     #[test]
     fn opportunistic_recorded_not_charged() {
         let p = pod("o", 4000, true);
-        let plan = plan_accruals(&HashMap::new(), &accounts(), &tenants(), &[req(&p, 3600, true)]);
+        let plan = plan_accruals(HashMap::new(), &accounts(), &tenants(), &[req(&p, 3600, true)]);
         assert!(plan.accounts.is_empty());
         assert_eq!(plan.new_pods[0].opportunistic, McSeconds::from_vcpu_hours(4));
         assert_eq!(plan.new_pods[0].charged, McSeconds::ZERO);

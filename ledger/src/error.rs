@@ -29,7 +29,9 @@ pub enum LedgerError {
         reason: &'static str,
     },
     /// No tenant with this id.
-    #[error("unknown tenant {0}: create it first (POST /api/v1/tenants) or check the namespace label sparkcap.io/tenant")]
+    #[error(
+        "unknown tenant {0}: create it first (POST /api/v1/tenants) or check the namespace label sparkcap.io/tenant"
+    )]
     UnknownTenant(TenantId),
     /// Creating a tenant that exists.
     #[error("tenant {0} already exists")]
@@ -69,7 +71,9 @@ pub enum LedgerError {
         rule: &'static str,
     },
     /// An explicit end that is not after the start.
-    #[error("inverted validity: valid_until {until} is not after valid_from {from}; give an end after the start or omit it to use the period")]
+    #[error(
+        "inverted validity: valid_until {until} is not after valid_from {from}; give an end after the start or omit it to use the period"
+    )]
     InvertedValidity {
         /// Start.
         from: DateTime<Utc>,
@@ -77,7 +81,9 @@ pub enum LedgerError {
         until: DateTime<Utc>,
     },
     /// An explicit end that is not a whole number of periods after the start.
-    #[error("valid_until {until} does not match the {period} period from {from} (expected {expected}); omit valid_until or use periods")]
+    #[error(
+        "valid_until {until} does not match the {period} period from {from} (expected {expected}); omit valid_until or use periods"
+    )]
     ValidityMismatch {
         /// Start.
         from: DateTime<Utc>,
@@ -97,7 +103,9 @@ pub enum LedgerError {
         now: DateTime<Utc>,
     },
     /// Dedicated units would exceed the dedicated pool (R1.5).
-    #[error("cannot sell {requested} dedicated units to {tenant}: {allocated} of the dedicated pool's {pool_units} Spark Units are already sold at {at}; at most {available} can be added — add nodes to the dedicated pool or shorten the validity")]
+    #[error(
+        "cannot sell {requested} dedicated units to {tenant}: {allocated} of the dedicated pool's {pool_units} Spark Units are already sold at {at}; at most {available} can be added — add nodes to the dedicated pool or shorten the validity"
+    )]
     DedicatedOverAllocation {
         /// The buyer.
         tenant: TenantId,
@@ -113,7 +121,9 @@ pub enum LedgerError {
         available: i64,
     },
     /// Retried purchase whose body differs from the original.
-    #[error("idempotency key {key:?} was already used for a different purchase ({differences}); use a new key for a new purchase")]
+    #[error(
+        "idempotency key {key:?} was already used for a different purchase ({differences}); use a new key for a new purchase"
+    )]
     IdempotencyConflict {
         /// The key.
         key: String,
@@ -124,13 +134,17 @@ pub enum LedgerError {
     #[error("a purchase needs an idempotency key (1-200 characters) so that a retry cannot buy twice")]
     MissingIdempotencyKey,
     /// A pod whose containers request no CPU cannot be metered.
-    #[error("pod {pod} has no cpu request; set resources.requests.cpu on every container (spark.driver.cores / spark.executor.cores)")]
+    #[error(
+        "pod {pod} has no cpu request; set resources.requests.cpu on every container (spark.driver.cores / spark.executor.cores)"
+    )]
     MissingCpuRequest {
         /// Pod uid or name.
         pod: String,
     },
     /// A pod's immutable facts changed between accruals.
-    #[error("pod {pod}: {field} changed from {was} to {now}; a pod's cpu, tenant, pool and opportunistic flag are fixed at bind")]
+    #[error(
+        "pod {pod}: {field} changed from {was} to {now}; a pod's cpu, tenant, pool and opportunistic flag are fixed at bind"
+    )]
     PodChanged {
         /// Pod uid.
         pod: String,
@@ -142,7 +156,9 @@ pub enum LedgerError {
         now: String,
     },
     /// An accrual earlier than what was already charged (clock skew or a reordered event).
-    #[error("pod {pod}: accrual up to {until} is earlier than already charged ({charged_until}); usage is never charged backwards")]
+    #[error(
+        "pod {pod}: accrual up to {until} is earlier than already charged ({charged_until}); usage is never charged backwards"
+    )]
     ClockSkew {
         /// Pod uid.
         pod: String,
@@ -180,7 +196,9 @@ pub enum LedgerError {
         cpu: Millicores,
     },
     /// A write from a deposed leader.
-    #[error("stale writer epoch {epoch}: epoch {current} has been claimed since; this process is no longer the leader and must stop writing")]
+    #[error(
+        "stale writer epoch {epoch}: epoch {current} has been claimed since; this process is no longer the leader and must stop writing"
+    )]
     StaleEpoch {
         /// The writer's epoch.
         epoch: i64,
@@ -194,6 +212,12 @@ pub enum LedgerError {
         epoch: i64,
         /// The newest claimed epoch.
         current: i64,
+    },
+    /// An epoch claimed through another store instance (or process).
+    #[error("writer epoch {epoch} was not claimed by this ledger connection; each writer claims its own epoch")]
+    EpochNotHeld {
+        /// The epoch used.
+        epoch: i64,
     },
     /// Pool capacity that cannot be right.
     #[error("invalid capacity for pool {pool}: {reason}")]
@@ -217,6 +241,10 @@ pub enum LedgerError {
         /// End.
         to: DateTime<Utc>,
     },
+    /// Another writer changed what this batch read (a checkpoint remembered
+    /// by a writer was stale); the batch was rolled back.
+    #[error("concurrent ledger write: {0}; the batch was rolled back, retry it")]
+    ConcurrentWrite(String),
     /// The database failed.
     #[error("database error: {0}")]
     Database(#[from] sqlx::Error),
@@ -233,7 +261,7 @@ impl LedgerError {
     pub fn is_bad_input(&self) -> bool {
         !matches!(
             self,
-            Self::Database(_) | Self::Migration(_) | Self::Corrupt(_) | Self::Overflow(_)
+            Self::Database(_) | Self::Migration(_) | Self::Corrupt(_) | Self::Overflow(_) | Self::ConcurrentWrite(_)
         )
     }
 }

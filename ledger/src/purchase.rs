@@ -82,9 +82,7 @@ impl Period {
         let end = match self {
             Self::Daily => from.checked_add_days(Days::new(u64::from(n))),
             Self::Monthly => from.checked_add_months(Months::new(n)),
-            Self::Yearly => n
-                .checked_mul(12)
-                .and_then(|m| from.checked_add_months(Months::new(m))),
+            Self::Yearly => n.checked_mul(12).and_then(|m| from.checked_add_months(Months::new(m))),
         };
         end.ok_or_else(|| LedgerError::Overflow(format!("{n} {self} periods from {from}")))
     }
@@ -400,8 +398,14 @@ mod tests {
 
     #[test]
     fn dedicated_cannot_exceed_pool() {
-        let sold = vec![(at(2026, 1, 1), at(2026, 2, 1), 6), (at(2026, 1, 20), at(2026, 3, 1), 3)];
-        assert_eq!(dedicated_peak(&sold, at(2026, 1, 10), at(2026, 2, 10)), (9, at(2026, 1, 20)));
+        let sold = vec![
+            (at(2026, 1, 1), at(2026, 2, 1), 6),
+            (at(2026, 1, 20), at(2026, 3, 1), 3),
+        ];
+        assert_eq!(
+            dedicated_peak(&sold, at(2026, 1, 10), at(2026, 2, 10)),
+            (9, at(2026, 1, 20))
+        );
         let mut r = req(PurchaseKind::DedicatedUnits, 2, Period::Monthly);
         r.valid_from = Some(at(2026, 1, 10));
         let v = r.validate(at(2026, 1, 1)).unwrap();

@@ -35,9 +35,7 @@ impl TenantStatus {
         use TenantStatus::*;
         matches!(
             (self, to),
-            (Active, Active | Suspended | Deleted)
-                | (Suspended, Active | Suspended | Deleted)
-                | (Deleted, Deleted)
+            (Active, Active | Suspended | Deleted) | (Suspended, Active | Suspended | Deleted) | (Deleted, Deleted)
         )
     }
 

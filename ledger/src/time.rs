@@ -14,16 +14,18 @@ pub fn hour_of(t: DateTime<Utc>) -> DateTime<Utc> {
 }
 
 /// Splits `[from, to)` at hour boundaries: `(hour start, seconds in that hour)`.
-pub fn split_by_hour(from: DateTime<Utc>, to: DateTime<Utc>) -> Vec<(DateTime<Utc>, i64)> {
-    let mut out = Vec::new();
+pub fn split_by_hour(from: DateTime<Utc>, to: DateTime<Utc>) -> impl Iterator<Item = (DateTime<Utc>, i64)> {
     let mut cursor = from;
-    while cursor < to {
+    std::iter::from_fn(move || {
+        if cursor >= to {
+            return None;
+        }
         let hour = hour_of(cursor);
         let next = (hour + TimeDelta::hours(1)).min(to);
-        out.push((hour, (next - cursor).num_seconds()));
+        let piece = (hour, (next - cursor).num_seconds());
         cursor = next;
-    }
-    out
+        Some(piece)
+    })
 }
 
 #[cfg(test)]
@@ -35,12 +37,12 @@ mod tests {
     fn hour_split_sums_to_interval() {
         let a = Utc.with_ymd_and_hms(2026, 1, 1, 10, 59, 30).unwrap();
         let b = Utc.with_ymd_and_hms(2026, 1, 1, 12, 0, 10).unwrap();
-        let parts = split_by_hour(a, b);
+        let parts: Vec<_> = split_by_hour(a, b).collect();
         assert_eq!(parts.len(), 3);
         assert_eq!(parts.iter().map(|p| p.1).sum::<i64>(), (b - a).num_seconds());
         assert_eq!(parts[0].1, 30);
         assert_eq!(parts[2].1, 10);
-        assert!(split_by_hour(b, a).is_empty());
+        assert_eq!(split_by_hour(b, a).count(), 0);
     }
 }
 

@@ -78,17 +78,35 @@ async fn assert_books(store: &dyn LedgerStore) {
 async fn tenants_lifecycle(s: &dyn LedgerStore) {
     let a = tenant(s, "acme").await;
     let err = s
-        .create_tenant(NewTenant { id: a.clone(), display_name: String::new() }, t0())
+        .create_tenant(
+            NewTenant {
+                id: a.clone(),
+                display_name: String::new(),
+            },
+            t0(),
+        )
         .await
         .unwrap_err();
     assert!(matches!(err, LedgerError::TenantExists(_)), "{err}");
     assert_eq!(s.tenant(&a).await.unwrap().unwrap().display_name, "acme corp");
-    assert_eq!(s.set_tenant_status(&a, TenantStatus::Suspended).await.unwrap().status, TenantStatus::Suspended);
-    assert_eq!(s.set_tenant_status(&a, TenantStatus::Active).await.unwrap().status, TenantStatus::Active);
-    assert_eq!(s.set_tenant_status(&a, TenantStatus::Deleted).await.unwrap().status, TenantStatus::Deleted);
+    assert_eq!(
+        s.set_tenant_status(&a, TenantStatus::Suspended).await.unwrap().status,
+        TenantStatus::Suspended
+    );
+    assert_eq!(
+        s.set_tenant_status(&a, TenantStatus::Active).await.unwrap().status,
+        TenantStatus::Active
+    );
+    assert_eq!(
+        s.set_tenant_status(&a, TenantStatus::Deleted).await.unwrap().status,
+        TenantStatus::Deleted
+    );
     let err = s.set_tenant_status(&a, TenantStatus::Active).await.unwrap_err();
     assert!(err.to_string().contains("tenant acme is deleted"), "{err}");
-    let err = s.set_tenant_status(&tid("ghost"), TenantStatus::Active).await.unwrap_err();
+    let err = s
+        .set_tenant_status(&tid("ghost"), TenantStatus::Active)
+        .await
+        .unwrap_err();
     assert!(matches!(err, LedgerError::UnknownTenant(_)));
     assert_eq!(s.tenants().await.unwrap().len(), 1);
     assert_books(s).await;
@@ -101,15 +119,24 @@ async fn namespace_bindings(s: &dyn LedgerStore) {
     s.bind_namespace("tenant-acme", &a).await.unwrap();
     let err = s.bind_namespace("tenant-acme", &b).await.unwrap_err();
     assert!(err.to_string().contains("already belongs to tenant acme"), "{err}");
-    assert!(matches!(s.bind_namespace("Bad_NS", &a).await, Err(LedgerError::InvalidNamespace { .. })));
-    assert!(matches!(s.bind_namespace("x", &tid("ghost")).await, Err(LedgerError::UnknownTenant(_))));
+    assert!(matches!(
+        s.bind_namespace("Bad_NS", &a).await,
+        Err(LedgerError::InvalidNamespace { .. })
+    ));
+    assert!(matches!(
+        s.bind_namespace("x", &tid("ghost")).await,
+        Err(LedgerError::UnknownTenant(_))
+    ));
     s.bind_namespace("beta-1", &b).await.unwrap();
     assert_eq!(s.namespace_bindings().await.unwrap().len(), 2);
     assert!(s.unbind_namespace("beta-1").await.unwrap());
     assert!(!s.unbind_namespace("beta-1").await.unwrap());
     s.set_tenant_status(&a, TenantStatus::Deleted).await.unwrap();
     assert!(s.namespace_bindings().await.unwrap().is_empty());
-    assert!(matches!(s.bind_namespace("tenant-acme", &a).await, Err(LedgerError::TenantDeleted(_))));
+    assert!(matches!(
+        s.bind_namespace("tenant-acme", &a).await,
+        Err(LedgerError::TenantDeleted(_))
+    ));
 }
 
 async fn purchase_idempotency(s: &dyn LedgerStore) {
@@ -124,32 +151,53 @@ async fn purchase_idempotency(s: &dyn LedgerStore) {
     other.quantity = 600;
     let err = s.record_purchase(&other, t0()).await.unwrap_err();
     let msg = err.to_string();
-    assert!(msg.contains("\"inv-1\"") && msg.contains("quantity: original 500, retry 600"), "{msg}");
+    assert!(
+        msg.contains("\"inv-1\"") && msg.contains("quantity: original 500, retry 600"),
+        "{msg}"
+    );
     assert_eq!(s.purchases(&a).await.unwrap().len(), 1);
     let p = &first.purchase;
-    assert_eq!((p.valid_from, p.valid_until), (t0(), Utc.with_ymd_and_hms(2026, 12, 1, 0, 0, 0).unwrap()));
-    assert_eq!(s.balance(&a, at(10)).await.unwrap().remaining, McSeconds::from_vcpu_hours(500));
+    assert_eq!(
+        (p.valid_from, p.valid_until),
+        (t0(), Utc.with_ymd_and_hms(2026, 12, 1, 0, 0, 0).unwrap())
+    );
+    assert_eq!(
+        s.balance(&a, at(10)).await.unwrap().remaining,
+        McSeconds::from_vcpu_hours(500)
+    );
 }
 
 async fn purchase_validation(s: &dyn LedgerStore) {
     let a = tenant(s, "acme").await;
     for (q, needle) in [(0, "invalid quantity 0"), (-3, "invalid quantity -3")] {
-        let err = s.record_purchase(&buy(&a, PurchaseKind::VcpuHours, q, "k"), t0()).await.unwrap_err();
+        let err = s
+            .record_purchase(&buy(&a, PurchaseKind::VcpuHours, q, "k"), t0())
+            .await
+            .unwrap_err();
         assert!(err.to_string().contains(needle), "{err}");
     }
     let mut inverted = buy(&a, PurchaseKind::VcpuHours, 5, "k");
     inverted.valid_until = Some(t0() - TimeDelta::days(1));
-    assert!(matches!(s.record_purchase(&inverted, t0()).await, Err(LedgerError::InvertedValidity { .. })));
+    assert!(matches!(
+        s.record_purchase(&inverted, t0()).await,
+        Err(LedgerError::InvertedValidity { .. })
+    ));
     let expired = buy(&a, PurchaseKind::VcpuHours, 5, "k");
     assert!(matches!(
         s.record_purchase(&expired, t0() + TimeDelta::days(40)).await,
         Err(LedgerError::ExpiredValidity { .. })
     ));
     let ghost = buy(&tid("ghost"), PurchaseKind::VcpuHours, 5, "k");
-    assert!(matches!(s.record_purchase(&ghost, t0()).await, Err(LedgerError::UnknownTenant(_))));
+    assert!(matches!(
+        s.record_purchase(&ghost, t0()).await,
+        Err(LedgerError::UnknownTenant(_))
+    ));
     let mut nokey = buy(&a, PurchaseKind::VcpuHours, 5, "");
     nokey.idempotency_key = "  ".into();
-    assert!(matches!(s.record_purchase(&nokey, t0()).await, Err(LedgerError::MissingIdempotencyKey)));
+    assert!(matches!(
+        s.record_purchase(&nokey, t0()).await,
+        Err(LedgerError::MissingIdempotencyKey)
+    ));
     s.set_tenant_status(&a, TenantStatus::Deleted).await.unwrap();
     assert!(matches!(
         s.record_purchase(&buy(&a, PurchaseKind::VcpuHours, 5, "k"), t0()).await,
@@ -162,8 +210,14 @@ async fn purchase_validation(s: &dyn LedgerStore) {
 async fn dedicated_cannot_exceed_pool(s: &dyn LedgerStore) {
     let a = tenant(s, "acme").await;
     let b = tenant(s, "beta").await;
-    let err = s.record_purchase(&buy(&a, PurchaseKind::DedicatedUnits, 1, "d0"), t0()).await.unwrap_err();
-    assert!(err.to_string().contains("0 of the dedicated pool's 0 Spark Units"), "{err}");
+    let err = s
+        .record_purchase(&buy(&a, PurchaseKind::DedicatedUnits, 1, "d0"), t0())
+        .await
+        .unwrap_err();
+    assert!(
+        err.to_string().contains("0 of the dedicated pool's 0 Spark Units"),
+        "{err}"
+    );
     let epoch = s.claim_epoch("scheduler-0").await.unwrap();
     s.set_pool_capacity(
         epoch,
@@ -179,14 +233,23 @@ async fn dedicated_cannot_exceed_pool(s: &dyn LedgerStore) {
     .await
     .unwrap();
     assert_eq!(s.pools().await.unwrap()[0].spark_units, 10);
-    s.record_purchase(&buy(&a, PurchaseKind::DedicatedUnits, 6, "d1"), t0()).await.unwrap();
-    let err = s.record_purchase(&buy(&b, PurchaseKind::DedicatedUnits, 5, "d2"), t0()).await.unwrap_err();
+    s.record_purchase(&buy(&a, PurchaseKind::DedicatedUnits, 6, "d1"), t0())
+        .await
+        .unwrap();
+    let err = s
+        .record_purchase(&buy(&b, PurchaseKind::DedicatedUnits, 5, "d2"), t0())
+        .await
+        .unwrap_err();
     let msg = err.to_string();
     assert!(
-        msg.contains("cannot sell 5 dedicated units to beta") && msg.contains("6 of the dedicated pool's 10") && msg.contains("at most 4"),
+        msg.contains("cannot sell 5 dedicated units to beta")
+            && msg.contains("6 of the dedicated pool's 10")
+            && msg.contains("at most 4"),
         "{msg}"
     );
-    s.record_purchase(&buy(&b, PurchaseKind::DedicatedUnits, 4, "d3"), t0()).await.unwrap();
+    s.record_purchase(&buy(&b, PurchaseKind::DedicatedUnits, 4, "d3"), t0())
+        .await
+        .unwrap();
     // A window after the others end has the whole pool.
     let mut later = buy(&b, PurchaseKind::DedicatedUnits, 10, "d4");
     later.valid_from = Some(Utc.with_ymd_and_hms(2026, 12, 1, 0, 0, 0).unwrap());
@@ -199,12 +262,17 @@ async fn dedicated_cannot_exceed_pool(s: &dyn LedgerStore) {
 
 async fn accrual_is_exact(s: &dyn LedgerStore) {
     let a = tenant(s, "acme").await;
-    s.record_purchase(&buy(&a, PurchaseKind::VcpuHours, 10, "p"), t0()).await.unwrap();
+    s.record_purchase(&buy(&a, PurchaseKind::VcpuHours, 10, "p"), t0())
+        .await
+        .unwrap();
     let e = s.claim_epoch("scheduler-0").await.unwrap();
     let d = pod("d1", &a, 1000, 0);
     let x = pod("x1", &a, 2000, 10);
     let out = s.accrue(e, &[acc(&d, 30, false), acc(&x, 30, false)]).await.unwrap();
-    assert!(out.iter().all(|o| matches!(o, AccrualOutcome::Applied { .. })), "{out:?}");
+    assert!(
+        out.iter().all(|o| matches!(o, AccrualOutcome::Applied { .. })),
+        "{out:?}"
+    );
     s.accrue(e, &[acc(&d, 3600, false), acc(&x, 3610, true)]).await.unwrap();
     s.accrue(e, &[acc(&d, 7200, true)]).await.unwrap();
     // 1 core × 2 h + 2 cores × 1 h = 4 vCPU-hours.
@@ -216,23 +284,37 @@ async fn accrual_is_exact(s: &dyn LedgerStore) {
     assert_eq!(b.consumed_last_24h, McSeconds::from_vcpu_hours(4));
     let hours = s.usage(&a, t0(), at(86_400), Granularity::Hour).await.unwrap();
     assert_eq!(hours.len(), 2);
-    assert_eq!(hours.iter().map(|h| h.charged).sum::<McSeconds>(), McSeconds::from_vcpu_hours(4));
+    assert_eq!(
+        hours.iter().map(|h| h.charged).sum::<McSeconds>(),
+        McSeconds::from_vcpu_hours(4)
+    );
     let days = s.usage(&a, t0(), at(86_400), Granularity::Day).await.unwrap();
     assert_eq!(days.len(), 1);
     assert_eq!(days[0].start, t0());
-    assert!(matches!(s.usage(&a, at(5), at(5), Granularity::Hour).await, Err(LedgerError::InvalidRange { .. })));
-    let runs = s.job_runs(&a, Some("ingest-orders"), t0(), at(86_400), 10).await.unwrap();
+    assert!(matches!(
+        s.usage(&a, at(5), at(5), Granularity::Hour).await,
+        Err(LedgerError::InvalidRange { .. })
+    ));
+    let runs = s
+        .job_runs(&a, Some("ingest-orders"), t0(), at(86_400), 10)
+        .await
+        .unwrap();
     assert_eq!(runs.len(), 2);
     assert!(runs.iter().all(|r| r.finished_at.is_some() && r.pods == 1));
     assert!(s.open_pods().await.unwrap().is_empty());
     let cp = s.pod_checkpoint("d1").await.unwrap().unwrap();
-    assert_eq!((cp.charged_until, cp.finished_at, cp.charged), (at(7200), Some(at(7200)), McSeconds::from_vcpu_hours(2)));
+    assert_eq!(
+        (cp.charged_until, cp.finished_at, cp.charged),
+        (at(7200), Some(at(7200)), McSeconds::from_vcpu_hours(2))
+    );
     assert_books(s).await;
 }
 
 async fn retries_add_nothing(s: &dyn LedgerStore) {
     let a = tenant(s, "acme").await;
-    s.record_purchase(&buy(&a, PurchaseKind::VcpuHours, 10, "p"), t0()).await.unwrap();
+    s.record_purchase(&buy(&a, PurchaseKind::VcpuHours, 10, "p"), t0())
+        .await
+        .unwrap();
     let e = s.claim_epoch("s").await.unwrap();
     let p = pod("a1", &a, 1500, 0);
     let batch = [acc(&p, 100, false), acc(&pod("b1", &a, 500, 0), 100, false)];
@@ -275,7 +357,10 @@ async fn bad_items_are_refused_alone(s: &dyn LedgerStore) {
     assert!(msg(5).contains("finished at"), "{}", msg(5));
     assert!(s.pod_checkpoint("z1").await.unwrap().is_none());
     assert!(s.pod_checkpoint("b1").await.unwrap().is_none());
-    assert_eq!(s.pod_checkpoint("a1").await.unwrap().unwrap().charged, McSeconds(160_000));
+    assert_eq!(
+        s.pod_checkpoint("a1").await.unwrap().unwrap().charged,
+        McSeconds(160_000)
+    );
     // No purchase: the usage is debt, carried, and the state says exhausted.
     let b = s.balance(&a, at(160)).await.unwrap();
     assert_eq!(b.remaining, McSeconds(-160_000));
@@ -301,20 +386,28 @@ async fn stale_epoch_is_refused(s: &dyn LedgerStore) {
         spark_units: 1,
         updated_at: t0(),
     };
-    assert!(matches!(s.set_pool_capacity(old, &cap).await, Err(LedgerError::StaleEpoch { .. })));
+    assert!(matches!(
+        s.set_pool_capacity(old, &cap).await,
+        Err(LedgerError::StaleEpoch { .. })
+    ));
     assert!(matches!(
         s.accrue(Epoch(new.0 + 5), &[acc(&p, 100, false)]).await,
         Err(LedgerError::UnclaimedEpoch { .. })
     ));
     assert!(s.pod_checkpoint("a1").await.unwrap().is_none());
     s.accrue(new, &[acc(&p, 100, false)]).await.unwrap();
-    assert_eq!(s.pod_checkpoint("a1").await.unwrap().unwrap().charged, McSeconds(100_000));
+    assert_eq!(
+        s.pod_checkpoint("a1").await.unwrap().unwrap().charged,
+        McSeconds(100_000)
+    );
     assert_books(s).await;
 }
 
 async fn opportunistic_is_free(s: &dyn LedgerStore) {
     let a = tenant(s, "acme").await;
-    s.record_purchase(&buy(&a, PurchaseKind::VcpuHours, 1, "p"), t0()).await.unwrap();
+    s.record_purchase(&buy(&a, PurchaseKind::VcpuHours, 1, "p"), t0())
+        .await
+        .unwrap();
     let e = s.claim_epoch("s").await.unwrap();
     let mut p = pod("o1", &a, 4000, 0);
     p.opportunistic = true;
@@ -327,18 +420,29 @@ async fn opportunistic_is_free(s: &dyn LedgerStore) {
     let mut flipped = p.clone();
     flipped.opportunistic = false;
     let out = s.accrue(e, &[acc(&flipped, 3600, true)]).await.unwrap();
-    assert!(out[0].rejection().unwrap().to_string().contains("opportunistic changed"));
+    assert!(
+        out[0]
+            .rejection()
+            .unwrap()
+            .to_string()
+            .contains("opportunistic changed")
+    );
     assert_books(s).await;
 }
 
 async fn debt_is_paid_by_the_next_purchase(s: &dyn LedgerStore) {
     let a = tenant(s, "acme").await;
-    s.record_purchase(&buy(&a, PurchaseKind::VcpuHours, 1, "p1"), t0()).await.unwrap();
+    s.record_purchase(&buy(&a, PurchaseKind::VcpuHours, 1, "p1"), t0())
+        .await
+        .unwrap();
     let e = s.claim_epoch("s").await.unwrap();
     let p = pod("a1", &a, 2000, 0);
     s.accrue(e, &[acc(&p, 3600, false)]).await.unwrap();
     let b = s.balance(&a, at(3600)).await.unwrap();
-    assert_eq!((b.remaining, b.state), (McSeconds::from_vcpu_hours(-1), BalanceState::Exhausted));
+    assert_eq!(
+        (b.remaining, b.state),
+        (McSeconds::from_vcpu_hours(-1), BalanceState::Exhausted)
+    );
     assert_eq!(b.debt_since, Some(at(1800)));
     let mut top_up = buy(&a, PurchaseKind::VcpuHours, 10, "p2");
     top_up.valid_from = Some(at(3600));
@@ -357,7 +461,9 @@ async fn debt_is_paid_by_the_next_purchase(s: &dyn LedgerStore) {
 
 async fn low_balance_rate_and_depletion(s: &dyn LedgerStore) {
     let a = tenant(s, "acme").await;
-    s.record_purchase(&buy(&a, PurchaseKind::VcpuHours, 100, "p"), t0()).await.unwrap();
+    s.record_purchase(&buy(&a, PurchaseKind::VcpuHours, 100, "p"), t0())
+        .await
+        .unwrap();
     let e = s.claim_epoch("s").await.unwrap();
     // 4 cores for 20 h = 80 vCPU-hours: 20 % left, low.
     let p = pod("a1", &a, 4000, 0);
@@ -375,7 +481,10 @@ async fn low_balance_rate_and_depletion(s: &dyn LedgerStore) {
     let eta = b.depletion_at.unwrap();
     assert_eq!(eta, at(t) + TimeDelta::seconds(20 * 3_600_000 / b.rate.0));
     // A purchase that expired is not counted.
-    let b = s.balance(&a, Utc.with_ymd_and_hms(2026, 12, 2, 0, 0, 0).unwrap()).await.unwrap();
+    let b = s
+        .balance(&a, Utc.with_ymd_and_hms(2026, 12, 2, 0, 0, 0).unwrap())
+        .await
+        .unwrap();
     assert_eq!(b.purchased, McSeconds::ZERO);
     assert_eq!(b.state, BalanceState::Exhausted);
     assert_books(s).await;
@@ -386,7 +495,9 @@ async fn prune_keeps_totals(s: &dyn LedgerStore) {
     let e = s.claim_epoch("s").await.unwrap();
     let old = pod("a1", &a, 1000, 0);
     let live = pod("b1", &a, 1000, 0);
-    s.accrue(e, &[acc(&old, 100, true), acc(&live, 100, false)]).await.unwrap();
+    s.accrue(e, &[acc(&old, 100, true), acc(&live, 100, false)])
+        .await
+        .unwrap();
     let report = s.prune_history(at(101)).await.unwrap();
     assert_eq!((report.pods, report.intervals > 0), (1, true));
     assert!(s.pod_checkpoint("a1").await.unwrap().is_none());
@@ -406,7 +517,9 @@ async fn change_feed_reports_writes(s: &dyn LedgerStore) {
     let mut feed = s.subscribe().await.unwrap();
     let a = tenant(s, "acme").await;
     assert_eq!(next_change(&mut feed).await, LedgerChange::of(ChangeKind::Tenant, &a));
-    s.record_purchase(&buy(&a, PurchaseKind::VcpuHours, 1, "p"), t0()).await.unwrap();
+    s.record_purchase(&buy(&a, PurchaseKind::VcpuHours, 1, "p"), t0())
+        .await
+        .unwrap();
     assert_eq!(next_change(&mut feed).await, LedgerChange::of(ChangeKind::Purchase, &a));
     let e = s.claim_epoch("s").await.unwrap();
     s.accrue(e, &[acc(&pod("a1", &a, 10, 0), 10, false)]).await.unwrap();
@@ -422,7 +535,9 @@ async fn summaries_cover_live_tenants(s: &dyn LedgerStore) {
     s.set_tenant_status(&tid("gone"), TenantStatus::Deleted).await.unwrap();
     s.bind_namespace("a1", &a).await.unwrap();
     s.bind_namespace("a2", &a).await.unwrap();
-    s.record_purchase(&buy(&b, PurchaseKind::VcpuHours, 7, "p"), t0()).await.unwrap();
+    s.record_purchase(&buy(&b, PurchaseKind::VcpuHours, 7, "p"), t0())
+        .await
+        .unwrap();
     let sums = s.summaries(at(5)).await.unwrap();
     assert_eq!(sums.len(), 2);
     assert_eq!(sums[0].namespaces, vec!["a1", "a2"]);
@@ -471,3 +586,39 @@ contract!(
     change_feed_reports_writes,
     summaries_cover_live_tenants,
 );
+
+/// Postgres only: the writer remembers checkpoints between batches, so the
+/// ledger must make sure nobody else wrote with its epoch and that a
+/// deposed writer's memory can never be used.
+#[tokio::test]
+async fn postgres_writer_memory_cannot_go_stale() {
+    let db = TestDatabase::create().await.expect("test database");
+    let a = db.store().await.unwrap();
+    let b = db.store().await.unwrap();
+    let t = tenant(&a, "acme").await;
+    let p = pod("a1", &t, 1000, 0);
+    let ea = a.claim_epoch("a").await.unwrap();
+    a.accrue(ea, &[acc(&p, 100, false)]).await.unwrap();
+    // Another instance cannot borrow a's epoch.
+    let err = b.accrue(ea, &[acc(&p, 200, false)]).await.unwrap_err();
+    assert!(matches!(err, LedgerError::EpochNotHeld { .. }), "{err}");
+    // It claims its own; a is deposed, and b reads the truth, not a's memory.
+    let eb = b.claim_epoch("b").await.unwrap();
+    assert!(matches!(
+        a.accrue(ea, &[acc(&p, 300, false)]).await,
+        Err(LedgerError::StaleEpoch { .. })
+    ));
+    b.accrue(eb, &[acc(&p, 300, true)]).await.unwrap();
+    // a comes back as leader again: its memory was dropped at the claim.
+    let ea2 = a.claim_epoch("a").await.unwrap();
+    let out = a.accrue(ea2, &[acc(&p, 400, false)]).await.unwrap();
+    assert!(out[0].rejection().unwrap().to_string().contains("finished at"));
+    assert_eq!(
+        a.pod_checkpoint("a1").await.unwrap().unwrap().charged,
+        McSeconds(300_000)
+    );
+    assert_books(&a).await;
+    a.pool().close().await;
+    b.pool().close().await;
+    db.drop_db().await.unwrap();
+}

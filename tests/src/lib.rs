@@ -1,1 +1,4 @@
-//! sparkcap test support.
+//! sparkcap's workspace-level test support: deterministic workloads and the
+//! processes the end-to-end and fault tests drive.
+
+pub mod workload;

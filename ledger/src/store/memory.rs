@@ -70,7 +70,9 @@ struct State {
 
 impl State {
     fn tenant_row(&self, id: &TenantId) -> Result<&TenantRow> {
-        self.tenants.get(id).ok_or_else(|| LedgerError::UnknownTenant(id.clone()))
+        self.tenants
+            .get(id)
+            .ok_or_else(|| LedgerError::UnknownTenant(id.clone()))
     }
 
     fn account(&self, id: &TenantId) -> Account {
@@ -325,7 +327,8 @@ impl LedgerStore for MemoryStore {
             };
             let idx = s.purchases.len();
             s.purchases.push(purchase.clone());
-            s.by_key.insert(purchase.idempotency_key.clone(), (idx, request.clone()));
+            s.by_key
+                .insert(purchase.idempotency_key.clone(), (idx, request.clone()));
             PurchaseReceipt {
                 purchase,
                 replayed: false,
@@ -358,7 +361,7 @@ impl LedgerStore for MemoryStore {
                 .map(|t| (t.clone(), s.account(t)))
                 .collect();
             let known: HashSet<TenantId> = accounts.keys().cloned().collect();
-            let plan = plan_accruals(&checkpoints, &accounts, &known, batch);
+            let plan = plan_accruals(checkpoints, &accounts, &known, batch);
 
             for cp in plan.new_pods.into_iter().chain(plan.updated_pods) {
                 let uid = cp.pod.uid.clone();
@@ -553,8 +556,13 @@ impl LedgerStore for MemoryStore {
         let mut per_tenant: HashMap<&TenantId, (McSeconds, McSeconds)> = HashMap::new();
         for row in s.pods.values() {
             let cp = &row.cp;
-            let expected = cp.pod.cpu.for_seconds((cp.charged_until - cp.pod.started_at).num_seconds());
-            report.violations.extend(super::pod_violations(cp, expected, row.interval_sum));
+            let expected = cp
+                .pod
+                .cpu
+                .for_seconds((cp.charged_until - cp.pod.started_at).num_seconds());
+            report
+                .violations
+                .extend(super::pod_violations(cp, expected, row.interval_sum));
             let e = per_tenant.entry(&cp.pod.tenant).or_default();
             e.0 += cp.charged;
             e.1 += cp.opportunistic;

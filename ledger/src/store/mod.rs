@@ -5,8 +5,8 @@ pub mod memory;
 pub mod postgres;
 pub mod testdb;
 
-use crate::accrual::{AccrualOutcome, AccrualRequest, PodCheckpoint};
 use crate::account::Balance;
+use crate::accrual::{AccrualOutcome, AccrualRequest, PodCheckpoint};
 use crate::error::{LedgerError, Result};
 use crate::feed::LedgerChange;
 use crate::ids::TenantId;
@@ -219,10 +219,16 @@ pub(crate) fn pod_violations(cp: &PodCheckpoint, expected: McSeconds, journal: M
         ));
     }
     if cp.pod.opportunistic && cp.charged.0 != 0 {
-        v.push(format!("pod {}: opportunistic but charged {} mc·s", cp.pod.uid, cp.charged.0));
+        v.push(format!(
+            "pod {}: opportunistic but charged {} mc·s",
+            cp.pod.uid, cp.charged.0
+        ));
     }
     if journal != total {
-        v.push(format!("pod {}: journal sums to {} mc·s, checkpoint says {}", cp.pod.uid, journal.0, total.0));
+        v.push(format!(
+            "pod {}: journal sums to {} mc·s, checkpoint says {}",
+            cp.pod.uid, journal.0, total.0
+        ));
     }
     v
 }
@@ -238,7 +244,11 @@ pub(crate) fn tenant_violations(id: &TenantId, b: &TenantBooks) -> Vec<String> {
     };
     eq("charged total vs pods", b.consumed, b.pods_charged);
     eq("charged total vs hourly", b.consumed, b.hourly_charged);
-    eq("charged total vs lots drawn + debt", b.consumed, b.account.total_charged());
+    eq(
+        "charged total vs lots drawn + debt",
+        b.consumed,
+        b.account.total_charged(),
+    );
     eq("opportunistic total vs pods", b.opportunistic, b.pods_opportunistic);
     eq("opportunistic total vs hourly", b.opportunistic, b.hourly_opportunistic);
     for lot in &b.account.lots {

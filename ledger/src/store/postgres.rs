@@ -43,19 +43,32 @@ pub struct PgStore {
     pool: PgPool,
     /// Journal partitions known to exist, as (year, month).
     partitions: std::sync::Arc<Mutex<HashSet<(i32, u32)>>>,
+    /// Checkpoints of open pods, trusted only for the epoch this instance
+    /// claimed. Accruals through one instance run one at a time.
+    writer: std::sync::Arc<tokio::sync::Mutex<WriterCache>>,
+}
+
+/// What the fenced writer remembers between batches, so that a batch of
+/// running pods needs no checkpoint read (a read of every running pod per
+/// batch halves accrual throughput). It is the truth because only the
+/// instance that claimed an epoch writes with it, one batch at a time, and
+/// a batch that fails forgets its pods. Belt and braces: the journal key
+/// `(pod_uid, from_ts)` makes a stale checkpoint collide rather than charge.
+#[derive(Debug, Default)]
+struct WriterCache {
+    epoch: Option<i64>,
+    open: HashMap<String, PodCheckpoint>,
 }
 
 impl PgStore {
     /// Connects with production settings: server-side time limits so a stuck
     /// statement or an abandoned transaction is ended by Postgres itself.
     pub async fn connect(url: &str) -> Result<Self> {
-        let options = PgConnectOptions::from_str(url)?
-            .application_name("sparkcap")
-            .options([
-                ("statement_timeout", "30s"),
-                ("idle_in_transaction_session_timeout", "60s"),
-                ("lock_timeout", "10s"),
-            ]);
+        let options = PgConnectOptions::from_str(url)?.application_name("sparkcap").options([
+            ("statement_timeout", "30s"),
+            ("idle_in_transaction_session_timeout", "60s"),
+            ("lock_timeout", "10s"),
+        ]);
         let pool = PgPoolOptions::new()
             .max_connections(16)
             .acquire_timeout(Duration::from_secs(10))
@@ -69,6 +82,7 @@ impl PgStore {
         Self {
             pool,
             partitions: Default::default(),
+            writer: Default::default(),
         }
     }
 
@@ -164,11 +178,7 @@ impl PgStore {
         debts: &HashMap<String, (i64, Option<DateTime<Utc>>)>,
         now: DateTime<Utc>,
     ) -> Result<HashMap<String, Balance>> {
-        let horizon = debts
-            .values()
-            .filter_map(|(_, s)| *s)
-            .min()
-            .map_or(now, |s| s.min(now));
+        let horizon = debts.values().filter_map(|(_, s)| *s).min().map_or(now, |s| s.min(now));
         let mut conn = self.pool.acquire().await?;
         let mut lots = Self::load_lots(&mut conn, ids, horizon).await?;
         let rates: HashMap<String, i64> = sqlx::query(
@@ -248,8 +258,24 @@ fn is_unique_violation(e: &sqlx::Error) -> bool {
     matches!(e, sqlx::Error::Database(d) if d.code().as_deref() == Some("23505"))
 }
 
-const POD_COLUMNS: &str = "pod_uid, tenant_id, namespace, pod_name, app_id, job, role, pool, cpu_mc, \
-     opportunistic, started_at, charged_until, finished_at, charged_mcs, opportunistic_mcs";
+/// Pods with their checkpoint. While a pod runs, its checkpoint is the end
+/// of its newest journal line (its row is written only when it appears and
+/// when it closes), and its usage is cpu × seconds up to there.
+/// `filter` is a `WHERE` clause over `pod_usage p`.
+fn checkpoint_sql(filter: &str) -> String {
+    format!(
+        "SELECT pod_uid, tenant_id, namespace, pod_name, app_id, job, role, pool, cpu_mc, opportunistic, started_at, \
+         charged_until, finished_at, \
+         CASE WHEN finished_at IS NOT NULL THEN charged_mcs WHEN opportunistic THEN 0 ELSE usage END AS charged_mcs, \
+         CASE WHEN finished_at IS NOT NULL THEN opportunistic_mcs WHEN opportunistic THEN usage ELSE 0 END AS opportunistic_mcs \
+         FROM (SELECT p.pod_uid, p.tenant_id, p.namespace, p.pod_name, p.app_id, p.job, p.role, p.pool, p.cpu_mc, \
+               p.opportunistic, p.started_at, p.finished_at, p.charged_mcs, p.opportunistic_mcs, j.cu AS charged_until, \
+               p.cpu_mc * EXTRACT(EPOCH FROM j.cu - p.started_at)::bigint AS usage \
+               FROM pod_usage p CROSS JOIN LATERAL (SELECT CASE WHEN p.finished_at IS NOT NULL THEN p.charged_until \
+                   ELSE COALESCE((SELECT u.to_ts FROM usage_intervals u WHERE u.pod_uid = p.pod_uid \
+                   ORDER BY u.from_ts DESC LIMIT 1), p.started_at) END AS cu) j {filter}) c"
+    )
+}
 
 #[async_trait]
 impl LedgerStore for PgStore {
@@ -360,7 +386,11 @@ impl LedgerStore for PgStore {
                 .fetch_optional(&mut *tx)
                 .await?;
         if let Some(owner) = &owner {
-            Self::notify(&mut tx, &[LedgerChange::of(ChangeKind::Binding, &TenantId::new(owner.clone())?)]).await?;
+            Self::notify(
+                &mut tx,
+                &[LedgerChange::of(ChangeKind::Binding, &TenantId::new(owner.clone())?)],
+            )
+            .await?;
         }
         tx.commit().await?;
         Ok(owner.is_some())
@@ -387,6 +417,9 @@ impl LedgerStore for PgStore {
         .bind(holder)
         .fetch_one(&self.pool)
         .await?;
+        let mut w = self.writer.lock().await;
+        w.epoch = Some(epoch);
+        w.open.clear();
         Ok(Epoch(epoch))
     }
 
@@ -463,89 +496,32 @@ impl LedgerStore for PgStore {
         if batch.is_empty() {
             return Ok(Vec::new());
         }
-        let uids: Vec<&str> = batch.iter().map(|r| r.pod.uid.as_str()).collect();
-        let mut tenant_ids: Vec<String> = batch.iter().map(|r| r.pod.tenant.to_string()).collect();
-        tenant_ids.sort();
-        tenant_ids.dedup();
-
-        let mut tx = self.pool.begin().await?;
-        Self::fence(&mut tx, epoch).await?;
-        // Lock the tenants touched, in id order (no deadlock with each other
-        // or with a purchase, which locks one tenant row).
-        let trows = sqlx::query("SELECT id, debt_mcs, debt_since FROM tenants WHERE id = ANY($1) ORDER BY id FOR UPDATE")
-            .bind(&tenant_ids)
-            .fetch_all(&mut *tx)
-            .await?;
-        let mut known = HashSet::new();
-        let mut debts: HashMap<TenantId, (McSeconds, Option<DateTime<Utc>>)> = HashMap::new();
-        for r in &trows {
-            let id = TenantId::new(r.try_get::<String, _>("id")?)?;
-            debts.insert(id.clone(), (McSeconds(r.try_get("debt_mcs")?), r.try_get("debt_since")?));
-            known.insert(id);
+        let mut writer = self.writer.lock().await;
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            match self.accrue_once(&mut writer, epoch, batch).await {
+                Ok(outcomes) => return Ok(outcomes),
+                Err(e) => {
+                    // The outcome is unknown (it may even have committed):
+                    // forget these pods and read them back next time.
+                    for r in batch {
+                        writer.open.remove(&r.pod.uid);
+                    }
+                    match e {
+                        // A remembered checkpoint was stale: the journal key
+                        // caught it. Read the truth and try once more.
+                        LedgerError::Database(ref d) if attempt < 2 && is_unique_violation(d) => continue,
+                        LedgerError::ConcurrentWrite(_) if attempt < 2 => continue,
+                        e => return Err(e),
+                    }
+                }
+            }
         }
-        let checkpoints: HashMap<String, PodCheckpoint> = sqlx::query(
-            "SELECT pod_uid, tenant_id, namespace, pod_name, app_id, job, role, pool, cpu_mc, opportunistic, \
-             started_at, charged_until, finished_at, charged_mcs, opportunistic_mcs FROM pod_usage WHERE pod_uid = ANY($1)",
-        )
-        .bind(&uids)
-        .fetch_all(&mut *tx)
-        .await?
-        .iter()
-        .map(|r| checkpoint_from_row(r).map(|cp| (cp.pod.uid.clone(), cp)))
-        .collect::<Result<_>>()?;
-
-        // Lots that could pay: valid after the earliest second charged here,
-        // or after the oldest unpaid debt.
-        let earliest_charge = batch
-            .iter()
-            .map(|r| {
-                checkpoints
-                    .get(&r.pod.uid)
-                    .map_or(trunc_secs(r.pod.started_at), |cp| cp.charged_until)
-            })
-            .min();
-        let horizon = debts
-            .values()
-            .filter_map(|(_, s)| *s)
-            .chain(earliest_charge)
-            .min()
-            .unwrap_or(DateTime::UNIX_EPOCH);
-        let known_ids: Vec<String> = known.iter().map(|t| t.to_string()).collect();
-        let mut lots = Self::load_lots(&mut tx, &known_ids, horizon).await?;
-        let accounts: HashMap<TenantId, Account> = debts
-            .iter()
-            .map(|(id, &(debt, debt_since))| {
-                (
-                    id.clone(),
-                    Account {
-                        lots: lots.remove(id).unwrap_or_default(),
-                        debt,
-                        debt_since,
-                    },
-                )
-            })
-            .collect();
-
-        let plan = plan_accruals(&checkpoints, &accounts, &known, batch);
-        if plan.is_empty() {
-            tx.commit().await?;
-            return Ok(plan.outcomes);
-        }
-        let created = self.ensure_partitions(&mut tx, plan.intervals.iter().map(|i| i.from)).await?;
-        let changes: Vec<LedgerChange> = plan
-            .tenant_totals
-            .keys()
-            .map(|t| LedgerChange::of(ChangeKind::Usage, t))
-            .collect();
-        let outcomes = write_plan(&mut tx, epoch, &accounts, plan).await?;
-        Self::notify(&mut tx, &changes).await?;
-        tx.commit().await?;
-        self.partitions.lock().unwrap_or_else(|p| p.into_inner()).extend(created);
-        Ok(outcomes)
     }
 
     async fn pod_checkpoint(&self, uid: &str) -> Result<Option<PodCheckpoint>> {
-        sqlx::query(sqlx::AssertSqlSafe(format!("SELECT {POD_COLUMNS} FROM pod_usage WHERE pod_uid = $1")))
+        sqlx::query(sqlx::AssertSqlSafe(checkpoint_sql("WHERE p.pod_uid = $1")))
             .bind(uid)
             .fetch_optional(&self.pool)
             .await?
@@ -555,7 +531,8 @@ impl LedgerStore for PgStore {
 
     async fn open_pods(&self) -> Result<Vec<PodCheckpoint>> {
         sqlx::query(sqlx::AssertSqlSafe(format!(
-            "SELECT {POD_COLUMNS} FROM pod_usage WHERE finished_at IS NULL ORDER BY pod_uid"
+            "{} ORDER BY pod_uid",
+            checkpoint_sql("WHERE p.finished_at IS NULL")
         )))
         .fetch_all(&self.pool)
         .await?
@@ -681,14 +658,16 @@ impl LedgerStore for PgStore {
         if self.tenant(tenant).await?.is_none() {
             return Err(LedgerError::UnknownTenant(tenant.clone()));
         }
-        sqlx::query(
+        sqlx::query(sqlx::AssertSqlSafe(format!(
             "SELECT app_id, min(job) AS job, min(pool) AS pool, min(started_at) AS started_at, \
              CASE WHEN bool_and(finished_at IS NOT NULL) THEN max(finished_at) END AS finished_at, \
              count(*) AS pods, SUM(charged_mcs)::bigint AS charged, SUM(opportunistic_mcs)::bigint AS opportunistic \
-             FROM pod_usage WHERE tenant_id = $1 AND ($2::text IS NULL OR job = $2) AND job IS NOT NULL \
-             AND app_id IS NOT NULL AND started_at >= $3 AND started_at < $4 \
-             GROUP BY app_id ORDER BY started_at DESC, app_id LIMIT $5",
-        )
+             FROM ({}) c GROUP BY app_id ORDER BY started_at DESC, app_id LIMIT $5",
+            checkpoint_sql(
+                "WHERE p.tenant_id = $1 AND ($2::text IS NULL OR p.job = $2) AND p.job IS NOT NULL \
+                 AND p.app_id IS NOT NULL AND p.started_at >= $3 AND p.started_at < $4"
+            )
+        )))
         .bind(tenant.as_str())
         .bind(job)
         .bind(from)
@@ -725,18 +704,22 @@ impl LedgerStore for PgStore {
         // Pods whose usage is not exactly cpu × seconds, or whose journal
         // does not add up to it: only offenders are fetched.
         let bad = sqlx::query(sqlx::AssertSqlSafe(format!(
-            "SELECT {POD_COLUMNS}, COALESCE(j.total, 0)::bigint AS journal FROM pod_usage p \
+            "SELECT c.*, COALESCE(j.total, 0)::bigint AS journal FROM ({}) c \
              LEFT JOIN (SELECT pod_uid, SUM(charged_mcs + opportunistic_mcs) AS total FROM usage_intervals GROUP BY pod_uid) j \
-             USING (pod_uid) WHERE p.charged_mcs + p.opportunistic_mcs <> \
-             p.cpu_mc * EXTRACT(EPOCH FROM p.charged_until - p.started_at)::bigint \
-             OR COALESCE(j.total, 0) <> p.charged_mcs + p.opportunistic_mcs OR (p.opportunistic AND p.charged_mcs <> 0) \
-             LIMIT 100"
+             USING (pod_uid) WHERE c.charged_mcs + c.opportunistic_mcs <> \
+             c.cpu_mc * EXTRACT(EPOCH FROM c.charged_until - c.started_at)::bigint \
+             OR COALESCE(j.total, 0) <> c.charged_mcs + c.opportunistic_mcs OR (c.opportunistic AND c.charged_mcs <> 0) \
+             LIMIT 100",
+            checkpoint_sql("")
         )))
         .fetch_all(&mut *conn)
         .await?;
         for r in &bad {
             let cp = checkpoint_from_row(r)?;
-            let expected = cp.pod.cpu.for_seconds((cp.charged_until - cp.pod.started_at).num_seconds());
+            let expected = cp
+                .pod
+                .cpu
+                .for_seconds((cp.charged_until - cp.pod.started_at).num_seconds());
             report
                 .violations
                 .extend(pod_violations(&cp, expected, McSeconds(r.try_get("journal")?)));
@@ -758,21 +741,19 @@ impl LedgerStore for PgStore {
                 r.try_get::<Option<DateTime<Utc>>, _>("prev_to")?,
             ));
         }
-        let tenants = sqlx::query(
+        let tenants = sqlx::query(sqlx::AssertSqlSafe(format!(
             "SELECT t.id, t.consumed_mcs, t.opportunistic_mcs, t.debt_mcs, t.debt_since, \
              t.pruned_charged_mcs + COALESCE(p.c, 0) AS pods_charged, t.pruned_opportunistic_mcs + COALESCE(p.o, 0) AS pods_opp, \
              COALESCE(h.c, 0) AS hourly_charged, COALESCE(h.o, 0) AS hourly_opp FROM tenants t \
-             LEFT JOIN (SELECT tenant_id, SUM(charged_mcs)::bigint c, SUM(opportunistic_mcs)::bigint o FROM pod_usage GROUP BY 1) p ON p.tenant_id = t.id \
+             LEFT JOIN (SELECT tenant_id, SUM(charged_mcs)::bigint c, SUM(opportunistic_mcs)::bigint o FROM ({}) pc GROUP BY 1) p ON p.tenant_id = t.id \
              LEFT JOIN (SELECT tenant_id, SUM(charged_mcs)::bigint c, SUM(opportunistic_mcs)::bigint o FROM usage_hourly GROUP BY 1) h ON h.tenant_id = t.id \
              ORDER BY t.id",
-        )
+            checkpoint_sql("")
+        )))
         .fetch_all(&mut *conn)
         .await?;
         report.tenants = tenants.len();
-        let ids: Vec<String> = tenants
-            .iter()
-            .map(|r| r.try_get("id"))
-            .collect::<Result<_, _>>()?;
+        let ids: Vec<String> = tenants.iter().map(|r| r.try_get("id")).collect::<Result<_, _>>()?;
         let mut lots = Self::load_lots(&mut conn, &ids, DateTime::UNIX_EPOCH).await?;
         for r in &tenants {
             let id = TenantId::new(r.try_get::<String, _>("id")?)?;
@@ -830,7 +811,9 @@ impl LedgerStore for PgStore {
                         }
                         match serde_json::from_str::<LedgerChange>(n.payload()) {
                             Ok(change) => return Some((change, (l, lost))),
-                            Err(e) => tracing::warn!(payload = n.payload(), error = %e, "unreadable ledger notification"),
+                            Err(e) => {
+                                tracing::warn!(payload = n.payload(), error = %e, "unreadable ledger notification")
+                            }
                         }
                     }
                     Ok(None) => lost = true,
@@ -843,6 +826,130 @@ impl LedgerStore for PgStore {
             }
         });
         Ok(stream.boxed())
+    }
+}
+
+impl PgStore {
+    async fn accrue_once(
+        &self,
+        writer: &mut WriterCache,
+        epoch: Epoch,
+        batch: &[AccrualRequest],
+    ) -> Result<Vec<AccrualOutcome>> {
+        let mut tenant_ids: Vec<&str> = batch.iter().map(|r| r.pod.tenant.as_str()).collect();
+        tenant_ids.sort_unstable();
+        tenant_ids.dedup();
+
+        let mut tx = self.pool.begin().await?;
+        Self::fence(&mut tx, epoch).await?;
+        // One writer per epoch, and it is this instance: what it remembers is
+        // then the whole truth (see `WriterCache`).
+        if writer.epoch != Some(epoch.0) {
+            return Err(LedgerError::EpochNotHeld { epoch: epoch.0 });
+        }
+        // Lock the tenants touched, in id order (no deadlock with each other
+        // or with a purchase, which locks one tenant row).
+        let trows =
+            sqlx::query("SELECT id, debt_mcs, debt_since FROM tenants WHERE id = ANY($1) ORDER BY id FOR UPDATE")
+                .bind(&tenant_ids)
+                .fetch_all(&mut *tx)
+                .await?;
+        let mut known = HashSet::new();
+        let mut debts: HashMap<TenantId, (McSeconds, Option<DateTime<Utc>>)> = HashMap::new();
+        for r in &trows {
+            let id = TenantId::new(r.try_get::<String, _>("id")?)?;
+            debts.insert(
+                id.clone(),
+                (McSeconds(r.try_get("debt_mcs")?), r.try_get("debt_since")?),
+            );
+            known.insert(id);
+        }
+        // Remembered checkpoints move into the batch; they come back
+        // (advanced) only if it commits, so a failure forgets them.
+        let mut checkpoints: HashMap<String, PodCheckpoint> = HashMap::with_capacity(batch.len());
+        let mut missing: Vec<&str> = Vec::new();
+        for r in batch {
+            if checkpoints.contains_key(&r.pod.uid) {
+                continue;
+            }
+            match writer.open.remove(&r.pod.uid) {
+                Some(cp) => {
+                    checkpoints.insert(r.pod.uid.clone(), cp);
+                }
+                None => missing.push(&r.pod.uid),
+            }
+        }
+        if !missing.is_empty() {
+            missing.sort_unstable();
+            missing.dedup();
+            for row in sqlx::query(sqlx::AssertSqlSafe(checkpoint_sql("WHERE p.pod_uid = ANY($1)")))
+                .bind(&missing)
+                .fetch_all(&mut *tx)
+                .await?
+            {
+                let cp = checkpoint_from_row(&row)?;
+                checkpoints.insert(cp.pod.uid.clone(), cp);
+            }
+        }
+
+        // Lots that could pay: valid after the earliest second charged here,
+        // or after the oldest unpaid debt.
+        let earliest_charge = batch
+            .iter()
+            .map(|r| {
+                checkpoints
+                    .get(&r.pod.uid)
+                    .map_or(trunc_secs(r.pod.started_at), |cp| cp.charged_until)
+            })
+            .min();
+        let horizon = debts
+            .values()
+            .filter_map(|(_, s)| *s)
+            .chain(earliest_charge)
+            .min()
+            .unwrap_or(DateTime::UNIX_EPOCH);
+        let known_ids: Vec<String> = known.iter().map(|t| t.to_string()).collect();
+        let mut lots = Self::load_lots(&mut tx, &known_ids, horizon).await?;
+        let accounts: HashMap<TenantId, Account> = debts
+            .iter()
+            .map(|(id, &(debt, debt_since))| {
+                (
+                    id.clone(),
+                    Account {
+                        lots: lots.remove(id).unwrap_or_default(),
+                        debt,
+                        debt_since,
+                    },
+                )
+            })
+            .collect();
+
+        let plan = plan_accruals(checkpoints, &accounts, &known, batch);
+        if !plan.is_empty() {
+            let created = self
+                .ensure_partitions(&mut tx, plan.intervals.iter().map(|i| i.from))
+                .await?;
+            let changes: Vec<LedgerChange> = plan
+                .tenant_totals
+                .keys()
+                .map(|t| LedgerChange::of(ChangeKind::Usage, t))
+                .collect();
+            write_plan(&mut tx, epoch, &accounts, &plan).await?;
+            Self::notify(&mut tx, &changes).await?;
+            tx.commit().await?;
+            self.partitions
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .extend(created);
+        } else {
+            tx.commit().await?;
+        }
+        for cp in plan.untouched.into_iter().chain(plan.new_pods).chain(plan.updated_pods) {
+            if cp.finished_at.is_none() {
+                writer.open.insert(cp.pod.uid.clone(), cp);
+            }
+        }
+        Ok(plan.outcomes)
     }
 }
 
@@ -898,7 +1005,13 @@ impl PgStore {
             .fetch_all(&mut *tx)
             .await?
             .into_iter()
-            .map(|r| Ok((r.try_get("valid_from")?, r.try_get("valid_until")?, r.try_get("quantity")?)))
+            .map(|r| {
+                Ok((
+                    r.try_get("valid_from")?,
+                    r.try_get("valid_until")?,
+                    r.try_get("quantity")?,
+                ))
+            })
             .collect::<Result<_>>()?;
             check_dedicated_room(&valid, &sold, units)?;
         }
@@ -933,8 +1046,8 @@ async fn write_plan(
     tx: &mut Transaction<'_, Postgres>,
     epoch: Epoch,
     loaded: &HashMap<TenantId, Account>,
-    plan: crate::accrual::AccrualPlan,
-) -> Result<Vec<AccrualOutcome>> {
+    plan: &crate::accrual::AccrualPlan,
+) -> Result<()> {
     if !plan.new_pods.is_empty() {
         let p = &plan.new_pods;
         sqlx::query(
@@ -963,13 +1076,21 @@ async fn write_plan(
         .execute(&mut **tx)
         .await?;
     }
-    if !plan.updated_pods.is_empty() {
-        let p = &plan.updated_pods;
-        sqlx::query(
+    // A running pod's row is not touched: its journal is its checkpoint.
+    // Only pods closing now get their final figures written.
+    let closing_ids: HashSet<&str> = plan.closing.iter().map(String::as_str).collect();
+    let closing: Vec<&PodCheckpoint> = plan
+        .updated_pods
+        .iter()
+        .filter(|cp| closing_ids.contains(cp.pod.uid.as_str()))
+        .collect();
+    if !closing.is_empty() {
+        let p = &closing;
+        let closed = sqlx::query(
             "UPDATE pod_usage p SET charged_until = u.charged_until, finished_at = u.finished_at, \
              charged_mcs = u.charged, opportunistic_mcs = u.opp, epoch = $6 \
              FROM UNNEST($1::text[], $2::timestamptz[], $3::timestamptz[], $4::bigint[], $5::bigint[]) \
-             AS u(uid, charged_until, finished_at, charged, opp) WHERE p.pod_uid = u.uid",
+             AS u(uid, charged_until, finished_at, charged, opp) WHERE p.pod_uid = u.uid AND p.finished_at IS NULL",
         )
         .bind(p.iter().map(|c| c.pod.uid.as_str()).collect::<Vec<_>>())
         .bind(p.iter().map(|c| c.charged_until).collect::<Vec<_>>())
@@ -978,7 +1099,15 @@ async fn write_plan(
         .bind(p.iter().map(|c| c.opportunistic.0).collect::<Vec<_>>())
         .bind(epoch.0)
         .execute(&mut **tx)
-        .await?;
+        .await?
+        .rows_affected();
+        if closed != closing.len() as u64 {
+            return Err(LedgerError::ConcurrentWrite(format!(
+                "{} of {} pods closing in this batch were already closed",
+                closing.len() as u64 - closed,
+                closing.len()
+            )));
+        }
     }
     if !plan.intervals.is_empty() {
         let i = &plan.intervals;
@@ -1052,10 +1181,25 @@ async fn write_plan(
     .bind(totals.iter().map(|(t, _)| t.as_str()).collect::<Vec<_>>())
     .bind(totals.iter().map(|(_, d)| d.charged.0).collect::<Vec<_>>())
     .bind(totals.iter().map(|(_, d)| d.opportunistic.0).collect::<Vec<_>>())
-    .bind(totals.iter().map(|(t, _)| plan.accounts.contains_key(*t)).collect::<Vec<_>>())
-    .bind(totals.iter().map(|(t, _)| plan.accounts.get(*t).map_or(0, |a| a.debt.0)).collect::<Vec<_>>())
-    .bind(totals.iter().map(|(t, _)| plan.accounts.get(*t).and_then(|a| a.debt_since)).collect::<Vec<_>>())
+    .bind(
+        totals
+            .iter()
+            .map(|(t, _)| plan.accounts.contains_key(*t))
+            .collect::<Vec<_>>(),
+    )
+    .bind(
+        totals
+            .iter()
+            .map(|(t, _)| plan.accounts.get(*t).map_or(0, |a| a.debt.0))
+            .collect::<Vec<_>>(),
+    )
+    .bind(
+        totals
+            .iter()
+            .map(|(t, _)| plan.accounts.get(*t).and_then(|a| a.debt_since))
+            .collect::<Vec<_>>(),
+    )
     .execute(&mut **tx)
     .await?;
-    Ok(plan.outcomes)
+    Ok(())
 }

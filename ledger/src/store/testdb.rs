@@ -54,9 +54,10 @@ impl TestDatabase {
         let admin_url = server_url()?;
         let mut admin = PgConnection::connect(&admin_url).await?;
         let now = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
-        let stale: Vec<String> = sqlx::query_scalar("SELECT datname FROM pg_database WHERE datname LIKE 'sparkcap\\_t\\_%'")
-            .fetch_all(&mut admin)
-            .await?;
+        let stale: Vec<String> =
+            sqlx::query_scalar("SELECT datname FROM pg_database WHERE datname LIKE 'sparkcap\\_t\\_%'")
+                .fetch_all(&mut admin)
+                .await?;
         for name in stale {
             let born = name
                 .trim_start_matches(PREFIX)
@@ -64,9 +65,11 @@ impl TestDatabase {
                 .next()
                 .and_then(|s| s.parse::<u64>().ok());
             if born.is_some_and(|b| b + 7200 < now) {
-                let _ = sqlx::query(sqlx::AssertSqlSafe(format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)")))
-                    .execute(&mut admin)
-                    .await;
+                let _ = sqlx::query(sqlx::AssertSqlSafe(format!(
+                    "DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)"
+                )))
+                .execute(&mut admin)
+                .await;
             }
         }
         let name = format!("{PREFIX}{now}_{}", uuid::Uuid::new_v4().simple());
@@ -95,9 +98,12 @@ impl TestDatabase {
     /// Drops the database, ending any session still on it.
     pub async fn drop_db(self) -> Result<()> {
         let mut admin = PgConnection::connect(&self.admin_url).await?;
-        sqlx::query(sqlx::AssertSqlSafe(format!("DROP DATABASE IF EXISTS \"{}\" WITH (FORCE)", self.name)))
-            .execute(&mut admin)
-            .await?;
+        sqlx::query(sqlx::AssertSqlSafe(format!(
+            "DROP DATABASE IF EXISTS \"{}\" WITH (FORCE)",
+            self.name
+        )))
+        .execute(&mut admin)
+        .await?;
         Ok(())
     }
 }
