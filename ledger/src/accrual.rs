@@ -297,14 +297,14 @@ pub fn plan_accruals(
             let slot = pods.get_mut(uid).expect("inserted above");
             let cp = &mut slot.cp;
             check_same_pod(&cp.pod, &req.pod)?;
-            if let Some(fin) = cp.finished_at {
-                if until > fin {
-                    return Err(LedgerError::PodFinished {
-                        pod: pod_ref(&req.pod),
-                        finished_at: fin,
-                        until,
-                    });
-                }
+            if let Some(fin) = cp.finished_at
+                && until > fin
+            {
+                return Err(LedgerError::PodFinished {
+                    pod: pod_ref(&req.pod),
+                    finished_at: fin,
+                    until,
+                });
             }
             if until < cp.charged_until {
                 return Err(LedgerError::ClockSkew {

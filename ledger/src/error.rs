@@ -251,6 +251,9 @@ pub enum LedgerError {
     /// Migrations failed.
     #[error("migration failed: {0}")]
     Migration(#[from] sqlx::migrate::MigrateError),
+    /// The process is set up wrong (a missing setting).
+    #[error("configuration: {0}")]
+    Configuration(String),
     /// Data in the store that violates the schema's own rules.
     #[error("corrupt ledger data: {0}")]
     Corrupt(String),
@@ -261,7 +264,12 @@ impl LedgerError {
     pub fn is_bad_input(&self) -> bool {
         !matches!(
             self,
-            Self::Database(_) | Self::Migration(_) | Self::Corrupt(_) | Self::Overflow(_) | Self::ConcurrentWrite(_)
+            Self::Database(_)
+                | Self::Migration(_)
+                | Self::Corrupt(_)
+                | Self::Overflow(_)
+                | Self::ConcurrentWrite(_)
+                | Self::Configuration(_)
         )
     }
 }

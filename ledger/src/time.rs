@@ -28,6 +28,12 @@ pub fn split_by_hour(from: DateTime<Utc>, to: DateTime<Utc>) -> impl Iterator<It
     })
 }
 
+/// Start of the 24-hour window the consumption rate is measured over: the
+/// current (partial) hour and the 23 before it.
+pub fn rate_window_start(now: DateTime<Utc>) -> DateTime<Utc> {
+    hour_of(now) - TimeDelta::hours(23)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -44,10 +50,4 @@ mod tests {
         assert_eq!(parts[2].1, 10);
         assert_eq!(split_by_hour(b, a).count(), 0);
     }
-}
-
-/// Start of the 24-hour window the consumption rate is measured over: the
-/// current (partial) hour and the 23 before it.
-pub fn rate_window_start(now: DateTime<Utc>) -> DateTime<Utc> {
-    hour_of(now) - TimeDelta::hours(23)
 }

@@ -220,13 +220,13 @@ impl LedgerStore for MemoryStore {
             if s.tenant_row(tenant)?.tenant.status == TenantStatus::Deleted {
                 return Err(LedgerError::TenantDeleted(tenant.clone()));
             }
-            if let Some(owner) = s.bindings.get(namespace) {
-                if owner != tenant {
-                    return Err(LedgerError::NamespaceTaken {
-                        namespace: namespace.to_owned(),
-                        owner: owner.clone(),
-                    });
-                }
+            if let Some(owner) = s.bindings.get(namespace)
+                && owner != tenant
+            {
+                return Err(LedgerError::NamespaceTaken {
+                    namespace: namespace.to_owned(),
+                    owner: owner.clone(),
+                });
             }
             s.bindings.insert(namespace.to_owned(), tenant.clone());
         }

@@ -23,7 +23,7 @@ pub struct TestDatabase {
 /// The server URL tests use: `DATABASE_URL`.
 pub fn server_url() -> Result<String> {
     std::env::var("DATABASE_URL").map_err(|_| {
-        LedgerError::Corrupt(
+        LedgerError::Configuration(
             "DATABASE_URL is not set: run the tests with ./scripts/test.sh, which starts a throwaway \
              PostgreSQL, or export DATABASE_URL=postgres://user@host:port/db"
                 .into(),
