@@ -2,7 +2,7 @@
 //! where there is one, the fix: these reach cluster admins and tenants verbatim.
 
 use crate::ids::TenantId;
-use crate::units::{McSeconds, Millicores};
+use crate::units::Millicores;
 use chrono::{DateTime, Utc};
 
 /// Result with [`LedgerError`] as the default error.
@@ -272,9 +272,4 @@ impl LedgerError {
                 | Self::Configuration(_)
         )
     }
-}
-
-/// Formats usage for messages: "12.5 of 500 vCPU-hours".
-pub fn usage_of(part: McSeconds, whole: McSeconds) -> String {
-    format!("{:.1} of {:.0} vCPU-hours", part.as_vcpu_hours(), whole.as_vcpu_hours())
 }

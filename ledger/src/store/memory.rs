@@ -24,7 +24,7 @@ use std::sync::Mutex;
 use tokio::sync::broadcast;
 use tokio_stream::wrappers::BroadcastStream;
 
-#[derive(Debug, Default)]
+#[derive(Debug)]
 struct TenantRow {
     tenant: Tenant,
     consumed: McSeconds,
@@ -33,17 +33,6 @@ struct TenantRow {
     debt_since: Option<DateTime<Utc>>,
     pruned_charged: McSeconds,
     pruned_opportunistic: McSeconds,
-}
-
-impl Default for Tenant {
-    fn default() -> Self {
-        Tenant {
-            id: TenantId::new("x").expect("valid id"),
-            display_name: String::new(),
-            status: TenantStatus::Active,
-            created_at: DateTime::UNIX_EPOCH,
-        }
-    }
 }
 
 #[derive(Debug)]
@@ -179,7 +168,12 @@ impl LedgerStore for MemoryStore {
                 tenant.id.clone(),
                 TenantRow {
                     tenant: tenant.clone(),
-                    ..Default::default()
+                    consumed: McSeconds::ZERO,
+                    opportunistic: McSeconds::ZERO,
+                    debt: McSeconds::ZERO,
+                    debt_since: None,
+                    pruned_charged: McSeconds::ZERO,
+                    pruned_opportunistic: McSeconds::ZERO,
                 },
             );
         }
