@@ -71,6 +71,9 @@ async fn run(store: &PgStore, quick: bool) -> anyhow::Result<()> {
     }
     let epoch = store.claim_epoch("bench").await?;
     accrual_throughput(store, epoch, &tenants, quick).await?;
+    if std::env::var_os("ACCRUAL_ONLY").is_some() {
+        return Ok(());
+    }
     history_queries(store, &tenants, quick).await?;
     Ok(())
 }
@@ -169,20 +172,28 @@ async fn accrual_throughput(
 async fn history_queries(store: &PgStore, tenants: &[TenantId], quick: bool) -> anyhow::Result<()> {
     let jobs = if quick { 50 } else { 500 };
     let t = Instant::now();
-    // One run a day per job for 90 days, a driver and an executor per run.
-    sqlx::query(
-        "INSERT INTO pod_usage (pod_uid, tenant_id, namespace, pod_name, app_id, job, role, pool, cpu_mc, \
-         opportunistic, started_at, charged_until, finished_at, charged_mcs, opportunistic_mcs, epoch) \
-         SELECT format('h-%s-%s-%s-%s', t, j, d, r), format('t%s', lpad(t::text, 3, '0')), 'ns', 'p', \
-         format('app-%s-%s-%s', t, j, d), format('job-%s', j), CASE r WHEN 0 THEN 'driver' ELSE 'executor' END, \
-         'shared', 1000, false, ts, ts + interval '20 minutes', ts + interval '20 minutes', 1200000, 0, 1 \
-         FROM generate_series(0, 99) t, generate_series(0, $1 - 1) j, generate_series(1, 90) d, generate_series(0, 1) r, \
-         LATERAL (SELECT $2::timestamptz - make_interval(days => d) + make_interval(mins => (j * 7) % 1440)) AS x(ts)",
-    )
-    .bind(jobs as i32)
-    .bind(now())
-    .execute(store.pool())
-    .await?;
+    // One run a day per job for 90 days, a driver and an executor per run,
+    // one tenant per statement (the store's 30 s statement timeout is lifted
+    // for these bulk loads only).
+    for t in 0..100i32 {
+        let mut tx = store.pool().begin().await?;
+        sqlx::query("SET LOCAL statement_timeout = 0").execute(&mut *tx).await?;
+        sqlx::query(
+            "INSERT INTO pod_usage (pod_uid, tenant_id, namespace, pod_name, app_id, job, role, pool, cpu_mc, \
+             opportunistic, started_at, charged_until, finished_at, charged_mcs, opportunistic_mcs, epoch) \
+             SELECT format('h-%s-%s-%s-%s', $3, j, d, r), format('t%s', lpad($3::text, 3, '0')), 'ns', 'p', \
+             format('app-%s-%s-%s', $3, j, d), format('job-%s', j), CASE r WHEN 0 THEN 'driver' ELSE 'executor' END, \
+             'shared', 1000, false, ts, ts + interval '20 minutes', ts + interval '20 minutes', 1200000, 0, 1 \
+             FROM generate_series(0, $1 - 1) j, generate_series(1, 90) d, generate_series(0, 1) r, \
+             LATERAL (SELECT $2::timestamptz - make_interval(days => d) + make_interval(mins => (j * 7) % 1440)) AS x(ts)",
+        )
+        .bind(jobs as i32)
+        .bind(now())
+        .bind(t)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+    }
     sqlx::query(
         "INSERT INTO usage_hourly (tenant_id, hour, pool, charged_mcs, opportunistic_mcs) \
          SELECT format('t%s', lpad(t::text, 3, '0')), h, p, 3600000, 0 FROM generate_series(0, 99) t, \
@@ -192,7 +203,10 @@ async fn history_queries(store: &PgStore, tenants: &[TenantId], quick: bool) -> 
     .bind(now())
     .execute(store.pool())
     .await?;
-    sqlx::query("ANALYZE").execute(store.pool()).await?;
+    let mut tx = store.pool().begin().await?;
+    sqlx::query("SET LOCAL statement_timeout = 0").execute(&mut *tx).await?;
+    sqlx::query("ANALYZE").execute(&mut *tx).await?;
+    tx.commit().await?;
     let rows: i64 = sqlx::query_scalar("SELECT count(*) FROM pod_usage")
         .fetch_one(store.pool())
         .await?;

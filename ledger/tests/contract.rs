@@ -622,3 +622,51 @@ async fn postgres_writer_memory_cannot_go_stale() {
     b.pool().close().await;
     db.drop_db().await.unwrap();
 }
+
+/// Postgres only: pruning drops journal partitions that ended before the
+/// cutoff once they are empty, and keeps the books whole.
+#[tokio::test]
+async fn postgres_prune_drops_old_partitions() {
+    let db = TestDatabase::create().await.expect("test database");
+    let s = db.store().await.unwrap();
+    let t = tenant(&s, "acme").await;
+    let e = s.claim_epoch("s").await.unwrap();
+    // A pod in October (t0 is 1 Nov), one in November.
+    let mut old = pod("a1", &t, 1000, 0);
+    old.started_at = t0() - TimeDelta::days(20);
+    let old_req = AccrualRequest {
+        pod: old,
+        until: t0() - TimeDelta::days(19),
+        finished: true,
+    };
+    s.accrue(e, &[old_req, acc(&pod("b1", &t, 1000, 0), 100, true)])
+        .await
+        .unwrap();
+    let parts = || async {
+        sqlx::query_scalar::<_, i64>("SELECT count(*) FROM pg_inherits WHERE inhparent = 'usage_intervals'::regclass")
+            .fetch_one(s.pool())
+            .await
+            .unwrap()
+    };
+    assert_eq!(parts().await, 2);
+    let report = s.prune_history(t0() + TimeDelta::seconds(50)).await.unwrap();
+    assert_eq!((report.pods, report.partitions), (1, 1));
+    assert_eq!(parts().await, 1);
+    assert_books(&s).await;
+    // A late accrual into the dropped month still lands.
+    let mut late = pod("c1", &t, 1000, 0);
+    late.started_at = t0() - TimeDelta::days(3);
+    s.accrue(
+        e,
+        &[AccrualRequest {
+            pod: late,
+            until: t0() - TimeDelta::days(2),
+            finished: false,
+        }],
+    )
+    .await
+    .unwrap();
+    assert_books(&s).await;
+    s.pool().close().await;
+    db.drop_db().await.unwrap();
+}

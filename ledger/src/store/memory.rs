@@ -500,7 +500,8 @@ impl LedgerStore for MemoryStore {
             let (Some(app), Some(j)) = (p.app_id.as_deref(), p.job.as_deref()) else {
                 continue;
             };
-            if &p.tenant != tenant || job.is_some_and(|want| want != j) {
+            // Like Postgres: a run is the pods of it that started in the window.
+            if &p.tenant != tenant || job.is_some_and(|want| want != j) || p.started_at < from || p.started_at >= to {
                 continue;
             }
             let (run, open) = runs.entry(app).or_insert_with(|| {
@@ -527,7 +528,6 @@ impl LedgerStore for MemoryStore {
         }
         let mut out: Vec<JobRun> = runs
             .into_values()
-            .filter(|(r, _)| from <= r.started_at && r.started_at < to)
             .map(|(mut r, open)| {
                 if open {
                     r.finished_at = None;

@@ -110,6 +110,8 @@ pub struct PruneReport {
     pub pods: u64,
     /// Journal lines removed.
     pub intervals: u64,
+    /// Monthly journal partitions dropped (Postgres only).
+    pub partitions: u64,
 }
 
 /// How long run and usage history is kept (R14.5).
@@ -165,7 +167,8 @@ pub trait LedgerStore: Send + Sync + std::fmt::Debug {
         to: DateTime<Utc>,
         granularity: Granularity,
     ) -> Result<Vec<UsageBucket>>;
-    /// A tenant's runs of one job (or all jobs) started in `[from, to)`, newest first.
+    /// A tenant's runs of one job (or all jobs), newest first: each run summed over
+    /// its pods that started in `[from, to)`.
     async fn job_runs(
         &self,
         tenant: &TenantId,

@@ -480,9 +480,7 @@ impl LedgerStore for PgStore {
     }
 
     async fn purchases(&self, tenant: &TenantId) -> Result<Vec<Purchase>> {
-        if self.tenant(tenant).await?.is_none() {
-            return Err(LedgerError::UnknownTenant(tenant.clone()));
-        }
+        self.require_tenant(tenant).await?;
         sqlx::query("SELECT * FROM purchases WHERE tenant_id = $1 ORDER BY id DESC")
             .bind(tenant.as_str())
             .fetch_all(&self.pool)
@@ -611,9 +609,7 @@ impl LedgerStore for PgStore {
         granularity: Granularity,
     ) -> Result<Vec<UsageBucket>> {
         check_range(from, to)?;
-        if self.tenant(tenant).await?.is_none() {
-            return Err(LedgerError::UnknownTenant(tenant.clone()));
-        }
+        self.require_tenant(tenant).await?;
         let width = match granularity {
             Granularity::Hour => "1 hour",
             Granularity::Day => "1 day",
@@ -655,9 +651,7 @@ impl LedgerStore for PgStore {
         limit: i64,
     ) -> Result<Vec<JobRun>> {
         check_range(from, to)?;
-        if self.tenant(tenant).await?.is_none() {
-            return Err(LedgerError::UnknownTenant(tenant.clone()));
-        }
+        self.require_tenant(tenant).await?;
         sqlx::query(sqlx::AssertSqlSafe(format!(
             "SELECT app_id, min(job) AS job, min(pool) AS pool, min(started_at) AS started_at, \
              CASE WHEN bool_and(finished_at IS NOT NULL) THEN max(finished_at) END AS finished_at, \
@@ -791,10 +785,39 @@ impl LedgerStore for PgStore {
         .bind(before)
         .fetch_one(&mut *tx)
         .await?;
+        // Monthly journal partitions that ended before the cutoff and are
+        // now empty go whole: that is what the partitioning is for.
+        let old: Vec<String> = sqlx::query_scalar(
+            "SELECT c.relname::text FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid \
+             WHERE i.inhparent = 'usage_intervals'::regclass AND c.relname ~ '^usage_intervals_[0-9]{4}_[0-9]{2}$' \
+             AND to_timestamp(substr(c.relname, 17), 'YYYY_MM') AT TIME ZONE 'UTC' + interval '1 month' <= $1",
+        )
+        .bind(before)
+        .fetch_all(&mut *tx)
+        .await?;
+        let mut dropped = 0;
+        for name in old {
+            let empty: bool = sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
+                "SELECT NOT EXISTS (SELECT 1 FROM \"{name}\")"
+            )))
+            .fetch_one(&mut *tx)
+            .await?;
+            if empty {
+                sqlx::query(sqlx::AssertSqlSafe(format!("DROP TABLE \"{name}\"")))
+                    .execute(&mut *tx)
+                    .await?;
+                dropped += 1;
+            }
+        }
         tx.commit().await?;
+        if dropped > 0 {
+            // Forget them: a late accrual into such a month recreates its partition.
+            self.partitions.lock().unwrap_or_else(|p| p.into_inner()).clear();
+        }
         Ok(PruneReport {
             pods: row.try_get::<i64, _>("pods")? as u64,
             intervals: row.try_get::<i64, _>("lines")? as u64,
+            partitions: dropped,
         })
     }
 
@@ -954,6 +977,14 @@ impl PgStore {
 }
 
 impl PgStore {
+    /// Refuses a read for a tenant that does not exist.
+    async fn require_tenant(&self, tenant: &TenantId) -> Result<()> {
+        match self.tenant(tenant).await? {
+            Some(_) => Ok(()),
+            None => Err(LedgerError::UnknownTenant(tenant.clone())),
+        }
+    }
+
     async fn try_record_purchase(&self, request: &PurchaseRequest, now: DateTime<Utc>) -> Result<PurchaseReceipt> {
         let now = trunc_secs(now);
         let key = request.idempotency_key.trim();
