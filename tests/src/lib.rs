@@ -1,4 +1,5 @@
 //! sparkcap's workspace-level test support: deterministic workloads and the
 //! processes the end-to-end and fault tests drive.
 
+pub mod apiserver;
 pub mod workload;

@@ -1,0 +1,59 @@
+//! A Kubernetes API server for tests, in process: real resourceVersions,
+//! watches, conflicts, selectors and subresources, reached through the real
+//! `kube::Client` (as a tower service, no socket) or over TCP for kubectl.
+
+pub mod http;
+pub mod patch;
+pub mod resources;
+pub mod selector;
+pub mod status;
+pub mod store;
+
+use serde_json::json;
+use std::sync::Arc;
+use store::Store;
+
+/// The test control plane's API server.
+#[derive(Debug, Clone)]
+pub struct ApiServer {
+    /// Its objects.
+    pub store: Arc<Store>,
+}
+
+impl Default for ApiServer {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl ApiServer {
+    /// A server with the namespaces every cluster has.
+    pub fn new() -> Self {
+        Self::with_store(Store::default())
+    }
+
+    /// A server over `store` (e.g. with a small event history to test 410).
+    pub fn with_store(store: Store) -> Self {
+        let server = Self { store: Arc::new(store) };
+        let ns = resources::find("", "v1", "namespaces").expect("namespaces served");
+        for name in ["default", "kube-system", "kube-public", "kube-node-lease"] {
+            server
+                .store
+                .create(ns, "", json!({"metadata": {"name": name}}), false)
+                .expect("fresh store");
+        }
+        server
+    }
+
+    /// The HTTP router (a tower service).
+    pub fn router(&self) -> axum::Router {
+        axum::Router::new()
+            .fallback(http::handle)
+            .with_state(self.store.clone())
+    }
+
+    /// A `kube::Client` talking to this server in process.
+    pub fn client(&self) -> kube::Client {
+        kube::Client::new(self.router(), "default")
+    }
+}
