@@ -2,4 +2,5 @@
 //! processes the end-to-end and fault tests drive.
 
 pub mod apiserver;
+pub mod devcluster;
 pub mod workload;

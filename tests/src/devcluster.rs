@@ -1,0 +1,155 @@
+//! A local control plane people (and tests) can point kubectl and
+//! spark-submit at: the test API server on a TCP address, nodes from a
+//! small YAML file, and a kubeconfig.
+
+use crate::apiserver::ApiServer;
+use crate::apiserver::resources::find;
+use serde::Deserialize;
+use serde_json::json;
+use std::path::Path;
+
+/// One node as a devcluster file describes it.
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct NodeSpec {
+    /// Node name.
+    pub name: String,
+    /// Pool (`sparkcap.io/pool` label): dedicated, shared or draft.
+    #[serde(default)]
+    pub pool: Option<String>,
+    /// Allocatable cpu, as Kubernetes writes it ("16", "15500m").
+    #[serde(default = "default_cpu")]
+    pub cpu: String,
+    /// Allocatable memory ("64Gi").
+    #[serde(default = "default_memory")]
+    pub memory: String,
+    /// Allocatable pods.
+    #[serde(default = "default_pods")]
+    pub pods: u32,
+    /// Extra labels.
+    #[serde(default)]
+    pub labels: std::collections::BTreeMap<String, String>,
+    /// Taints, as `key=value:Effect` strings.
+    #[serde(default)]
+    pub taints: Vec<String>,
+}
+
+fn default_cpu() -> String {
+    "16".into()
+}
+fn default_memory() -> String {
+    "64Gi".into()
+}
+fn default_pods() -> u32 {
+    110
+}
+
+/// The nodes file: `nodes: [...]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NodesFile {
+    /// The nodes.
+    pub nodes: Vec<NodeSpec>,
+}
+
+impl NodesFile {
+    /// Parses a nodes file; errors name the line.
+    pub fn parse(text: &str) -> anyhow::Result<Self> {
+        serde_yaml::from_str(text).map_err(|e| anyhow::anyhow!("invalid nodes file: {e}"))
+    }
+
+    /// Three nodes, one per pool.
+    pub fn default_nodes() -> Self {
+        let node = |name: &str, pool: &str| NodeSpec {
+            name: name.into(),
+            pool: Some(pool.into()),
+            cpu: default_cpu(),
+            memory: default_memory(),
+            pods: default_pods(),
+            labels: Default::default(),
+            taints: vec![format!("sparkcap.io/pool={pool}:NoSchedule")],
+        };
+        Self {
+            nodes: vec![
+                node("dedicated-1", "dedicated"),
+                node("shared-1", "shared"),
+                node("draft-1", "draft"),
+            ],
+        }
+    }
+}
+
+/// Registers a node as Ready with its allocatable resources.
+pub fn register_node(server: &ApiServer, spec: &NodeSpec) -> anyhow::Result<()> {
+    let mut labels = spec.labels.clone();
+    labels.insert("kubernetes.io/hostname".into(), spec.name.clone());
+    if let Some(pool) = &spec.pool {
+        labels.insert("sparkcap.io/pool".into(), pool.clone());
+    }
+    let taints: Vec<serde_json::Value> = spec
+        .taints
+        .iter()
+        .map(|t| {
+            let (kv, effect) = t
+                .rsplit_once(':')
+                .ok_or_else(|| anyhow::anyhow!("node {}: taint {t:?} must be key=value:Effect", spec.name))?;
+            let (key, value) = kv.split_once('=').unwrap_or((kv, ""));
+            Ok(json!({"key": key, "value": value, "effect": effect}))
+        })
+        .collect::<anyhow::Result<_>>()?;
+    let capacity = json!({"cpu": spec.cpu, "memory": spec.memory, "pods": spec.pods.to_string()});
+    let node = json!({
+        "metadata": {"name": spec.name, "labels": labels},
+        "spec": {"taints": taints},
+        "status": {"capacity": capacity, "allocatable": capacity,
+                   "conditions": [{"type": "Ready", "status": "True", "reason": "KubeletReady",
+                                   "message": "simulated kubelet is ready"}],
+                   "nodeInfo": {"kubeletVersion": "v1.33.0-sparkcap-testkit", "architecture": "amd64", "operatingSystem": "linux"}}
+    });
+    let def = find("", "v1", "nodes").expect("nodes served");
+    server
+        .store
+        .create(def, "", node, false)
+        .map_err(|e| anyhow::anyhow!("registering node {}: {}", spec.name, e.message))?;
+    Ok(())
+}
+
+/// A kubeconfig for `server_url` (plain HTTP, no auth: a local playground).
+pub fn kubeconfig(server_url: &str) -> String {
+    format!(
+        "apiVersion: v1\nkind: Config\nclusters:\n- name: sparkcap-devcluster\n  cluster:\n    server: {server_url}\n\
+         users:\n- name: developer\n  user:\n    token: devcluster\ncontexts:\n- name: sparkcap-devcluster\n  context:\n    \
+         cluster: sparkcap-devcluster\n    user: developer\n    namespace: default\ncurrent-context: sparkcap-devcluster\n"
+    )
+}
+
+/// Writes the kubeconfig file.
+pub fn write_kubeconfig(path: &Path, server_url: &str) -> anyhow::Result<()> {
+    std::fs::write(path, kubeconfig(server_url)).map_err(|e| anyhow::anyhow!("writing {}: {e}", path.display()))
+}
+
+/// Serves `server` on `listener` until the task is dropped.
+pub async fn serve(server: ApiServer, listener: tokio::net::TcpListener) -> std::io::Result<()> {
+    axum::serve(listener, server.router()).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn nodes_file_parses_and_rejects_typos_with_location() {
+        let f = NodesFile::parse("nodes:\n- name: a\n  pool: dedicated\n  cpu: \"8\"\n  taints: [\"sparkcap.io/pool=dedicated:NoSchedule\"]\n")
+            .unwrap();
+        assert_eq!(f.nodes[0].memory, "64Gi");
+        let err = NodesFile::parse("nodes:\n- name: a\n  cpus: 8\n")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("unknown field `cpus`") && err.contains("line 3"), "{err}");
+        let server = ApiServer::new();
+        let mut bad = f.nodes[0].clone();
+        bad.taints = vec!["no-effect".into()];
+        let err = register_node(&server, &bad).unwrap_err().to_string();
+        assert!(err.contains("must be key=value:Effect"), "{err}");
+    }
+}
