@@ -1,6 +1,7 @@
 //! The HTTP face of the test control plane: kube-apiserver's URL layout,
 //! verbs, discovery, list/watch and subresources, over the [`Store`].
 
+use super::admission::{Admission, Attributes, Operation, validate_configuration};
 use super::patch::{PatchType, apply_patch, parse_body};
 use super::resources::{RESOURCES, ResourceDef, find, groups};
 use super::selector::{FieldSelector, LabelSelector};
@@ -16,6 +17,15 @@ use std::sync::Arc;
 use std::time::Duration;
 
 type Params = HashMap<String, String>;
+
+/// What every request handler shares.
+#[derive(Debug, Clone)]
+pub struct Shared {
+    /// Objects.
+    pub store: Arc<Store>,
+    /// Admission chain.
+    pub admission: Admission,
+}
 
 /// Where a request points.
 #[derive(Debug)]
@@ -37,7 +47,7 @@ fn json_response(code: u16, v: &Value) -> Response {
 
 /// The single handler: routes by path as kube-apiserver does.
 pub async fn handle(
-    State(store): State<Arc<Store>>,
+    State(shared): State<Shared>,
     method: Method,
     uri: Uri,
     Query(params): Query<Params>,
@@ -58,7 +68,7 @@ pub async fn handle(
         Some(t) => t,
         None => return ApiError::no_route(&path).into_response(),
     };
-    match serve(&store, &method, target, &params, &headers, &body).await {
+    match serve(&shared, &method, target, &params, &headers, &body).await {
         Ok(r) => r,
         Err(e) => e.into_response(),
     }
@@ -172,13 +182,14 @@ fn flag(params: &Params, k: &str) -> bool {
 }
 
 async fn serve(
-    store: &Arc<Store>,
+    shared: &Shared,
     method: &Method,
     t: Target,
     params: &Params,
     headers: &HeaderMap,
     body: &[u8],
 ) -> Result<Response, ApiError> {
+    let store = &shared.store;
     let def = t.def;
     let ns = t.ns.clone().unwrap_or_default();
     if def.namespaced && t.name.is_some() && t.ns.is_none() {
@@ -189,13 +200,58 @@ async fn serve(
         ("GET", None, None) => list(store, def, t.ns.as_deref(), params),
         ("GET", Some(name), _) => Ok(json_response(200, &store.get(def, &ns, name)?)),
         ("POST", None, None) => {
-            let obj = parse_body(body)?;
+            let mut obj = parse_body(body)?;
+            if def.group == "admissionregistration.k8s.io" {
+                validate_configuration(&obj)?;
+            }
+            let name = obj
+                .pointer("/metadata/name")
+                .and_then(Value::as_str)
+                .unwrap_or_default()
+                .to_owned();
+            let a = Attributes {
+                def,
+                sub: "",
+                op: Operation::Create,
+                namespace: &ns,
+                name: &name,
+                dry_run: dry_run(params),
+            };
+            shared.admission.admit(store, &a, &mut obj, None).await?;
             Ok(json_response(201, &store.create(def, &ns, obj, dry_run(params))?))
         }
-        ("POST", Some(name), Some("binding")) => bind(store, &ns, name, &parse_body(body)?),
-        ("POST", Some(name), Some("eviction")) => evict(store, &ns, name, &parse_body(body)?),
+        ("POST", Some(name), Some(sub @ ("binding" | "eviction"))) => {
+            let mut obj = parse_body(body)?;
+            let a = Attributes {
+                def,
+                sub,
+                op: Operation::Create,
+                namespace: &ns,
+                name,
+                dry_run: dry_run(params),
+            };
+            shared.admission.admit(store, &a, &mut obj, None).await?;
+            if sub == "binding" {
+                bind(store, &ns, name, &obj)
+            } else {
+                evict(store, &ns, name, &obj)
+            }
+        }
         ("PUT", Some(name), sub) => {
-            let obj = parse_body(body)?;
+            let mut obj = parse_body(body)?;
+            if def.group == "admissionregistration.k8s.io" {
+                validate_configuration(&obj)?;
+            }
+            let old = store.get(def, &ns, name)?;
+            let a = Attributes {
+                def,
+                sub: sub.unwrap_or(""),
+                op: Operation::Update,
+                namespace: &ns,
+                name,
+                dry_run: dry_run(params),
+            };
+            shared.admission.admit(store, &a, &mut obj, Some(&old)).await?;
             Ok(json_response(
                 200,
                 &store.update(def, &ns, name, obj, sub, dry_run(params))?,
@@ -204,7 +260,7 @@ async fn serve(
         ("PATCH", Some(name), sub) => {
             let ct = headers.get("content-type").and_then(|v| v.to_str().ok()).unwrap_or("");
             let kind = PatchType::from_content_type(ct)?;
-            patch(store, def, &ns, name, sub, kind, params, body)
+            patch(shared, def, &ns, name, sub, kind, params, body).await
         }
         ("DELETE", Some(name), None) => {
             let mut opts = if body.is_empty() {
@@ -217,6 +273,16 @@ async fn serve(
             }
             opts.dry_run |= dry_run(params);
             opts.orphan |= params.get("propagationPolicy").is_some_and(|p| p == "Orphan");
+            let old = store.get(def, &ns, name)?;
+            let a = Attributes {
+                def,
+                sub: "",
+                op: Operation::Delete,
+                namespace: &ns,
+                name,
+                dry_run: opts.dry_run,
+            };
+            shared.admission.admit(store, &a, &mut old.clone(), Some(&old)).await?;
             Ok(json_response(200, &store.delete(def, &ns, name, &opts)?))
         }
         ("DELETE", None, None) => {
@@ -238,6 +304,18 @@ async fn serve(
                     .and_then(Value::as_str)
                     .unwrap_or_default()
                     .to_owned();
+                let a = Attributes {
+                    def,
+                    sub: "",
+                    op: Operation::Delete,
+                    namespace: &i_ns,
+                    name: &n,
+                    dry_run: opts.dry_run,
+                };
+                shared
+                    .admission
+                    .admit(store, &a, &mut item.clone(), Some(&item))
+                    .await?;
                 match store.delete(def, &i_ns, &n, &opts) {
                     Ok(v) => deleted.push(v),
                     Err(e) if e.code == 404 => {}
@@ -473,10 +551,13 @@ fn watch(
 
 use futures::StreamExt;
 
+/// PATCH: apply the patch to the stored object, admit the result as an
+/// UPDATE, and write it if nobody wrote in between (else start again, as
+/// kube-apiserver retries a patch). Server-side apply creates what is missing.
 #[allow(clippy::too_many_arguments)]
-fn patch(
-    store: &Store,
-    def: &ResourceDef,
+async fn patch(
+    shared: &Shared,
+    def: &'static ResourceDef,
     ns: &str,
     name: &str,
     sub: Option<&str>,
@@ -484,53 +565,97 @@ fn patch(
     params: &Params,
     body: &[u8],
 ) -> Result<Response, ApiError> {
-    if kind == PatchType::Apply {
-        let manager = params.get("fieldManager").filter(|m| !m.is_empty()).ok_or_else(|| {
-            ApiError::bad_request("PATCH, application/apply-patch+yaml requires fieldManager to be set")
-        })?;
-        let force = flag(params, "force");
-        let applied = parse_body(body)?;
-        match store.get(def, ns, name) {
-            Err(e) if e.code == 404 => {
-                let mut obj = applied;
+    let store = &shared.store;
+    let dry = dry_run(params);
+    let manager = params.get("fieldManager").filter(|m| !m.is_empty()).cloned();
+    if kind == PatchType::Apply && manager.is_none() {
+        return Err(ApiError::bad_request(
+            "PATCH, application/apply-patch+yaml requires fieldManager to be set",
+        ));
+    }
+    for _ in 0..16 {
+        let current = match store.get(def, ns, name) {
+            Err(e) if e.code == 404 && kind == PatchType::Apply => {
+                let mut obj = parse_body(body)?;
+                if !obj.get("metadata").is_some_and(Value::is_object) {
+                    return Err(ApiError::bad_request("the applied configuration has no metadata"));
+                }
                 obj["metadata"]["name"] = json!(name);
                 obj["metadata"]["managedFields"] = json!([{"manager": manager, "operation": "Apply"}]);
-                return Ok(json_response(201, &store.create(def, ns, obj, dry_run(params))?));
+                let a = Attributes {
+                    def,
+                    sub: "",
+                    op: Operation::Create,
+                    namespace: ns,
+                    name,
+                    dry_run: dry,
+                };
+                shared.admission.admit(store, &a, &mut obj, None).await?;
+                return match store.create(def, ns, obj, dry) {
+                    Err(e) if e.reason == "AlreadyExists" => continue,
+                    other => Ok(json_response(201, &other?)),
+                };
             }
-            Err(e) => return Err(e),
-            Ok(live) => {
-                // Field ownership is tracked per manager, not per field: a
-                // second applier conflicts unless it forces, which is what
-                // every client sparkcap meets (fabric8, kubectl --force-conflicts) does.
-                let others: Vec<String> = live
-                    .pointer("/metadata/managedFields")
-                    .and_then(Value::as_array)
-                    .map(|a| {
-                        a.iter()
-                            .filter(|m| m["operation"] == "Apply" && m["manager"] != json!(manager))
-                            .filter_map(|m| m["manager"].as_str().map(str::to_owned))
-                            .collect()
-                    })
-                    .unwrap_or_default();
-                if !others.is_empty() && !force {
-                    return Err(ApiError::conflict(
-                        &def.qualified(),
-                        name,
-                        &format!("Apply failed with conflicts: conflict with {:?}", others),
-                    ));
-                }
+            other => other?,
+        };
+        if kind == PatchType::Apply {
+            // Ownership is tracked per manager, not per field: a second
+            // applier conflicts unless it forces, as every client sparkcap
+            // meets does (fabric8, kubectl --force-conflicts).
+            let others: Vec<String> = current
+                .pointer("/metadata/managedFields")
+                .and_then(Value::as_array)
+                .map(|a| {
+                    a.iter()
+                        .filter(|m| m["operation"] == "Apply" && m["manager"] != json!(manager))
+                        .filter_map(|m| m["manager"].as_str().map(str::to_owned))
+                        .collect()
+                })
+                .unwrap_or_default();
+            if !others.is_empty() && !flag(params, "force") {
+                return Err(ApiError::conflict(
+                    &def.qualified(),
+                    name,
+                    &format!("Apply failed with conflicts: conflict with {others:?}"),
+                ));
             }
         }
-        let manager = manager.clone();
-        let obj = store.modify(def, ns, name, sub, dry_run(params), |o| {
-            apply_patch(kind, o, body)?;
-            o["metadata"]["managedFields"] = json!([{"manager": manager, "operation": "Apply"}]);
-            Ok(())
-        })?;
-        return Ok(json_response(200, &obj));
+        let mut candidate = current.clone();
+        apply_patch(kind, &mut candidate, body)?;
+        if !candidate.get("metadata").is_some_and(Value::is_object) {
+            return Err(ApiError::invalid(
+                def.kind,
+                name,
+                "metadata",
+                "Required value: the patch removed the object's metadata",
+            ));
+        }
+        if kind == PatchType::Apply {
+            candidate["metadata"]["managedFields"] = json!([{"manager": manager, "operation": "Apply"}]);
+        }
+        candidate["metadata"]["resourceVersion"] = current["metadata"]["resourceVersion"].clone();
+        let a = Attributes {
+            def,
+            sub: sub.unwrap_or(""),
+            op: Operation::Update,
+            namespace: ns,
+            name,
+            dry_run: dry,
+        };
+        shared
+            .admission
+            .admit(store, &a, &mut candidate, Some(&current))
+            .await?;
+        match store.update(def, ns, name, candidate, sub, dry) {
+            Err(e) if e.reason == "Conflict" && e.message.contains("has been modified") => continue,
+            other => return Ok(json_response(200, &other?)),
+        }
     }
-    let obj = store.modify(def, ns, name, sub, dry_run(params), |o| apply_patch(kind, o, body))?;
-    Ok(json_response(200, &obj))
+    Err(ApiError::conflict(
+        &def.qualified(),
+        name,
+        "too many concurrent writers; try again",
+    ))
 }
 
 fn bind(store: &Store, ns: &str, name: &str, binding: &Value) -> Result<Response, ApiError> {

@@ -2,6 +2,7 @@
 //! watches, conflicts, selectors and subresources, reached through the real
 //! `kube::Client` (as a tower service, no socket) or over TCP for kubectl.
 
+pub mod admission;
 pub mod http;
 pub mod patch;
 pub mod resources;
@@ -18,6 +19,8 @@ use store::Store;
 pub struct ApiServer {
     /// Its objects.
     pub store: Arc<Store>,
+    /// Its admission chain (webhook Service addresses live here).
+    pub admission: admission::Admission,
 }
 
 impl Default for ApiServer {
@@ -34,7 +37,10 @@ impl ApiServer {
 
     /// A server over `store` (e.g. with a small event history to test 410).
     pub fn with_store(store: Store) -> Self {
-        let server = Self { store: Arc::new(store) };
+        let server = Self {
+            store: Arc::new(store),
+            admission: admission::Admission::default(),
+        };
         let ns = resources::find("", "v1", "namespaces").expect("namespaces served");
         for name in ["default", "kube-system", "kube-public", "kube-node-lease"] {
             server
@@ -47,9 +53,10 @@ impl ApiServer {
 
     /// The HTTP router (a tower service).
     pub fn router(&self) -> axum::Router {
-        axum::Router::new()
-            .fallback(http::handle)
-            .with_state(self.store.clone())
+        axum::Router::new().fallback(http::handle).with_state(http::Shared {
+            store: self.store.clone(),
+            admission: self.admission.clone(),
+        })
     }
 
     /// A `kube::Client` talking to this server in process.

@@ -105,6 +105,21 @@ impl ApiError {
         Self::new(403, "Forbidden", message.into())
     }
 
+    /// The same error with a reason taken from a webhook's status (kept
+    /// verbatim, as kube-apiserver keeps it; "" when it gave none).
+    pub fn with_reason(mut self, reason: &str) -> Self {
+        self.reason = match reason {
+            "" => "",
+            "Forbidden" => "Forbidden",
+            "Invalid" => "Invalid",
+            "BadRequest" => "BadRequest",
+            "Unauthorized" => "Unauthorized",
+            "Conflict" => "Conflict",
+            _ => "",
+        };
+        self
+    }
+
     fn with_details(mut self, qualified: &str, name: &str) -> Self {
         let (kind, group) = qualified.split_once('.').unwrap_or((qualified, ""));
         self.details = Some(json!({"name": name, "group": group, "kind": kind}));
