@@ -3,4 +3,5 @@
 
 pub mod apiserver;
 pub mod devcluster;
+pub mod kubelet;
 pub mod workload;

@@ -8,6 +8,7 @@ use anyhow::Context;
 use clap::Parser;
 use sparkcap_testkit::apiserver::ApiServer;
 use sparkcap_testkit::devcluster::{NodesFile, register_node, serve, write_kubeconfig};
+use sparkcap_testkit::kubelet::Kubelet;
 use std::path::PathBuf;
 
 #[derive(Debug, Parser)]
@@ -38,6 +39,8 @@ async fn main() -> anyhow::Result<()> {
     for n in &nodes.nodes {
         register_node(&server, n)?;
     }
+    // One simulated kubelet per node runs the pods bound to it.
+    let _kubelets: Vec<Kubelet> = nodes.nodes.iter().map(|n| Kubelet::start(&server, &n.name)).collect();
     let listener = tokio::net::TcpListener::bind(&args.listen)
         .await
         .with_context(|| format!("listening on {}", args.listen))?;
