@@ -71,6 +71,16 @@ else
     say "using DATABASE_URL from the environment"
 fi
 
+# The spark-submit tests run the real Spark client (Java 17 + PyPI's pyspark).
+if command -v java >/dev/null; then
+    [ "$(id -u)" -ne 0 ] && command -v sudo >/dev/null && export SUDO=sudo
+    SPARK_HOME=$(./scripts/fetch-spark.sh)
+    export SPARK_HOME
+    say "Spark client ready: $SPARK_HOME"
+else
+    say "WARNING: java not found; the spark-submit tests will be SKIPPED (install openjdk-17-jre-headless to run them)"
+fi
+
 say "cargo fmt --check"
 cargo fmt --all --check
 say "cargo clippy --all-targets -- -D warnings"

@@ -68,6 +68,23 @@ pub async fn handle(
         Some(t) => t,
         None => return ApiError::no_route(&path).into_response(),
     };
+    // Bodies are JSON only. Protobuf (kubectl's default for built-in types)
+    // gets 415, as kube-apiserver answers for a type it cannot decode, and
+    // client-go retries in JSON.
+    if matches!(method, Method::POST | Method::PUT) && !body.is_empty() {
+        let ct = headers
+            .get("content-type")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("application/json");
+        let base = ct.split(';').next().unwrap_or("").trim();
+        if base != "application/json" && base != "*/*" && !base.is_empty() {
+            return ApiError::unsupported_media(format!(
+                "the body of the request was in an unknown format - accepted media types include: application/json \
+                 (got {base})"
+            ))
+            .into_response();
+        }
+    }
     match serve(&shared, &method, target, &params, &headers, &body).await {
         Ok(r) => r,
         Err(e) => e.into_response(),

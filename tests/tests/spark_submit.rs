@@ -1,0 +1,143 @@
+//! The real spark-submit (Spark 3.5.3 from PyPI's pyspark, the machine's
+//! Java) against the test control plane, in cluster mode: what it sends must
+//! be stored as kube-apiserver would store it.
+
+use serde_json::json;
+use sparkcap_testkit::apiserver::ApiServer;
+use sparkcap_testkit::apiserver::resources::find;
+use sparkcap_testkit::devcluster::{serve, write_kubeconfig};
+use std::path::PathBuf;
+use std::time::Duration;
+
+fn java_available() -> bool {
+    std::process::Command::new("java")
+        .arg("-version")
+        .output()
+        .is_ok_and(|o| o.status.success())
+}
+
+fn spark_home() -> PathBuf {
+    let home = std::env::var_os("SPARK_HOME").map(PathBuf::from).unwrap_or_else(|| {
+        PathBuf::from(std::env::var_os("HOME").unwrap_or_default()).join(".cache/sparkcap/pyspark-3.5.3/deps")
+    });
+    assert!(
+        home.join("bin/spark-submit").exists(),
+        "Spark not found at {}: run ./scripts/fetch-spark.sh (./scripts/test.sh does) or set SPARK_HOME",
+        home.display()
+    );
+    home
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cluster_mode_submission_is_stored_faithfully() {
+    if !java_available() {
+        eprintln!("\n*** SKIPPED: java is not installed, so the real spark-submit cannot run ***\n");
+        return;
+    }
+    let spark = spark_home();
+    let server = ApiServer::new();
+    let ns_def = find("", "v1", "namespaces").unwrap();
+    server
+        .store
+        .create(ns_def, "", json!({"metadata": {"name": "tenant-acme"}}), false)
+        .unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let dir = std::env::temp_dir().join(format!("sparkcap-spark-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let kubeconfig = dir.join("kubeconfig");
+    write_kubeconfig(&kubeconfig, &url).unwrap();
+    tokio::spawn(serve(server.clone(), listener));
+
+    let out = tokio::time::timeout(
+        Duration::from_secs(180),
+        tokio::process::Command::new(spark.join("bin/spark-submit"))
+            .env("SPARK_HOME", &spark)
+            .env("KUBECONFIG", &kubeconfig)
+            .env("SPARK_LOCAL_IP", "127.0.0.1")
+            .args([
+                "--master",
+                &format!("k8s://{url}"),
+                "--deploy-mode",
+                "cluster",
+                "--name",
+                "ingest-orders",
+                "--class",
+                "org.apache.spark.examples.SparkPi",
+                "--conf",
+                "spark.kubernetes.namespace=tenant-acme",
+                "--conf",
+                "spark.kubernetes.container.image=apache/spark:3.5.3",
+                "--conf",
+                "spark.executor.instances=3",
+                "--conf",
+                "spark.executor.cores=2",
+                "--conf",
+                "spark.kubernetes.submission.waitAppCompletion=false",
+                "local:///opt/spark/examples/jars/spark-examples.jar",
+                "100",
+            ])
+            .output(),
+    )
+    .await
+    .expect("spark-submit finished within 180 s")
+    .unwrap();
+    let log = String::from_utf8_lossy(&out.stderr).to_string() + &String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "spark-submit failed:\n{log}");
+
+    let pods = find("", "v1", "pods").unwrap();
+    let (items, _) = server.store.list(pods, Some("tenant-acme"));
+    assert_eq!(items.len(), 1, "one driver pod");
+    let driver = &items[0];
+    let labels = &driver["metadata"]["labels"];
+    assert_eq!(labels["spark-role"], "driver");
+    assert_eq!(labels["spark-app-name"], "ingest-orders");
+    assert!(labels["spark-app-selector"].as_str().unwrap().starts_with("spark-"));
+    let volume = driver["spec"]["volumes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|v| v["name"] == "spark-conf-volume-driver")
+        .expect("the driver mounts its spark.properties ConfigMap");
+    let cm_name = volume["configMap"]["name"].as_str().unwrap().to_owned();
+
+    let cms = find("", "v1", "configmaps").unwrap();
+    let cm = server.store.get(cms, "tenant-acme", &cm_name).unwrap();
+    let props = cm["data"]["spark.properties"].as_str().unwrap();
+    assert!(
+        props.contains("spark.executor.instances=3") && props.contains("spark.executor.cores=2"),
+        "{props}"
+    );
+    let owner = &cm["metadata"]["ownerReferences"][0];
+    assert_eq!(
+        owner["uid"], driver["metadata"]["uid"],
+        "the ConfigMap is owned by the driver pod"
+    );
+    assert_eq!(
+        cm["metadata"]["managedFields"][0]["manager"],
+        json!("fabric8"),
+        "server-side applied"
+    );
+
+    let svcs = find("", "v1", "services").unwrap();
+    let (services, _) = server.store.list(svcs, Some("tenant-acme"));
+    assert_eq!(services.len(), 1);
+    assert_eq!(
+        services[0]["metadata"]["ownerReferences"][0]["uid"],
+        driver["metadata"]["uid"]
+    );
+    assert_eq!(
+        services[0]["spec"]["clusterIP"],
+        json!("None"),
+        "headless driver service"
+    );
+
+    // Deleting the driver collects what it owns.
+    let name = driver["metadata"]["name"].as_str().unwrap().to_owned();
+    server
+        .store
+        .delete(pods, "tenant-acme", &name, &Default::default())
+        .unwrap();
+    assert!(server.store.get(cms, "tenant-acme", &cm_name).is_err());
+    std::fs::remove_dir_all(&dir).ok();
+}
