@@ -141,3 +141,106 @@ async fn cluster_mode_submission_is_stored_faithfully() {
     assert!(server.store.get(cms, "tenant-acme", &cm_name).is_err());
     std::fs::remove_dir_all(&dir).ok();
 }
+
+/// Client mode: the driver runs here (pyspark + py4j from the same
+/// distribution), creates executor pods, lists and watches them by label
+/// selector, and at exit deletes them (and their ConfigMap) by collection.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn client_mode_driver_manages_its_executors() {
+    if !java_available() {
+        eprintln!("\n*** SKIPPED: java is not installed, so the real Spark driver cannot run ***\n");
+        return;
+    }
+    let spark = spark_home();
+    let dist = spark.parent().unwrap().to_path_buf();
+    let py4j = std::fs::read_dir(dist.join("lib"))
+        .unwrap()
+        .filter_map(Result::ok)
+        .map(|e| e.path())
+        .find(|p| p.file_name().is_some_and(|n| n.to_string_lossy().starts_with("py4j-")))
+        .expect("py4j ships with pyspark");
+    let server = ApiServer::new();
+    let ns_def = find("", "v1", "namespaces").unwrap();
+    server
+        .store
+        .create(ns_def, "", json!({"metadata": {"name": "tenant-acme"}}), false)
+        .unwrap();
+    let pods = find("", "v1", "pods").unwrap();
+    let (_, _, mut events) = server.store.snapshot_and_watch(pods, Some("tenant-acme"));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let dir = std::env::temp_dir().join(format!("sparkcap-spark-client-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let kubeconfig = dir.join("kubeconfig");
+    write_kubeconfig(&kubeconfig, &url).unwrap();
+    tokio::spawn(serve(server.clone(), listener));
+    let app = dir.join("app.py");
+    std::fs::write(
+        &app,
+        format!(
+            "from pyspark import SparkConf, SparkContext\n\
+             conf = (SparkConf().setMaster('k8s://{url}').setAppName('ingest-client')\n\
+                 .set('spark.kubernetes.namespace', 'tenant-acme')\n\
+                 .set('spark.kubernetes.container.image', 'apache/spark:3.5.3')\n\
+                 .set('spark.executor.instances', '2').set('spark.driver.host', '127.0.0.1')\n\
+                 .set('spark.scheduler.maxRegisteredResourcesWaitingTime', '2s'))\n\
+             sc = SparkContext(conf=conf)\n\
+             import time; time.sleep(3)\n\
+             sc.stop()\n\
+             print('CLIENT-DONE')\n"
+        ),
+    )
+    .unwrap();
+    let out = tokio::time::timeout(
+        Duration::from_secs(180),
+        tokio::process::Command::new("python3")
+            .arg(&app)
+            .env("SPARK_HOME", &spark)
+            .env("KUBECONFIG", &kubeconfig)
+            .env("SPARK_LOCAL_IP", "127.0.0.1")
+            .env("PYTHONPATH", format!("{}:{}", dist.display(), py4j.display()))
+            .output(),
+    )
+    .await
+    .expect("driver finished within 180 s")
+    .unwrap();
+    let log = String::from_utf8_lossy(&out.stderr).to_string() + &String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success() && log.contains("CLIENT-DONE"),
+        "driver failed:\n{log}"
+    );
+
+    let mut added = 0;
+    let mut deleted = 0;
+    while let Ok(e) = events.try_recv() {
+        if e.object.pointer("/metadata/labels/spark-role") == Some(&json!("executor")) {
+            match e.kind {
+                sparkcap_testkit::apiserver::store::EventType::Added => added += 1,
+                sparkcap_testkit::apiserver::store::EventType::Deleted => deleted += 1,
+                _ => {}
+            }
+        }
+    }
+    // Spark's allocator may replace executors that never register (none can
+    // here: no container runs), so: at least the two asked for, all removed.
+    assert!(added >= 2 && added == deleted, "executors created {added}, deleted {deleted}");
+    assert!(server.store.list(pods, Some("tenant-acme")).0.is_empty());
+    let requests = server.requests.lock().unwrap().clone();
+    let watched = requests.iter().any(|r| {
+        r.starts_with("GET /api/v1/namespaces/tenant-acme/pods?")
+            && r.contains("watch=true")
+            && r.contains("spark-role%3Dexecutor")
+    });
+    assert!(
+        watched,
+        "the driver watches its executors by label selector: {requests:#?}"
+    );
+    let collection_delete = requests
+        .iter()
+        .any(|r| r.starts_with("DELETE /api/v1/namespaces/tenant-acme/pods?") && r.contains("labelSelector"));
+    assert!(
+        collection_delete,
+        "the driver deletes its executors by collection: {requests:#?}"
+    );
+    std::fs::remove_dir_all(&dir).ok();
+}

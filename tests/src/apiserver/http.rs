@@ -25,6 +25,8 @@ pub struct Shared {
     pub store: Arc<Store>,
     /// Admission chain.
     pub admission: Admission,
+    /// Every request as `METHOD path?query`, for tests to assert what clients did.
+    pub requests: Arc<std::sync::Mutex<Vec<String>>>,
 }
 
 /// Where a request points.
@@ -54,6 +56,11 @@ pub async fn handle(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
+    shared
+        .requests
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .push(format!("{method} {}", uri.path_and_query().map_or("", |p| p.as_str())));
     let path = uri.path().trim_end_matches('/').to_owned();
     let segs: Vec<&str> = path.split('/').filter(|s| !s.is_empty()).collect();
     match discovery(&segs) {

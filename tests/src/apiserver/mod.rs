@@ -21,6 +21,8 @@ pub struct ApiServer {
     pub store: Arc<Store>,
     /// Its admission chain (webhook Service addresses live here).
     pub admission: admission::Admission,
+    /// Every request served, as `METHOD path?query`.
+    pub requests: Arc<std::sync::Mutex<Vec<String>>>,
 }
 
 impl Default for ApiServer {
@@ -40,6 +42,7 @@ impl ApiServer {
         let server = Self {
             store: Arc::new(store),
             admission: admission::Admission::default(),
+            requests: Default::default(),
         };
         let ns = resources::find("", "v1", "namespaces").expect("namespaces served");
         for name in ["default", "kube-system", "kube-public", "kube-node-lease"] {
@@ -56,6 +59,7 @@ impl ApiServer {
         axum::Router::new().fallback(http::handle).with_state(http::Shared {
             store: self.store.clone(),
             admission: self.admission.clone(),
+            requests: self.requests.clone(),
         })
     }
 
