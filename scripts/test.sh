@@ -71,6 +71,13 @@ else
     say "using DATABASE_URL from the environment"
 fi
 
+# The kubectl tests need kubectl; try the distribution's package when it is missing.
+if ! command -v kubectl >/dev/null; then
+    say "kubectl not found: trying apt-get install kubectl"
+    as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq kubectl >/dev/null 2>&1 \
+        || say "WARNING: kubectl unavailable; the kubectl tests will be SKIPPED"
+fi
+
 # The spark-submit tests run the real Spark client (Java 17 + PyPI's pyspark).
 if command -v java >/dev/null; then
     [ "$(id -u)" -ne 0 ] && command -v sudo >/dev/null && export SUDO=sudo
