@@ -223,7 +223,10 @@ async fn client_mode_driver_manages_its_executors() {
     }
     // Spark's allocator may replace executors that never register (none can
     // here: no container runs), so: at least the two asked for, all removed.
-    assert!(added >= 2 && added == deleted, "executors created {added}, deleted {deleted}");
+    assert!(
+        added >= 2 && added == deleted,
+        "executors created {added}, deleted {deleted}"
+    );
     assert!(server.store.list(pods, Some("tenant-acme")).0.is_empty());
     let requests = server.requests.lock().unwrap().clone();
     let watched = requests.iter().any(|r| {
