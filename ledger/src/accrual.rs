@@ -150,6 +150,10 @@ pub struct AccrualPlan {
     pub closing: Vec<String>,
     /// Checkpoints given to the plan that it did not change.
     pub untouched: Vec<PodCheckpoint>,
+    /// Driver pods of a job that finished in this batch, per (tenant, job):
+    /// how many, and the latest end. This is what moves a job out of the
+    /// draft pool after its first runs (R5.1).
+    pub finished_runs: BTreeMap<(TenantId, String), (i64, DateTime<Utc>)>,
 }
 
 impl AccrualPlan {
@@ -374,6 +378,20 @@ pub fn plan_accruals(
 
     for uid in order {
         let Some(slot) = pods.remove(uid) else { continue };
+        let finishes_now = slot.touched && slot.cp.finished_at.is_some() && (slot.is_new || slot.was_open);
+        if let (true, Some("driver"), Some(job), Some(end)) = (
+            finishes_now,
+            slot.cp.pod.role.as_deref(),
+            &slot.cp.pod.job,
+            slot.cp.finished_at,
+        ) {
+            let e = plan
+                .finished_runs
+                .entry((slot.cp.pod.tenant.clone(), job.clone()))
+                .or_insert((0, end));
+            e.0 += 1;
+            e.1 = e.1.max(end);
+        }
         if !slot.touched {
             plan.untouched.push(slot.cp);
         } else if slot.is_new {

@@ -21,6 +21,8 @@ pub enum ChangeKind {
     Usage,
     /// A pool's size changed.
     Pool,
+    /// A job finished a run (its draft state may have changed).
+    Job,
     /// Changes may have been missed (the feed reconnected): reload everything.
     Resync,
 }

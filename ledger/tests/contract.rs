@@ -544,6 +544,48 @@ async fn summaries_cover_live_tenants(s: &dyn LedgerStore) {
     assert_eq!(sums[1].balance.remaining, McSeconds::from_vcpu_hours(7));
 }
 
+/// Finished driver runs are counted per job, once per driver however often
+/// its close is retried; executors and job-less pods do not count.
+async fn finished_driver_runs_are_counted_once(s: &dyn LedgerStore) {
+    let a = tenant(s, "acme").await;
+    let e = s.claim_epoch("w").await.unwrap();
+    let mut feed = s.subscribe().await.unwrap();
+    let driver = |uid: &str, job: Option<&str>| PodUsage {
+        role: Some("driver".into()),
+        job: job.map(Into::into),
+        ..pod(uid, &a, 1000, 0)
+    };
+    let (d1, d2, d3) = (
+        driver("d1", Some("orders")),
+        driver("d2", Some("orders")),
+        driver("d3", None),
+    );
+    let exec = pod("x1", &a, 1000, 0);
+    // d1 opens in one batch and closes in the next; d2 opens and closes at once.
+    s.accrue(e, &[acc(&d1, 10, false), acc(&exec, 10, false)])
+        .await
+        .unwrap();
+    assert!(s.job_stats(None).await.unwrap().is_empty());
+    let batch = [
+        acc(&d1, 60, true),
+        acc(&d2, 30, true),
+        acc(&d3, 30, true),
+        acc(&exec, 60, true),
+    ];
+    s.accrue(e, &batch).await.unwrap();
+    s.accrue(e, &batch).await.unwrap();
+    let stats = s.job_stats(Some(&a)).await.unwrap();
+    assert_eq!(stats.len(), 1, "{stats:?}");
+    assert_eq!(
+        (stats[0].job.as_str(), stats[0].finished_runs, stats[0].last_finished_at),
+        ("orders", 2, at(60))
+    );
+    assert!(s.job_stats(Some(&tenant(s, "beta").await)).await.unwrap().is_empty());
+    // The feed says a job changed (the panic in next_change fails the test otherwise).
+    while next_change(&mut feed).await != LedgerChange::of(ChangeKind::Job, &a) {}
+    assert_books(s).await;
+}
+
 macro_rules! contract {
     ($($name:ident),* $(,)?) => {
         mod memory {
@@ -585,6 +627,7 @@ contract!(
     prune_keeps_totals,
     change_feed_reports_writes,
     summaries_cover_live_tenants,
+    finished_driver_runs_are_counted_once,
 );
 
 /// Postgres only: the writer remembers checkpoints between batches, so the

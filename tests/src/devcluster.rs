@@ -4,6 +4,7 @@
 
 use crate::apiserver::ApiServer;
 use crate::apiserver::resources::find;
+use crate::tls::ServerCert;
 use serde::Deserialize;
 use serde_json::json;
 use std::path::Path;
@@ -114,23 +115,44 @@ pub fn register_node(server: &ApiServer, spec: &NodeSpec) -> anyhow::Result<()> 
     Ok(())
 }
 
-/// A kubeconfig for `server_url` (plain HTTP, no auth: a local playground).
-pub fn kubeconfig(server_url: &str) -> String {
+/// A kubeconfig for `server_url`. With `ca_bundle` (base64 PEM, as
+/// [`crate::tls::TestCa::ca_bundle`] returns) clients verify the server's
+/// certificate; without it the URL is plain HTTP. No auth: a local playground.
+pub fn kubeconfig(server_url: &str, ca_bundle: Option<&str>) -> String {
+    let ca = ca_bundle
+        .map(|b| format!("    certificate-authority-data: {b}\n"))
+        .unwrap_or_default();
     format!(
-        "apiVersion: v1\nkind: Config\nclusters:\n- name: sparkcap-devcluster\n  cluster:\n    server: {server_url}\n\
+        "apiVersion: v1\nkind: Config\nclusters:\n- name: sparkcap-devcluster\n  cluster:\n    server: {server_url}\n{ca}\
          users:\n- name: developer\n  user:\n    token: devcluster\ncontexts:\n- name: sparkcap-devcluster\n  context:\n    \
          cluster: sparkcap-devcluster\n    user: developer\n    namespace: default\ncurrent-context: sparkcap-devcluster\n"
     )
 }
 
 /// Writes the kubeconfig file.
-pub fn write_kubeconfig(path: &Path, server_url: &str) -> anyhow::Result<()> {
-    std::fs::write(path, kubeconfig(server_url)).map_err(|e| anyhow::anyhow!("writing {}: {e}", path.display()))
+pub fn write_kubeconfig(path: &Path, server_url: &str, ca_bundle: Option<&str>) -> anyhow::Result<()> {
+    std::fs::write(path, kubeconfig(server_url, ca_bundle))
+        .map_err(|e| anyhow::anyhow!("writing {}: {e}", path.display()))
 }
 
-/// Serves `server` on `listener` until the task is dropped.
+/// Serves `server` over plain HTTP on `listener` until the task is dropped.
 pub async fn serve(server: ApiServer, listener: tokio::net::TcpListener) -> std::io::Result<()> {
     axum::serve(listener, server.router()).await
+}
+
+/// Serves `server` over HTTPS (rustls, HTTP/1.1 and HTTP/2 by ALPN) on
+/// `listener` with the given certificate, as kube-apiserver always does.
+pub async fn serve_tls(server: ApiServer, listener: std::net::TcpListener, cert: &ServerCert) -> std::io::Result<()> {
+    crate::tls::install_crypto_provider();
+    let config = axum_server::tls_rustls::RustlsConfig::from_pem(
+        cert.cert_pem.clone().into_bytes(),
+        cert.key_pem.clone().into_bytes(),
+    )
+    .await?;
+    listener.set_nonblocking(true)?;
+    axum_server::from_tcp_rustls(listener, config)
+        .serve(server.router().into_make_service())
+        .await
 }
 
 #[cfg(test)]

@@ -4,7 +4,8 @@
 //! `--validate=false` (kubectl says so itself when it is missing).
 
 use sparkcap_testkit::apiserver::ApiServer;
-use sparkcap_testkit::devcluster::{NodesFile, register_node, serve, write_kubeconfig};
+use sparkcap_testkit::devcluster::{NodesFile, register_node, serve_tls, write_kubeconfig};
+use sparkcap_testkit::tls::TestCa;
 use std::path::Path;
 use std::process::Output;
 use std::time::Duration;
@@ -47,13 +48,27 @@ async fn kubectl_get_apply_watch_delete() {
     for n in &NodesFile::default_nodes().nodes {
         register_node(&server, n).unwrap();
     }
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let url = format!("http://{}", listener.local_addr().unwrap());
+    // Over HTTPS, as kubectl always meets kube-apiserver: it verifies the
+    // certificate against the kubeconfig's certificate-authority-data.
+    let ca = TestCa::new();
+    let cert = ca.issue(&["127.0.0.1"]);
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("https://{}", listener.local_addr().unwrap());
     let dir = std::env::temp_dir().join(format!("sparkcap-kubectl-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let kc = dir.join("kubeconfig");
-    write_kubeconfig(&kc, &url).unwrap();
-    tokio::spawn(serve(server.clone(), listener));
+    write_kubeconfig(&kc, &url, Some(&ca.ca_bundle())).unwrap();
+    let srv = server.clone();
+    tokio::spawn(async move { serve_tls(srv, listener, &cert).await });
+    // A kubeconfig with the wrong CA is refused: the TLS is real.
+    let wrong = dir.join("wrong-ca");
+    write_kubeconfig(&wrong, &url, Some(&TestCa::new().ca_bundle())).unwrap();
+    let out = kubectl(&wrong, &["get", "nodes"]).await;
+    assert!(
+        !out.status.success() && text(&out).contains("certificate"),
+        "{}",
+        text(&out)
+    );
 
     let out = kubectl(&kc, &["get", "nodes", "-o", "name"]).await;
     assert!(out.status.success(), "{}", text(&out));

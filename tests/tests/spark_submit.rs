@@ -46,7 +46,7 @@ async fn cluster_mode_submission_is_stored_faithfully() {
     let dir = std::env::temp_dir().join(format!("sparkcap-spark-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let kubeconfig = dir.join("kubeconfig");
-    write_kubeconfig(&kubeconfig, &url).unwrap();
+    write_kubeconfig(&kubeconfig, &url, None).unwrap();
     tokio::spawn(serve(server.clone(), listener));
 
     let out = tokio::time::timeout(
@@ -172,7 +172,7 @@ async fn client_mode_driver_manages_its_executors() {
     let dir = std::env::temp_dir().join(format!("sparkcap-spark-client-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let kubeconfig = dir.join("kubeconfig");
-    write_kubeconfig(&kubeconfig, &url).unwrap();
+    write_kubeconfig(&kubeconfig, &url, None).unwrap();
     tokio::spawn(serve(server.clone(), listener));
     let app = dir.join("app.py");
     std::fs::write(

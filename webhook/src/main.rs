@@ -1,21 +1,30 @@
 //! `sparkcap-webhook`: the admission webhook (every Spark pod checked against
-//! its tenant's balance) and the tenant REST API.
+//! its tenant's balance and routed to sparkcap's scheduler).
 //!
-//! What exists today is `migrate`; `serve` arrives with the webhook issue and
-//! is not offered until it does something real.
+//! The tenant REST API arrives with its own issue and is not offered until it
+//! does something real.
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
-use sparkcap_ledger::PgStore;
+use sparkcap_ledger::{Bytes, LedgerStore, Millicores, PgStore, SparkUnitSize};
+use sparkcap_webhook::certs::CertFiles;
+use sparkcap_webhook::metrics::Metrics;
+use sparkcap_webhook::run::{Listeners, run};
+use sparkcap_webhook::sync::{self, SyncConfig};
+use sparkcap_webhook::view::{Settings, TenantView};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
 
 #[derive(Debug, Parser)]
 #[command(
     name = "sparkcap-webhook",
     version,
-    about = "sparkcap's admission webhook and tenant REST API",
-    long_about = "sparkcap's admission webhook and tenant REST API.\n\n\
-        Available now: `migrate` (apply the ledger schema).\n\
-        Coming: `serve` (AdmissionReview /mutate and /validate over TLS, and the tenant REST API)."
+    about = "sparkcap's admission webhook",
+    long_about = "sparkcap's admission webhook.\n\n\
+        `serve`: AdmissionReview /mutate and /validate over TLS; /healthz, /readyz and /metrics on a plain port.\n\
+        `migrate`: apply the ledger schema.\n\
+        Coming: the tenant REST API."
 )]
 struct Cli {
     #[command(subcommand)]
@@ -24,6 +33,8 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
+    /// Serve admission reviews.
+    Serve(ServeArgs),
     /// Apply the ledger's migrations (under a Postgres advisory lock) and exit.
     Migrate {
         /// PostgreSQL URL of the ledger.
@@ -32,13 +43,125 @@ enum Command {
     },
 }
 
+#[derive(Debug, clap::Args)]
+struct ServeArgs {
+    /// PostgreSQL URL of the ledger.
+    #[arg(long, env = "DATABASE_URL")]
+    database_url: String,
+    /// HTTPS address for AdmissionReviews.
+    #[arg(long, default_value = "0.0.0.0:8443")]
+    listen: String,
+    /// Plain address for /healthz, /readyz and /metrics.
+    #[arg(long, default_value = "0.0.0.0:9090")]
+    ops_listen: String,
+    /// PEM certificate chain (reloaded when it changes).
+    #[arg(long, default_value = "/tls/tls.crt")]
+    tls_cert: PathBuf,
+    /// PEM private key (reloaded when it changes).
+    #[arg(long, default_value = "/tls/tls.key")]
+    tls_key: PathBuf,
+    /// How often the certificate files are checked for rotation, in seconds.
+    #[arg(long, default_value_t = 5)]
+    cert_poll_seconds: u64,
+    /// A job's first N runs go to the draft pool (0: no draft pool).
+    #[arg(long, default_value_t = 3)]
+    draft_runs: i64,
+    /// Refuse drivers when the ledger view is older than this, in seconds.
+    #[arg(long, default_value_t = 30)]
+    stale_after_seconds: i64,
+    /// Full ledger reload period, in seconds (also the freshness heartbeat).
+    #[arg(long, default_value_t = 10)]
+    reload_seconds: u64,
+    /// schedulerName written into Spark pods.
+    #[arg(long, default_value = "sparkcap-scheduler")]
+    scheduler_name: String,
+    /// Spark Unit size: cores.
+    #[arg(long, default_value_t = 4)]
+    spark_unit_cores: i64,
+    /// Spark Unit size: GiB of memory.
+    #[arg(long, default_value_t = 16)]
+    spark_unit_memory_gib: i64,
+}
+
+async fn serve(args: ServeArgs) -> anyhow::Result<()> {
+    if args.reload_seconds as i64 * 2 >= args.stale_after_seconds {
+        anyhow::bail!(
+            "--reload-seconds {} must be less than half of --stale-after-seconds {}, or a single slow reload would refuse drivers",
+            args.reload_seconds,
+            args.stale_after_seconds
+        );
+    }
+    let spark_unit = SparkUnitSize::new(
+        Millicores(args.spark_unit_cores.saturating_mul(1000)),
+        Bytes(args.spark_unit_memory_gib.saturating_mul(1 << 30)),
+    )
+    .context("--spark-unit-cores / --spark-unit-memory-gib")?;
+    let settings = Settings {
+        draft_runs: args.draft_runs.max(0),
+        stale_after: chrono::TimeDelta::seconds(args.stale_after_seconds),
+        scheduler_name: args.scheduler_name,
+        spark_unit,
+    };
+    let admission =
+        std::net::TcpListener::bind(&args.listen).with_context(|| format!("listening on {}", args.listen))?;
+    let ops =
+        std::net::TcpListener::bind(&args.ops_listen).with_context(|| format!("listening on {}", args.ops_listen))?;
+    let store: Arc<dyn LedgerStore> = Arc::new(
+        PgStore::connect(&args.database_url)
+            .await
+            .context("connecting to the ledger")?,
+    );
+    let kube = kube::Client::try_default()
+        .await
+        .context("connecting to the Kubernetes API (in-cluster service account or KUBECONFIG)")?;
+    let (view, _sync) = sync::start(
+        TenantView::new(settings),
+        store,
+        kube,
+        SyncConfig {
+            full_reload: Duration::from_secs(args.reload_seconds.max(1)),
+            ..SyncConfig::default()
+        },
+    );
+    tracing::info!(listen = %args.listen, ops = %args.ops_listen, "sparkcap-webhook serving");
+    run(
+        Listeners { admission, ops },
+        CertFiles {
+            cert: args.tls_cert,
+            key: args.tls_key,
+        },
+        Duration::from_secs(args.cert_poll_seconds.max(1)),
+        view,
+        Metrics::new(),
+        shutdown_signal(),
+    )
+    .await
+    .context("serving")
+}
+
+async fn shutdown_signal() {
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending().await,
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term => {}
+    }
+}
+
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+        .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()))
         .with_writer(std::io::stderr)
         .init();
     match Cli::parse().command {
+        Command::Serve(args) => serve(args).await?,
         Command::Migrate { database_url } => {
             let store = PgStore::connect(&database_url)
                 .await

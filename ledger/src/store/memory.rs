@@ -3,7 +3,8 @@
 //! every call atomic, as one transaction is in Postgres.
 
 use super::{
-    AuditReport, Epoch, Granularity, JobRun, LedgerStore, PruneReport, TenantSummary, UsageBucket, check_range,
+    AuditReport, Epoch, Granularity, JobRun, JobStats, LedgerStore, PruneReport, TenantSummary, UsageBucket,
+    check_range,
 };
 use crate::account::{Account, Balance, Lot};
 use crate::accrual::{AccrualOutcome, AccrualRequest, HourlyDelta, PodCheckpoint, plan_accruals};
@@ -55,6 +56,7 @@ struct State {
     by_key: HashMap<String, (usize, PurchaseRequest)>,
     pods: HashMap<String, PodRow>,
     hourly: BTreeMap<(TenantId, DateTime<Utc>, Pool), HourlyDelta>,
+    jobs: BTreeMap<(TenantId, String), (i64, DateTime<Utc>)>,
 }
 
 impl State {
@@ -388,7 +390,19 @@ impl LedgerStore for MemoryStore {
                     row.debt_since = acct.debt_since;
                 }
             }
-            let changed: Vec<TenantId> = plan.tenant_totals.keys().cloned().collect();
+            let mut changed: Vec<LedgerChange> = plan
+                .tenant_totals
+                .keys()
+                .map(|t| LedgerChange::of(ChangeKind::Usage, t))
+                .collect();
+            let job_tenants: std::collections::BTreeSet<&TenantId> =
+                plan.finished_runs.keys().map(|(t, _)| t).collect();
+            changed.extend(job_tenants.into_iter().map(|t| LedgerChange::of(ChangeKind::Job, t)));
+            for (key, (n, at)) in plan.finished_runs {
+                let e = s.jobs.entry(key).or_insert((0, at));
+                e.0 += n;
+                e.1 = e.1.max(at);
+            }
             for (tenant, d) in plan.tenant_totals {
                 if let Some(row) = s.tenants.get_mut(&tenant) {
                     row.consumed += d.charged;
@@ -397,8 +411,8 @@ impl LedgerStore for MemoryStore {
             }
             (plan.outcomes, changed)
         };
-        for t in &changed {
-            self.notify(LedgerChange::of(ChangeKind::Usage, t));
+        for c in changed {
+            self.notify(c);
         }
         Ok(outcomes)
     }
@@ -538,6 +552,20 @@ impl LedgerStore for MemoryStore {
         out.sort_by(|a, b| b.started_at.cmp(&a.started_at).then(a.app_id.cmp(&b.app_id)));
         out.truncate(limit.max(0) as usize);
         Ok(out)
+    }
+
+    async fn job_stats(&self, tenant: Option<&TenantId>) -> Result<Vec<JobStats>> {
+        let s = self.lock();
+        Ok(s.jobs
+            .iter()
+            .filter(|((t, _), _)| tenant.is_none_or(|want| want == t))
+            .map(|((t, job), (n, at))| JobStats {
+                tenant: t.clone(),
+                job: job.clone(),
+                finished_runs: *n,
+                last_finished_at: *at,
+            })
+            .collect())
     }
 
     async fn audit(&self) -> Result<AuditReport> {

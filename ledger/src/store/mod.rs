@@ -85,6 +85,20 @@ pub struct TenantSummary {
     pub namespaces: Vec<String>,
 }
 
+/// A job's finished runs: the draft pool holds a job until it has finished
+/// its first runs (R5.1).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct JobStats {
+    /// Owner.
+    pub tenant: TenantId,
+    /// Job name.
+    pub job: String,
+    /// Driver pods of this job that have finished.
+    pub finished_runs: i64,
+    /// When the latest one finished.
+    pub last_finished_at: DateTime<Utc>,
+}
+
 /// What the ledger found when checking its own books.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct AuditReport {
@@ -177,6 +191,9 @@ pub trait LedgerStore: Send + Sync + std::fmt::Debug {
         to: DateTime<Utc>,
         limit: i64,
     ) -> Result<Vec<JobRun>>;
+
+    /// Finished-run counts of a tenant's jobs, or of every tenant's.
+    async fn job_stats(&self, tenant: Option<&TenantId>) -> Result<Vec<JobStats>>;
 
     /// Checks every invariant of the books.
     async fn audit(&self) -> Result<AuditReport>;

@@ -9,8 +9,8 @@
 //! (`statement_timeout`, `idle_in_transaction_session_timeout`).
 
 use super::{
-    AuditReport, Epoch, Granularity, JobRun, LedgerStore, PruneReport, TenantBooks, TenantSummary, UsageBucket,
-    check_range, pod_violations, tenant_violations,
+    AuditReport, Epoch, Granularity, JobRun, JobStats, LedgerStore, PruneReport, TenantBooks, TenantSummary,
+    UsageBucket, check_range, pod_violations, tenant_violations,
 };
 use crate::account::{Account, Balance, Lot};
 use crate::accrual::{AccrualOutcome, AccrualRequest, PodCheckpoint, PodUsage, plan_accruals};
@@ -29,7 +29,7 @@ use futures::StreamExt;
 use futures::stream::BoxStream;
 use sqlx::postgres::{PgConnectOptions, PgListener, PgPool, PgPoolOptions};
 use sqlx::{Postgres, Row, Transaction};
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::str::FromStr;
 use std::sync::Mutex;
 use std::time::Duration;
@@ -685,6 +685,26 @@ impl LedgerStore for PgStore {
         .collect()
     }
 
+    async fn job_stats(&self, tenant: Option<&TenantId>) -> Result<Vec<JobStats>> {
+        sqlx::query(
+            "SELECT tenant_id, job, finished_runs, last_finished_at FROM job_stats \
+             WHERE $1::text IS NULL OR tenant_id = $1 ORDER BY tenant_id, job",
+        )
+        .bind(tenant.map(TenantId::as_str))
+        .fetch_all(&self.pool)
+        .await?
+        .into_iter()
+        .map(|r| {
+            Ok(JobStats {
+                tenant: TenantId::new(r.try_get::<String, _>("tenant_id")?)?,
+                job: r.try_get("job")?,
+                finished_runs: r.try_get("finished_runs")?,
+                last_finished_at: r.try_get("last_finished_at")?,
+            })
+        })
+        .collect()
+    }
+
     async fn audit(&self) -> Result<AuditReport> {
         let mut conn = self.pool.acquire().await?;
         let pods: i64 = sqlx::query_scalar("SELECT count(*) FROM pod_usage")
@@ -952,11 +972,13 @@ impl PgStore {
             let created = self
                 .ensure_partitions(&mut tx, plan.intervals.iter().map(|i| i.from))
                 .await?;
-            let changes: Vec<LedgerChange> = plan
+            let mut changes: Vec<LedgerChange> = plan
                 .tenant_totals
                 .keys()
                 .map(|t| LedgerChange::of(ChangeKind::Usage, t))
                 .collect();
+            let job_tenants: BTreeSet<&TenantId> = plan.finished_runs.keys().map(|(t, _)| t).collect();
+            changes.extend(job_tenants.into_iter().map(|t| LedgerChange::of(ChangeKind::Job, t)));
             write_plan(&mut tx, epoch, &accounts, &plan).await?;
             Self::notify(&mut tx, &changes).await?;
             tx.commit().await?;
@@ -1139,6 +1161,22 @@ async fn write_plan(
                 closing.len()
             )));
         }
+    }
+    if !plan.finished_runs.is_empty() {
+        let f: Vec<_> = plan.finished_runs.iter().collect();
+        sqlx::query(
+            "INSERT INTO job_stats (tenant_id, job, finished_runs, last_finished_at) \
+             SELECT * FROM UNNEST($1::text[], $2::text[], $3::bigint[], $4::timestamptz[]) \
+             ON CONFLICT (tenant_id, job) DO UPDATE SET \
+             finished_runs = job_stats.finished_runs + EXCLUDED.finished_runs, \
+             last_finished_at = greatest(job_stats.last_finished_at, EXCLUDED.last_finished_at)",
+        )
+        .bind(f.iter().map(|((t, _), _)| t.as_str()).collect::<Vec<_>>())
+        .bind(f.iter().map(|((_, j), _)| j.as_str()).collect::<Vec<_>>())
+        .bind(f.iter().map(|(_, (n, _))| *n).collect::<Vec<_>>())
+        .bind(f.iter().map(|(_, (_, at))| *at).collect::<Vec<_>>())
+        .execute(&mut **tx)
+        .await?;
     }
     if !plan.intervals.is_empty() {
         let i = &plan.intervals;

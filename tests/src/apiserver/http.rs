@@ -547,7 +547,12 @@ fn watch(
                 return;
             }
         }
-        let mut tick = tokio::time::interval(Duration::from_secs(1));
+        // Periodic progress bookmarks, the first one a period from now (as
+        // kube-apiserver: never ahead of the events already due).
+        let mut tick = tokio::time::interval_at(
+            tokio::time::Instant::now() + Duration::from_secs(1),
+            Duration::from_secs(1),
+        );
         loop {
             tokio::select! {
                 _ = tokio::time::sleep_until(deadline) => return,

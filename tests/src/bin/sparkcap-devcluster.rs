@@ -7,8 +7,9 @@
 use anyhow::Context;
 use clap::Parser;
 use sparkcap_testkit::apiserver::ApiServer;
-use sparkcap_testkit::devcluster::{NodesFile, register_node, serve, write_kubeconfig};
+use sparkcap_testkit::devcluster::{NodesFile, register_node, serve, serve_tls, write_kubeconfig};
 use sparkcap_testkit::kubelet::Kubelet;
+use sparkcap_testkit::tls::TestCa;
 use std::path::PathBuf;
 
 #[derive(Debug, Parser)]
@@ -24,6 +25,11 @@ struct Args {
     /// one node per pool when omitted.
     #[arg(long)]
     nodes: Option<PathBuf>,
+    /// Serve HTTPS with a freshly generated CA (its certificate goes into the
+    /// kubeconfig and next to it as `<kubeconfig>.ca.crt`, for spark-submit's
+    /// `spark.kubernetes.authenticate.submission.caCertFile`).
+    #[arg(long)]
+    tls: bool,
 }
 
 #[tokio::main]
@@ -41,19 +47,37 @@ async fn main() -> anyhow::Result<()> {
     }
     // One simulated kubelet per node runs the pods bound to it.
     let _kubelets: Vec<Kubelet> = nodes.nodes.iter().map(|n| Kubelet::start(&server, &n.name)).collect();
-    let listener = tokio::net::TcpListener::bind(&args.listen)
-        .await
-        .with_context(|| format!("listening on {}", args.listen))?;
-    let url = format!("http://{}", listener.local_addr()?);
-    write_kubeconfig(&args.kubeconfig, &url)?;
-    println!(
-        "sparkcap-devcluster serving {url} with {} nodes; KUBECONFIG={}",
-        nodes.nodes.len(),
-        args.kubeconfig.display()
-    );
+    let listener =
+        std::net::TcpListener::bind(&args.listen).with_context(|| format!("listening on {}", args.listen))?;
+    let addr = listener.local_addr()?;
+    let serving = if args.tls {
+        let ca = TestCa::new();
+        let cert = ca.issue(&[&addr.ip().to_string(), "localhost"]);
+        let ca_file = PathBuf::from(format!("{}.ca.crt", args.kubeconfig.display()));
+        std::fs::write(&ca_file, ca.ca_pem()).with_context(|| format!("writing {}", ca_file.display()))?;
+        let url = format!("https://{addr}");
+        write_kubeconfig(&args.kubeconfig, &url, Some(&ca.ca_bundle()))?;
+        announce(&url, nodes.nodes.len(), &args.kubeconfig);
+        println!("CA certificate: {}", ca_file.display());
+        tokio::spawn(async move { serve_tls(server, listener, &cert).await })
+    } else {
+        listener.set_nonblocking(true)?;
+        let listener = tokio::net::TcpListener::from_std(listener)?;
+        let url = format!("http://{addr}");
+        write_kubeconfig(&args.kubeconfig, &url, None)?;
+        announce(&url, nodes.nodes.len(), &args.kubeconfig);
+        tokio::spawn(serve(server, listener))
+    };
     tokio::select! {
-        r = serve(server, listener) => r.context("serving")?,
+        r = serving => r.context("server task")?.context("serving")?,
         _ = tokio::signal::ctrl_c() => println!("stopping"),
     }
     Ok(())
+}
+
+fn announce(url: &str, nodes: usize, kubeconfig: &std::path::Path) {
+    println!(
+        "sparkcap-devcluster serving {url} with {nodes} nodes; KUBECONFIG={}",
+        kubeconfig.display()
+    );
 }

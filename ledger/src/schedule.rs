@@ -1,0 +1,159 @@
+//! Job schedules as the Spark Operator's ScheduledSparkApplication writes them
+//! (robfig/cron: five fields, `@hourly`-style descriptors, `@every 90m`), and
+//! their expansion into run times.
+
+use chrono::{DateTime, TimeDelta, Utc};
+use std::str::FromStr;
+use thiserror::Error;
+
+/// A schedule string that will not parse; says what is accepted.
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+#[error(
+    "invalid schedule {text:?}: {reason}; use five cron fields (minute hour day-of-month month day-of-week, \
+     e.g. \"*/15 * * * *\"), a descriptor (@hourly, @daily, @weekly, @monthly, @yearly) or @every <duration> \
+     (e.g. @every 1h30m)"
+)]
+pub struct ScheduleError {
+    /// The schedule as given.
+    pub text: String,
+    /// What is wrong.
+    pub reason: String,
+}
+
+/// A parsed schedule.
+#[derive(Debug, Clone)]
+pub enum Schedule {
+    /// A cron expression (UTC).
+    Cron(Box<cron::Schedule>),
+    /// A fixed interval, first run one interval after the reference time.
+    Every(TimeDelta),
+}
+
+impl FromStr for Schedule {
+    type Err = ScheduleError;
+    fn from_str(text: &str) -> Result<Self, ScheduleError> {
+        let err = |reason: String| ScheduleError {
+            text: text.to_string(),
+            reason,
+        };
+        let s = text.trim();
+        if let Some(rest) = s.strip_prefix("@every") {
+            let d = parse_go_duration(rest.trim()).map_err(err)?;
+            if d < TimeDelta::seconds(1) {
+                return Err(err("the interval must be at least 1s".into()));
+            }
+            return Ok(Self::Every(d));
+        }
+        let six = match s {
+            "@yearly" | "@annually" => "0 0 0 1 1 *".to_string(),
+            "@monthly" => "0 0 0 1 * *".to_string(),
+            "@weekly" => "0 0 0 * * Sun".to_string(),
+            "@daily" | "@midnight" => "0 0 0 * * *".to_string(),
+            "@hourly" => "0 0 * * * *".to_string(),
+            d if d.starts_with('@') => return Err(err(format!("unknown descriptor {d}"))),
+            fields => {
+                let n = fields.split_whitespace().count();
+                if n != 5 {
+                    return Err(err(format!("expected 5 fields, found {n}")));
+                }
+                format!("0 {fields}")
+            }
+        };
+        cron::Schedule::from_str(&six)
+            .map(|c| Self::Cron(Box::new(c)))
+            .map_err(|e| err(e.to_string()))
+    }
+}
+
+impl Schedule {
+    /// Run times in `(from, until)`, at most `limit` of them.
+    pub fn runs_between(&self, from: DateTime<Utc>, until: DateTime<Utc>, limit: usize) -> Vec<DateTime<Utc>> {
+        match self {
+            Self::Cron(c) => c.after(&from).take_while(|t| *t < until).take(limit).collect(),
+            Self::Every(d) => std::iter::successors(Some(from + *d), |t| Some(*t + *d))
+                .take_while(|t| *t < until)
+                .take(limit)
+                .collect(),
+        }
+    }
+}
+
+/// Go's `time.ParseDuration` subset that schedules use: `1h30m`, `90s`, `2h`.
+fn parse_go_duration(s: &str) -> Result<TimeDelta, String> {
+    if s.is_empty() {
+        return Err("@every needs a duration".into());
+    }
+    let mut total = TimeDelta::zero();
+    let mut rest = s;
+    while !rest.is_empty() {
+        let digits = rest.find(|c: char| !c.is_ascii_digit()).unwrap_or(rest.len());
+        if digits == 0 {
+            return Err(format!("duration {s:?} must be numbers with units h, m or s"));
+        }
+        let n: i64 = rest[..digits]
+            .parse()
+            .map_err(|_| format!("duration {s:?} is too large"))?;
+        rest = &rest[digits..];
+        let unit_len = rest.find(|c: char| c.is_ascii_digit()).unwrap_or(rest.len());
+        let part = match &rest[..unit_len] {
+            "h" => TimeDelta::try_hours(n),
+            "m" => TimeDelta::try_minutes(n),
+            "s" => TimeDelta::try_seconds(n),
+            u => return Err(format!("unknown duration unit {u:?} in {s:?}; use h, m or s")),
+        }
+        .ok_or_else(|| format!("duration {s:?} is too large"))?;
+        total = total
+            .checked_add(&part)
+            .ok_or_else(|| format!("duration {s:?} is too large"))?;
+        rest = &rest[unit_len..];
+    }
+    Ok(total)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chrono::TimeZone;
+
+    fn t(h: u32, m: u32) -> DateTime<Utc> {
+        Utc.with_ymd_and_hms(2026, 11, 23, h, m, 0).unwrap()
+    }
+
+    #[test]
+    fn cron_fields_descriptors_and_every() {
+        let s: Schedule = "*/15 * * * *".parse().unwrap();
+        assert_eq!(
+            s.runs_between(t(10, 0), t(11, 0), 10),
+            vec![t(10, 15), t(10, 30), t(10, 45)]
+        );
+        let s: Schedule = "@hourly".parse().unwrap();
+        assert_eq!(s.runs_between(t(10, 5), t(12, 30), 10), vec![t(11, 0), t(12, 0)]);
+        let s: Schedule = "@every 1h30m".parse().unwrap();
+        assert_eq!(s.runs_between(t(10, 0), t(14, 0), 10), vec![t(11, 30), t(13, 0)]);
+        let s: Schedule = "0 2 * * 1-5".parse().unwrap();
+        assert_eq!(s.runs_between(t(0, 0), t(23, 0), 10), vec![t(2, 0)]); // 2026-11-23 is a Monday
+    }
+
+    #[test]
+    fn errors_say_what_is_accepted() {
+        for bad in [
+            "* * * *",
+            "61 * * * *",
+            "@fortnightly",
+            "@every",
+            "@every 5x",
+            "@every 0s",
+            "",
+        ] {
+            let e = bad.parse::<Schedule>().unwrap_err().to_string();
+            assert!(e.contains("use five cron fields"), "{bad}: {e}");
+        }
+        assert!(
+            "* * * *"
+                .parse::<Schedule>()
+                .unwrap_err()
+                .to_string()
+                .contains("expected 5 fields, found 4")
+        );
+    }
+}

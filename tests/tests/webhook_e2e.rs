@@ -1,0 +1,377 @@
+//! sparkcap-webhook end to end: the registration in `manifests/`, the test
+//! control plane calling the webhook over TLS, a real Postgres ledger whose
+//! change feed refreshes the webhook's view, and the real spark-submit.
+
+use chrono::{TimeDelta, Utc};
+use k8s_openapi::api::core::v1::Pod;
+use kube::Api;
+use kube::api::PostParams;
+use serde_json::{Value, json};
+use sparkcap_ledger::store::testdb::TestDatabase;
+use sparkcap_ledger::{
+    AccrualRequest, LedgerStore, Millicores, NewTenant, Period, PgStore, PodUsage, Pool, PurchaseKind, PurchaseRequest,
+    TenantId,
+};
+use sparkcap_testkit::apiserver::ApiServer;
+use sparkcap_testkit::apiserver::resources::find;
+use sparkcap_testkit::devcluster::{serve, write_kubeconfig};
+use sparkcap_testkit::tls::TestCa;
+use sparkcap_webhook::certs::CertFiles;
+use sparkcap_webhook::metrics::Metrics;
+use sparkcap_webhook::run::{Listeners, run};
+use sparkcap_webhook::sync::{self, SyncConfig};
+use sparkcap_webhook::view::{Settings, TenantView};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+struct Env {
+    server: ApiServer,
+    store: Arc<PgStore>,
+    db: TestDatabase,
+    ops_url: String,
+    dir: PathBuf,
+    _stop: tokio::sync::oneshot::Sender<()>,
+}
+
+async fn buy(store: &PgStore, tenant: &str, hours: i64, key: &str) {
+    store
+        .record_purchase(
+            &PurchaseRequest {
+                tenant: TenantId::new(tenant).unwrap(),
+                kind: PurchaseKind::VcpuHours,
+                quantity: hours,
+                period: Period::Monthly,
+                valid_from: Some(Utc::now() - TimeDelta::days(1)),
+                valid_until: None,
+                idempotency_key: key.into(),
+            },
+            Utc::now(),
+        )
+        .await
+        .unwrap();
+}
+
+/// acme has 500 vCPU-hours; broke bought 1 and used 2.
+async fn setup(name: &str) -> Env {
+    let db = TestDatabase::create().await.expect("test database");
+    let store = Arc::new(db.store().await.unwrap());
+    for t in ["acme", "broke"] {
+        store
+            .create_tenant(
+                NewTenant {
+                    id: TenantId::new(t).unwrap(),
+                    display_name: t.into(),
+                },
+                Utc::now() - TimeDelta::days(2),
+            )
+            .await
+            .unwrap();
+    }
+    buy(&store, "acme", 500, "acme-1").await;
+    buy(&store, "broke", 1, "broke-1").await;
+    let epoch = store.claim_epoch("e2e").await.unwrap();
+    let start = Utc::now() - TimeDelta::hours(3);
+    store
+        .accrue(
+            epoch,
+            &[AccrualRequest {
+                pod: PodUsage {
+                    uid: "old-run".into(),
+                    tenant: TenantId::new("broke").unwrap(),
+                    namespace: "tenant-broke".into(),
+                    name: "old-run-driver".into(),
+                    app_id: Some("spark-old".into()),
+                    job: Some("old".into()),
+                    role: Some("driver".into()),
+                    pool: Pool::Shared,
+                    cpu: Millicores(1000),
+                    opportunistic: false,
+                    started_at: start,
+                },
+                until: start + TimeDelta::hours(2),
+                finished: true,
+            }],
+        )
+        .await
+        .unwrap();
+
+    let server = ApiServer::new();
+    let ns = find("", "v1", "namespaces").unwrap();
+    for t in ["acme", "broke"] {
+        server
+            .store
+            .create(
+                ns,
+                "",
+                json!({"metadata": {"name": format!("tenant-{t}"), "labels": {"sparkcap.io/tenant": t}}}),
+                false,
+            )
+            .unwrap();
+    }
+
+    // The webhook, over TLS with a certificate from a throwaway CA.
+    let dir = std::env::temp_dir().join(format!("sparkcap-webhook-{name}-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let ca = TestCa::new();
+    let cert = ca.issue(&["127.0.0.1", "localhost"]);
+    let files = CertFiles {
+        cert: dir.join("tls.crt"),
+        key: dir.join("tls.key"),
+    };
+    std::fs::write(&files.cert, &cert.cert_pem).unwrap();
+    std::fs::write(&files.key, &cert.key_pem).unwrap();
+    let admission = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let ops = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let webhook_url = format!("https://{}", admission.local_addr().unwrap());
+    let ops_url = format!("http://{}", ops.local_addr().unwrap());
+    let (view, tasks) = sync::start(
+        TenantView::new(Settings::default()),
+        store.clone(),
+        server.client(),
+        SyncConfig {
+            full_reload: Duration::from_secs(1),
+            ..SyncConfig::default()
+        },
+    );
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    tokio::spawn(async move {
+        let _tasks = tasks;
+        run(
+            Listeners { admission, ops },
+            files,
+            Duration::from_millis(200),
+            view,
+            Metrics::new(),
+            async move {
+                let _ = stopped.await;
+            },
+        )
+        .await
+        .unwrap();
+    });
+    wait_ready(&ops_url).await;
+
+    // Register it exactly as manifests/ says, with the CA and the Service address filled in.
+    server
+        .admission
+        .service_urls
+        .write()
+        .unwrap()
+        .insert("sparkcap-system/sparkcap-webhook".into(), webhook_url);
+    let text = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../manifests/webhook-configurations.yaml"
+    ))
+    .unwrap();
+    for doc in serde_yaml::Deserializer::from_str(&text) {
+        let mut config: Value = serde::Deserialize::deserialize(doc).unwrap();
+        for w in config["webhooks"].as_array_mut().unwrap() {
+            w["clientConfig"]["caBundle"] = json!(ca.ca_bundle());
+        }
+        let plural = match config["kind"].as_str().unwrap() {
+            "MutatingWebhookConfiguration" => "mutatingwebhookconfigurations",
+            _ => "validatingwebhookconfigurations",
+        };
+        server
+            .store
+            .create(
+                find("admissionregistration.k8s.io", "v1", plural).unwrap(),
+                "",
+                config,
+                false,
+            )
+            .unwrap();
+    }
+    Env {
+        server,
+        store,
+        db,
+        ops_url,
+        dir,
+        _stop: stop,
+    }
+}
+
+async fn wait_ready(ops_url: &str) {
+    let client = reqwest::Client::new();
+    for _ in 0..100 {
+        if let Ok(r) = client.get(format!("{ops_url}/readyz")).send().await
+            && r.status() == 200
+        {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("webhook not ready within 10 s");
+}
+
+fn driver_fixture() -> Pod {
+    let text = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../webhook/tests/fixtures/cluster-mode-driver-pod.json"
+    ))
+    .unwrap();
+    serde_json::from_str(&text).unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pods_are_routed_refused_and_readmitted_after_a_purchase() {
+    let env = setup("kube").await;
+    let client = env.server.client();
+    let created = Api::<Pod>::namespaced(client.clone(), "tenant-acme")
+        .create(&PostParams::default(), &driver_fixture())
+        .await
+        .expect("acme may run");
+    let spec = created.spec.unwrap();
+    assert_eq!(spec.scheduler_name.as_deref(), Some("sparkcap-scheduler"));
+    let labels = created.metadata.labels.unwrap();
+    assert_eq!(labels["sparkcap.io/tenant"], "acme");
+    assert_eq!(labels["sparkcap.io/pool"], "shared");
+    assert_eq!(labels["sparkcap.io/job"], "ingest-orders");
+
+    let broke = Api::<Pod>::namespaced(client.clone(), "tenant-broke");
+    let err = broke
+        .create(&PostParams::default(), &driver_fixture())
+        .await
+        .expect_err("broke is out of vCPU-hours");
+    let kube::Error::Api(status) = err else {
+        panic!("{err:?}")
+    };
+    assert_eq!(status.code, 403);
+    assert!(
+        status.message.starts_with(
+            "admission webhook \"pods.validate.sparkcap.io\" denied the request: tenant broke has 0.0 of 1 vCPU-hours left (exhausted "
+        ) && status.message.ends_with("); purchase more capacity or wait for the next period"),
+        "{}",
+        status.message
+    );
+
+    // A purchase reaches the webhook through the ledger's change feed.
+    buy(&env.store, "broke", 10, "broke-2").await;
+    let mut admitted = false;
+    for _ in 0..50 {
+        if broke.create(&PostParams::default(), &driver_fixture()).await.is_ok() {
+            admitted = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(admitted, "broke's new purchase was not seen within 5 s");
+
+    let metrics = reqwest::get(format!("{}/metrics", env.ops_url))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics
+            .contains("sparkcap_webhook_admissions_total{endpoint=\"validate\",outcome=\"denied\",resource=\"any\"}"),
+        "{metrics}"
+    );
+    drop(env.store);
+    env.db.drop_db().await.unwrap();
+    let _ = std::fs::remove_dir_all(env.dir);
+}
+
+fn java_available() -> bool {
+    std::process::Command::new("java")
+        .arg("-version")
+        .output()
+        .is_ok_and(|o| o.status.success())
+}
+
+fn spark_home() -> PathBuf {
+    let home = std::env::var_os("SPARK_HOME").map(PathBuf::from).unwrap_or_else(|| {
+        PathBuf::from(std::env::var_os("HOME").unwrap_or_default()).join(".cache/sparkcap/pyspark-3.5.3/deps")
+    });
+    assert!(
+        home.join("bin/spark-submit").exists(),
+        "Spark not found at {}: run ./scripts/fetch-spark.sh (./scripts/test.sh does) or set SPARK_HOME",
+        home.display()
+    );
+    home
+}
+
+async fn spark_submit(spark: &PathBuf, kubeconfig: &PathBuf, url: &str, namespace: &str) -> (bool, String) {
+    let out = tokio::time::timeout(
+        Duration::from_secs(180),
+        tokio::process::Command::new(spark.join("bin/spark-submit"))
+            .env("SPARK_HOME", spark)
+            .env("KUBECONFIG", kubeconfig)
+            .env("SPARK_LOCAL_IP", "127.0.0.1")
+            .args([
+                "--master",
+                &format!("k8s://{url}"),
+                "--deploy-mode",
+                "cluster",
+                "--name",
+                "ingest-orders",
+                "--class",
+                "org.apache.spark.examples.SparkPi",
+                "--conf",
+                &format!("spark.kubernetes.namespace={namespace}"),
+                "--conf",
+                "spark.kubernetes.container.image=apache/spark:3.5.3",
+                "--conf",
+                "spark.executor.instances=3",
+                "--conf",
+                "spark.executor.cores=2",
+                "--conf",
+                "spark.kubernetes.submission.waitAppCompletion=false",
+                "local:///opt/spark/examples/jars/spark-examples.jar",
+                "100",
+            ])
+            .output(),
+    )
+    .await
+    .expect("spark-submit finished within 180 s")
+    .unwrap();
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stderr).to_string() + &String::from_utf8_lossy(&out.stdout),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn real_spark_submit_is_routed_or_refused_with_our_message() {
+    if !java_available() {
+        eprintln!("\n*** SKIPPED: java is not installed, so the real spark-submit cannot run ***\n");
+        return;
+    }
+    let spark = spark_home();
+    let env = setup("spark").await;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let kubeconfig = env.dir.join("kubeconfig");
+    write_kubeconfig(&kubeconfig, &url, None).unwrap();
+    tokio::spawn(serve(env.server.clone(), listener));
+
+    let (ok, log) = spark_submit(&spark, &kubeconfig, &url, "tenant-acme").await;
+    assert!(ok, "spark-submit into tenant-acme failed:\n{log}");
+    let (pods, _) = env
+        .server
+        .store
+        .list(find("", "v1", "pods").unwrap(), Some("tenant-acme"));
+    assert_eq!(pods.len(), 1, "one driver pod");
+    assert_eq!(pods[0]["spec"]["schedulerName"], "sparkcap-scheduler");
+    assert_eq!(pods[0]["metadata"]["labels"]["sparkcap.io/tenant"], "acme");
+    assert_eq!(pods[0]["metadata"]["labels"]["sparkcap.io/job"], "ingest-orders");
+
+    let (ok, log) = spark_submit(&spark, &kubeconfig, &url, "tenant-broke").await;
+    assert!(!ok, "spark-submit into tenant-broke should fail:\n{log}");
+    assert!(
+        log.contains("admission webhook \\\"pods.validate.sparkcap.io\\\" denied the request: tenant broke has 0.0 of 1 vCPU-hours left")
+            || log.contains("admission webhook \"pods.validate.sparkcap.io\" denied the request: tenant broke has 0.0 of 1 vCPU-hours left"),
+        "spark-submit did not print sparkcap's message:\n{log}"
+    );
+    let (pods, _) = env
+        .server
+        .store
+        .list(find("", "v1", "pods").unwrap(), Some("tenant-broke"));
+    assert!(pods.is_empty());
+    drop(env.store);
+    env.db.drop_db().await.unwrap();
+    let _ = std::fs::remove_dir_all(env.dir);
+}

@@ -1,0 +1,441 @@
+//! The admission decision: pure, over the request, the tenant view and the
+//! time. The HTTP handler only decodes, calls [`admit`] and encodes.
+
+use crate::operator;
+use crate::review::{Decision, Operation, Request};
+use crate::spark::{
+    self, APP_SELECTOR_LABEL, JOB_LABEL, OPPORTUNISTIC_LABEL, POOL_LABEL, Role, TENANT_LABEL, cores, label,
+};
+use crate::view::{TenantFacts, TenantView};
+use chrono::{DateTime, Utc};
+use serde_json::{Value, json};
+use sparkcap_ledger::{BalanceState, McSeconds, Pool, TenantId, TenantStatus};
+
+/// Which webhook endpoint was called.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Endpoint {
+    /// `/mutate`: route and label; never refuses.
+    Mutate,
+    /// `/validate`: refuse what was not paid for.
+    Validate,
+}
+
+/// Decides one admission request.
+pub fn admit(endpoint: Endpoint, req: &Request, view: &TenantView, now: DateTime<Utc>) -> Decision {
+    if req.sub_resource.is_some() {
+        return Decision::allow();
+    }
+    match (
+        req.resource.group.as_str(),
+        req.resource.resource.as_str(),
+        req.operation,
+    ) {
+        ("", "pods", Operation::Create) => pod(endpoint, req, view, now),
+        (
+            operator::GROUP,
+            "sparkapplications" | "scheduledsparkapplications",
+            Operation::Create | Operation::Update,
+        ) if endpoint == Endpoint::Validate => operator::validate(req, view, now),
+        _ => Decision::allow(),
+    }
+}
+
+/// Who a namespace belongs to, or why that cannot be said.
+pub(crate) enum Owner<'a> {
+    /// Not a tenant namespace: not sparkcap's business.
+    NotTenant,
+    /// The tenant's facts.
+    Tenant(&'a TenantFacts),
+    /// A refusal for drivers (and nothing to patch).
+    Refuse(Decision),
+}
+
+pub(crate) fn owner<'a>(namespace: &str, view: &'a TenantView, now: DateTime<Utc>) -> Owner<'a> {
+    let Some(value) = view.namespaces.get(namespace) else {
+        // The API server only calls us for namespaces carrying the tenant
+        // label, so an unknown one is a namespace our reflector has not seen yet.
+        return if view.namespaces.is_empty() && view.ledger_fresh_at.is_none() {
+            Owner::Refuse(unavailable("sparkcap-webhook is still loading its tenant view".into()))
+        } else {
+            Owner::Refuse(Decision::deny(
+                503,
+                "ServiceUnavailable",
+                format!(
+                    "namespace {namespace} is not yet known to sparkcap (was it just created?); retry in a few seconds"
+                ),
+            ))
+        };
+    };
+    let Some(value) = value else {
+        return Owner::NotTenant;
+    };
+    let id = match TenantId::new(value.clone()) {
+        Ok(id) => id,
+        Err(e) => {
+            return Owner::Refuse(Decision::deny(
+                403,
+                "Forbidden",
+                format!(
+                    "namespace {namespace} has label {TENANT_LABEL}={value:?}, which is not a valid tenant id ({e}); ask your platform admin to correct the label"
+                ),
+            ));
+        }
+    };
+    match view.ledger_age(now) {
+        None => return Owner::Refuse(unavailable("sparkcap-webhook has not loaded the ledger yet".into())),
+        Some(age) if age > view.settings.stale_after => {
+            return Owner::Refuse(unavailable(format!(
+                "sparkcap cannot confirm tenant {id}'s capacity: its view of the ledger is {} s old (limit {} s)",
+                age.num_seconds(),
+                view.settings.stale_after.num_seconds()
+            )));
+        }
+        Some(_) => {}
+    }
+    if let Some(bound) = view.ledger.bindings.get(namespace).filter(|b| **b != id) {
+        return Owner::Refuse(Decision::deny(
+            403,
+            "Forbidden",
+            format!(
+                "namespace {namespace} is labelled {TENANT_LABEL}={id} but sparkcap's ledger binds it to tenant {bound}; \
+                 ask your platform admin to fix the label or the binding"
+            ),
+        ));
+    }
+    let Some(facts) = view.ledger.tenants.get(&id) else {
+        return Owner::Refuse(Decision::deny(
+            403,
+            "Forbidden",
+            format!(
+                "namespace {namespace} is labelled {TENANT_LABEL}={id}, but sparkcap has no tenant {id}; \
+                 ask your platform admin to create tenant {id} or correct the namespace label"
+            ),
+        ));
+    };
+    match facts.tenant.status {
+        TenantStatus::Active => Owner::Tenant(facts),
+        TenantStatus::Suspended => Owner::Refuse(Decision::deny(
+            403,
+            "Forbidden",
+            format!("tenant {id} is suspended; its Spark jobs cannot start until a platform admin reactivates it"),
+        )),
+        TenantStatus::Deleted => Owner::Refuse(Decision::deny(
+            403,
+            "Forbidden",
+            format!(
+                "tenant {id} has been deleted; ask your platform admin to move namespace {namespace} to an active tenant"
+            ),
+        )),
+    }
+}
+
+fn unavailable(why: String) -> Decision {
+    Decision::deny(
+        503,
+        "ServiceUnavailable",
+        format!(
+            "{why}; retry in a minute, and if this persists ask your platform admin to check sparkcap-webhook's \
+             connection to its database"
+        ),
+    )
+}
+
+/// The pool a new application of `job` goes to: draft for a job's first runs
+/// (when the tenant can pay for them from vCPU-hours and a draft pool
+/// exists), else dedicated when the tenant holds dedicated units, else shared.
+pub fn choose_pool(facts: &TenantFacts, job: Option<&str>, view: &TenantView, now: DateTime<Utc>) -> Pool {
+    let in_draft = job.is_some_and(|j| facts.finished_runs.get(j).copied().unwrap_or(0) < view.settings.draft_runs);
+    let draft_exists = view.ledger.pool_cpu.get(&Pool::Draft).copied().unwrap_or(0) > 0;
+    if in_draft && draft_exists && facts.has_vcpu_hours(now) && facts.balance.state != BalanceState::Exhausted {
+        Pool::Draft
+    } else if facts.dedicated_units(now) > 0 {
+        Pool::Dedicated
+    } else {
+        Pool::Shared
+    }
+}
+
+fn pod(endpoint: Endpoint, req: &Request, view: &TenantView, now: DateTime<Utc>) -> Decision {
+    let Some(obj) = req.object.as_ref() else {
+        return Decision::deny(400, "BadRequest", "pod CREATE review carries no object");
+    };
+    let Some(role) = spark::role(obj) else {
+        return Decision::allow();
+    };
+    let namespace = req
+        .namespace
+        .as_deref()
+        .or_else(|| obj.pointer("/metadata/namespace").and_then(Value::as_str))
+        .unwrap_or("");
+    let owner = owner(namespace, view, now);
+    let facts = match owner {
+        Owner::NotTenant => return Decision::allow(),
+        Owner::Tenant(f) => f,
+        Owner::Refuse(d) => {
+            return match endpoint {
+                // Mutation never refuses; validation refuses what mutation could not route.
+                Endpoint::Mutate => Decision::allow(),
+                Endpoint::Validate => d,
+            };
+        }
+    };
+    let job = spark::job(obj);
+    let app = label(obj, APP_SELECTOR_LABEL).and_then(|sel| view.apps.get(&(namespace.to_string(), sel.to_string())));
+    let pool = match (role, app) {
+        (Role::Executor, Some(app)) => app.pool,
+        _ => choose_pool(facts, job, view, now),
+    };
+    match endpoint {
+        Endpoint::Mutate => Decision::Allow {
+            patch: mutation(obj, facts, pool, job, &view.settings.scheduler_name),
+            warnings: Vec::new(),
+        },
+        Endpoint::Validate => validate_pod(obj, role, app.is_some(), facts, pool, view, now),
+    }
+}
+
+/// JSON Patch that routes a Spark pod to sparkcap: scheduler, labels, the
+/// pool's toleration. Empty when the pod already says all of it.
+pub fn mutation(obj: &Value, facts: &TenantFacts, pool: Pool, job: Option<&str>, scheduler: &str) -> Vec<Value> {
+    let mut ops = Vec::new();
+    let labels = obj.pointer("/metadata/labels").and_then(Value::as_object);
+    if labels.is_none() {
+        ops.push(json!({"op": "add", "path": "/metadata/labels", "value": {}}));
+    }
+    let mut want = vec![(TENANT_LABEL, facts.tenant.id.as_str()), (POOL_LABEL, pool.as_str())];
+    if let Some(j) = job.filter(|j| valid_label_value(j)) {
+        want.push((JOB_LABEL, j));
+    }
+    for (key, value) in want {
+        if labels.and_then(|l| l.get(key)).and_then(Value::as_str) != Some(value) {
+            ops.push(json!({"op": "add", "path": format!("/metadata/labels/{}", escape(key)), "value": value}));
+        }
+    }
+    // Only the scheduler may say a placement is borrowed.
+    if labels.is_some_and(|l| l.contains_key(OPPORTUNISTIC_LABEL)) {
+        ops.push(json!({"op": "remove", "path": format!("/metadata/labels/{}", escape(OPPORTUNISTIC_LABEL))}));
+    }
+    if obj.pointer("/spec/schedulerName").and_then(Value::as_str) != Some(scheduler) {
+        ops.push(json!({"op": "add", "path": "/spec/schedulerName", "value": scheduler}));
+    }
+    let toleration = json!({"key": POOL_LABEL, "operator": "Equal", "value": pool.as_str(), "effect": "NoSchedule"});
+    match obj.pointer("/spec/tolerations").and_then(Value::as_array) {
+        Some(ts) if ts.contains(&toleration) => {}
+        Some(_) => ops.push(json!({"op": "add", "path": "/spec/tolerations/-", "value": toleration})),
+        None => ops.push(json!({"op": "add", "path": "/spec/tolerations", "value": [toleration]})),
+    }
+    ops
+}
+
+fn escape(key: &str) -> String {
+    key.replace('~', "~0").replace('/', "~1")
+}
+
+fn valid_label_value(v: &str) -> bool {
+    v.len() <= 63
+        && v.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b))
+        && v.bytes().next().is_some_and(|b| b.is_ascii_alphanumeric())
+        && v.bytes().last().is_some_and(|b| b.is_ascii_alphanumeric())
+}
+
+fn validate_pod(
+    obj: &Value,
+    role: Role,
+    app_running: bool,
+    facts: &TenantFacts,
+    pool: Pool,
+    view: &TenantView,
+    now: DateTime<Utc>,
+) -> Decision {
+    let name = spark::display_name(obj);
+    let cpu = spark::pod_cpu(obj);
+    let setting = match role {
+        Role::Driver => "spark.driver.cores or spark.kubernetes.driver.request.cores",
+        Role::Executor => "spark.executor.cores or spark.kubernetes.executor.request.cores",
+    };
+    if let Some((container, err)) = cpu.invalid.first() {
+        return Decision::deny(
+            422,
+            "Invalid",
+            format!("container {container} of pod {name}: {err}; set {setting} to a valid cpu amount"),
+        );
+    }
+    if !cpu.missing.is_empty() {
+        return Decision::deny(
+            422,
+            "Invalid",
+            format!(
+                "container {} of pod {name} has no cpu request; sparkcap places and charges Spark pods by requested cpu, \
+                 so set {setting} (or resources.requests.cpu)",
+                cpu.missing.join(", ")
+            ),
+        );
+    }
+    let scheduler = &view.settings.scheduler_name;
+    if obj.pointer("/spec/schedulerName").and_then(Value::as_str) != Some(scheduler.as_str()) {
+        return Decision::deny(
+            503,
+            "ServiceUnavailable",
+            format!(
+                "pod {name} was not routed to {scheduler} (sparkcap's mutating webhook did not run or was bypassed); \
+                 retry, and if this persists ask your platform admin to check the sparkcap-webhook deployment"
+            ),
+        );
+    }
+    // A running application's executors are never refused for money: the
+    // application was admitted, and starving it would waste what it used.
+    if role == Role::Executor && app_running {
+        return Decision::allow();
+    }
+    if let Some(d) = capacity_denial(facts, pool, now) {
+        return d;
+    }
+    if let Some(d) = entitlement_denial(facts, pool, cpu.millicores, &format!("pod {name}"), view, now) {
+        return d;
+    }
+    Decision::Allow {
+        patch: Vec::new(),
+        warnings: low_balance_warning(facts, pool).into_iter().collect(),
+    }
+}
+
+/// Refusal when the tenant cannot pay for a new application in `pool`.
+pub(crate) fn capacity_denial(facts: &TenantFacts, pool: Pool, now: DateTime<Utc>) -> Option<Decision> {
+    let id = &facts.tenant.id;
+    if !facts.purchases.iter().any(|p| p.valid_at(now)) {
+        let upcoming = facts
+            .purchases
+            .iter()
+            .filter(|p| p.valid_from > now)
+            .map(|p| p.valid_from)
+            .min();
+        let expired = facts
+            .purchases
+            .iter()
+            .filter(|p| p.valid_until <= now)
+            .map(|p| p.valid_until)
+            .max();
+        let message = match (upcoming, expired) {
+            (Some(start), _) => format!(
+                "tenant {id} has no capacity in force now; its next purchase starts {}; wait for it or purchase capacity for the current period",
+                stamp(start)
+            ),
+            (None, Some(end)) => format!(
+                "tenant {id}'s purchases have expired (the last on {}); purchase capacity for the current period",
+                stamp(end)
+            ),
+            (None, None) => format!(
+                "tenant {id} has no capacity: no dedicated units and no vCPU-hours; purchase capacity before running Spark jobs"
+            ),
+        };
+        return Some(Decision::deny(403, "Forbidden", message));
+    }
+    if pool == Pool::Dedicated {
+        return None;
+    }
+    let b = &facts.balance;
+    if b.state == BalanceState::Exhausted || b.remaining <= McSeconds::ZERO {
+        let since = b
+            .debt_since
+            .map(|t| format!(" (exhausted {})", stamp(t)))
+            .unwrap_or_default();
+        let hint = if facts.has_vcpu_hours(now) {
+            "purchase more capacity or wait for the next period"
+        } else {
+            "its vCPU-hours have expired; purchase vCPU-hours or dedicated units"
+        };
+        return Some(Decision::deny(
+            403,
+            "Forbidden",
+            format!(
+                "tenant {id} has {} of {} vCPU-hours left{since}; {hint}",
+                hours(b.remaining.max(McSeconds::ZERO)),
+                whole_hours(b.purchased)
+            ),
+        ));
+    }
+    None
+}
+
+/// Refusal when an application needing `needed_mc` can never fit what the
+/// tenant may use in `pool`.
+pub(crate) fn entitlement_denial(
+    facts: &TenantFacts,
+    pool: Pool,
+    needed_mc: i64,
+    what: &str,
+    view: &TenantView,
+    now: DateTime<Utc>,
+) -> Option<Decision> {
+    let id = &facts.tenant.id;
+    let (limit, basis) = match pool {
+        Pool::Dedicated => {
+            let units = facts.dedicated_units(now);
+            let per = view.settings.spark_unit.cpu.0;
+            (
+                units.saturating_mul(per),
+                format!(
+                    "tenant {id}'s dedicated entitlement is {} cores ({units} units × {} cores)",
+                    cores(units.saturating_mul(per)),
+                    cores(per)
+                ),
+            )
+        }
+        Pool::Shared | Pool::Draft => {
+            let size = view.ledger.pool_cpu.get(&pool).copied().unwrap_or(0);
+            if size <= 0 {
+                // Pool size not reported yet: the scheduler will queue or refuse.
+                return None;
+            }
+            (size, format!("the whole {pool} pool has {} cores", cores(size)))
+        }
+    };
+    (needed_mc > limit).then(|| {
+        let fix = if pool == Pool::Dedicated {
+            "reduce the cores or executors it asks for, or purchase more dedicated units"
+        } else {
+            "reduce the cores or executors it asks for"
+        };
+        Decision::deny(
+            403,
+            "Forbidden",
+            format!(
+                "{what} needs {} cores but {basis}, so it could never run; {fix}",
+                cores(needed_mc)
+            ),
+        )
+    })
+}
+
+fn low_balance_warning(facts: &TenantFacts, pool: Pool) -> Option<String> {
+    let b = &facts.balance;
+    (pool != Pool::Dedicated && b.state == BalanceState::Low).then(|| {
+        let eta = b
+            .depletion_at
+            .map(|t| format!("; at the current rate it runs out {}", stamp(t)))
+            .unwrap_or_default();
+        format!(
+            "tenant {} has {} of {} vCPU-hours left{eta}",
+            facts.tenant.id,
+            hours(b.remaining),
+            whole_hours(b.purchased)
+        )
+    })
+}
+
+/// vCPU-hours with one decimal, rounded down (never claims more than is left).
+pub fn hours(v: McSeconds) -> String {
+    let tenths = v.0.div_euclid(360_000);
+    format!("{}.{}", tenths.div_euclid(10), tenths.rem_euclid(10))
+}
+
+/// vCPU-hours as bought: "500", or "12.5" when not whole.
+pub fn whole_hours(v: McSeconds) -> String {
+    let h = hours(v);
+    h.strip_suffix(".0").map(str::to_string).unwrap_or(h)
+}
+
+/// Minute-precision UTC time for messages.
+pub fn stamp(t: DateTime<Utc>) -> String {
+    t.format("%Y-%m-%dT%H:%MZ").to_string()
+}

@@ -1,0 +1,15 @@
+//! sparkcap's admission webhook: routes every Spark pod in a tenant namespace
+//! to sparkcap's scheduler and refuses, with a message a person can act on,
+//! what the tenant has not paid for. The decision ([`admit::admit`]) is pure;
+//! everything else here feeds it or carries its answer.
+
+pub mod admit;
+pub mod certs;
+pub mod metrics;
+pub mod operator;
+pub mod review;
+pub mod run;
+pub mod server;
+pub mod spark;
+pub mod sync;
+pub mod view;

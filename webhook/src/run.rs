@@ -1,0 +1,75 @@
+//! Runs the webhook: the ops port at once, the admission port as soon as a
+//! serving certificate exists, certificate reloads, graceful shutdown.
+
+use crate::certs::CertFiles;
+use crate::metrics::Metrics;
+use crate::server::{AppState, admission_router, ops_router};
+use crate::sync::ViewHandle;
+use std::future::Future;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+/// The two listening sockets.
+#[derive(Debug)]
+pub struct Listeners {
+    /// HTTPS AdmissionReview port.
+    pub admission: std::net::TcpListener,
+    /// Plain /healthz, /readyz, /metrics port.
+    pub ops: std::net::TcpListener,
+}
+
+/// How in-flight reviews are given time to finish on shutdown.
+pub const DRAIN: Duration = Duration::from_secs(10);
+
+/// Serves until `shutdown` completes, then drains open requests.
+pub async fn run(
+    listeners: Listeners,
+    cert: CertFiles,
+    cert_poll: Duration,
+    view: ViewHandle,
+    metrics: Metrics,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let state = AppState {
+        view,
+        metrics: metrics.clone(),
+        cert_loaded: Arc::new(AtomicBool::new(false)),
+    };
+    listeners.ops.set_nonblocking(true)?;
+    listeners.admission.set_nonblocking(true)?;
+    let ops = tokio::net::TcpListener::from_std(listeners.ops)?;
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let mut ops_stop = stop_rx.clone();
+    let ops_task = tokio::spawn(
+        axum::serve(ops, ops_router(state.clone()))
+            .with_graceful_shutdown(async move {
+                let _ = ops_stop.wait_for(|s| *s).await;
+            })
+            .into_future(),
+    );
+    let handle = axum_server::Handle::new();
+    let h = handle.clone();
+    tokio::spawn(async move {
+        shutdown.await;
+        tracing::info!("shutting down: draining open reviews");
+        h.graceful_shutdown(Some(DRAIN));
+        let _ = stop_tx.send(true);
+    });
+    let mut early_stop = stop_rx.clone();
+    let loading = cert.clone();
+    let config = tokio::select! {
+        c = loading.load_when_present() => c,
+        _ = async move { let _ = early_stop.wait_for(|s| *s).await; } => { let _ = ops_task.await; return Ok(()); }
+    };
+    state.cert_loaded.store(true, Ordering::Release);
+    let reload = tokio::spawn(cert.watch(config.clone(), cert_poll, metrics));
+    let served = axum_server::from_tcp_rustls(listeners.admission, config)
+        .handle(handle)
+        .serve(admission_router(state).into_make_service())
+        .await;
+    reload.abort();
+    let _ = ops_task.await;
+    served
+}

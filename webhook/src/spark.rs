@@ -1,0 +1,208 @@
+//! What a Spark pod or Spark Operator object says about itself: role,
+//! application, job, requested CPU. Read from raw JSON so that any object the
+//! API server accepts can be inspected without a panic.
+
+use serde_json::Value;
+use sparkcap_ledger::quantity::parse_cpu;
+
+/// Pod label Spark sets to `driver` or `executor`.
+pub const ROLE_LABEL: &str = "spark-role";
+/// Pod label Spark sets to the application id on every pod of an application.
+pub const APP_SELECTOR_LABEL: &str = "spark-app-selector";
+/// Pod label Spark sets to the application name.
+pub const APP_NAME_LABEL: &str = "spark-app-name";
+/// Label the Spark Operator puts on pods of a SparkApplication.
+pub const OPERATOR_APP_LABEL: &str = "sparkoperator.k8s.io/app-name";
+/// Label the Spark Operator puts on SparkApplications (and their pods) created by a ScheduledSparkApplication.
+pub const OPERATOR_SCHEDULED_LABEL: &str = "sparkoperator.k8s.io/scheduled-app-name";
+/// Namespace label naming the tenant.
+pub const TENANT_LABEL: &str = "sparkcap.io/tenant";
+/// Pod label: the pool sparkcap placed the pod in.
+pub const POOL_LABEL: &str = "sparkcap.io/pool";
+/// Pod label: the job (stable identity across runs).
+pub const JOB_LABEL: &str = "sparkcap.io/job";
+/// Pod label the scheduler sets on borrowed placements; never set by tenants.
+pub const OPPORTUNISTIC_LABEL: &str = "sparkcap.io/opportunistic";
+
+/// Driver or executor.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    /// The application's driver.
+    Driver,
+    /// One of its executors.
+    Executor,
+}
+
+/// A label of an object, if set and a string.
+pub fn label<'a>(obj: &'a Value, key: &str) -> Option<&'a str> {
+    obj.get("metadata")?.get("labels")?.get(key)?.as_str()
+}
+
+/// The role a pod declares, if it is a Spark pod at all. Unknown values are
+/// treated as executors: they cannot start an application on their own.
+pub fn role(pod: &Value) -> Option<Role> {
+    match label(pod, ROLE_LABEL)? {
+        "driver" => Some(Role::Driver),
+        _ => Some(Role::Executor),
+    }
+}
+
+/// The job a pod belongs to: the ScheduledSparkApplication, else the
+/// SparkApplication, else the `spark-app-name` label.
+pub fn job(pod: &Value) -> Option<&str> {
+    [OPERATOR_SCHEDULED_LABEL, OPERATOR_APP_LABEL, APP_NAME_LABEL]
+        .iter()
+        .find_map(|k| label(pod, k).filter(|v| !v.is_empty()))
+}
+
+/// A pod's name for messages: its name, else its generateName prefix.
+pub fn display_name(obj: &Value) -> String {
+    let meta = obj.get("metadata");
+    meta.and_then(|m| m.get("name"))
+        .and_then(Value::as_str)
+        .map(str::to_string)
+        .or_else(|| {
+            meta.and_then(|m| m.get("generateName"))
+                .and_then(Value::as_str)
+                .map(|g| format!("{g}*"))
+        })
+        .unwrap_or_else(|| "(unnamed)".into())
+}
+
+/// A pod's CPU request as the scheduler and the ledger count it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PodCpu {
+    /// Effective request in millicores: max(sum of containers, largest init
+    /// container) + overhead. Kubernetes defaults a missing request to the limit.
+    pub millicores: i64,
+    /// Containers with neither a cpu request nor a cpu limit.
+    pub missing: Vec<String>,
+    /// Containers whose cpu quantity does not parse: (container, error).
+    pub invalid: Vec<(String, String)>,
+}
+
+/// Reads a pod's CPU requests.
+pub fn pod_cpu(pod: &Value) -> PodCpu {
+    let spec = pod.get("spec");
+    let mut out = PodCpu {
+        millicores: 0,
+        missing: Vec::new(),
+        invalid: Vec::new(),
+    };
+    let read = |c: &Value, out: &mut PodCpu| -> i64 {
+        let name = c.get("name").and_then(Value::as_str).unwrap_or("(unnamed)").to_string();
+        let res = c.get("resources");
+        let q = ["requests", "limits"]
+            .iter()
+            .find_map(|k| res.and_then(|r| r.get(*k)).and_then(|r| r.get("cpu")));
+        match q {
+            None => {
+                out.missing.push(name);
+                0
+            }
+            Some(v) => match quantity_text(v).map(|t| parse_cpu(&t)) {
+                Some(Ok(mc)) => mc.0,
+                Some(Err(e)) => {
+                    out.invalid.push((name, e.to_string()));
+                    0
+                }
+                None => {
+                    out.invalid
+                        .push((name, format!("cpu quantity {v} is not a string or number")));
+                    0
+                }
+            },
+        }
+    };
+    let containers = spec.and_then(|s| s.get("containers")).and_then(Value::as_array);
+    let sum: i64 = containers
+        .into_iter()
+        .flatten()
+        .map(|c| read(c, &mut out))
+        .fold(0i64, i64::saturating_add);
+    if containers.is_none_or(|c| c.is_empty()) {
+        out.missing.push("(no containers)".into());
+    }
+    let init_max = spec
+        .and_then(|s| s.get("initContainers"))
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .map(|c| {
+            let mut scratch = PodCpu {
+                millicores: 0,
+                missing: Vec::new(),
+                invalid: Vec::new(),
+            };
+            let v = read(c, &mut scratch);
+            out.invalid.extend(scratch.invalid);
+            v
+        })
+        .max()
+        .unwrap_or(0);
+    let overhead = spec
+        .and_then(|s| s.get("overhead"))
+        .and_then(|o| o.get("cpu"))
+        .and_then(quantity_text)
+        .and_then(|t| parse_cpu(&t).ok())
+        .map_or(0, |m| m.0);
+    out.millicores = sum.max(init_max).saturating_add(overhead);
+    out
+}
+
+/// Kubernetes accepts quantities as JSON strings or numbers.
+pub fn quantity_text(v: &Value) -> Option<String> {
+    match v {
+        Value::String(s) => Some(s.clone()),
+        Value::Number(n) => Some(n.to_string()),
+        _ => None,
+    }
+}
+
+/// Formats millicores for people: "4", "2.5", "0.25".
+pub fn cores(mc: i64) -> String {
+    let whole = mc / 1000;
+    let frac = (mc % 1000).abs();
+    if frac == 0 {
+        whole.to_string()
+    } else {
+        format!("{whole}.{frac:03}").trim_end_matches('0').to_string()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn cpu_counts_limits_init_containers_and_overhead() {
+        let pod = json!({"spec": {
+            "containers": [
+                {"name": "a", "resources": {"requests": {"cpu": "1500m"}}},
+                {"name": "b", "resources": {"limits": {"cpu": 1}}},
+                {"name": "c"}
+            ],
+            "initContainers": [{"name": "i", "resources": {"requests": {"cpu": "4"}}}],
+            "overhead": {"cpu": "250m"}
+        }});
+        let cpu = pod_cpu(&pod);
+        assert_eq!(cpu.millicores, 4250);
+        assert_eq!(cpu.missing, vec!["c"]);
+        let bad =
+            pod_cpu(&json!({"spec": {"containers": [{"name": "x", "resources": {"requests": {"cpu": "lots"}}}]}}));
+        assert_eq!(bad.invalid.len(), 1);
+        assert_eq!(pod_cpu(&json!({"spec": {}})).missing, vec!["(no containers)"]);
+    }
+
+    #[test]
+    fn job_prefers_operator_labels() {
+        let pod = json!({"metadata": {"labels": {APP_NAME_LABEL: "a", OPERATOR_APP_LABEL: "b"}}});
+        assert_eq!(job(&pod), Some("b"));
+        let pod = json!({"metadata": {"labels": {APP_NAME_LABEL: "a", OPERATOR_APP_LABEL: "b", OPERATOR_SCHEDULED_LABEL: "c"}}});
+        assert_eq!(job(&pod), Some("c"));
+        assert_eq!(cores(2500), "2.5");
+        assert_eq!(cores(4000), "4");
+        assert_eq!(cores(250), "0.25");
+    }
+}

@@ -1,0 +1,407 @@
+//! The pure admission core, rule by rule, on what real Spark 3.5.3 and the
+//! Spark Operator send.
+
+mod common;
+
+use common::*;
+use serde_json::{Value, json};
+use sparkcap_ledger::Pool;
+use sparkcap_webhook::admit::{Endpoint, admit};
+use sparkcap_webhook::review::{self, Decision, Denial};
+use sparkcap_webhook::view::TenantView;
+
+fn driver() -> Value {
+    fixture("cluster-mode-driver-pod.json")
+}
+
+fn executor() -> Value {
+    fixture("client-mode-executor-pod.json")
+}
+
+fn patch_of(d: &Decision) -> Vec<Value> {
+    match d {
+        Decision::Allow { patch, .. } => patch.clone(),
+        Decision::Deny(x) => panic!("expected allow, got {x:?}"),
+    }
+}
+
+fn denial(d: Decision) -> Denial {
+    match d {
+        Decision::Deny(x) => x,
+        other => panic!("expected a denial, got {other:?}"),
+    }
+}
+
+/// Runs /mutate, applies its patch, returns the mutated pod.
+fn mutate(view: &TenantView, ns: &str, pod: &Value) -> Value {
+    let d = admit(Endpoint::Mutate, &pod_request(ns, pod), view, now());
+    let mut out = pod.clone();
+    let patch: json_patch::Patch = serde_json::from_value(Value::Array(patch_of(&d))).unwrap();
+    json_patch::patch(&mut out, &patch).expect("the patch applies");
+    out
+}
+
+fn validate(view: &TenantView, ns: &str, pod: &Value) -> Decision {
+    admit(Endpoint::Validate, &pod_request(ns, pod), view, now())
+}
+
+#[test]
+fn driver_is_routed_labelled_and_tolerated_idempotently() {
+    let v = graduated(view(), "acme", "ingest-orders");
+    let pod = mutate(&v, "tenant-acme", &driver());
+    assert_eq!(pod["spec"]["schedulerName"], "sparkcap-scheduler");
+    let labels = &pod["metadata"]["labels"];
+    assert_eq!(labels["sparkcap.io/tenant"], "acme");
+    assert_eq!(labels["sparkcap.io/pool"], "shared");
+    assert_eq!(labels["sparkcap.io/job"], "ingest-orders");
+    assert_eq!(labels["spark-role"], "driver", "Spark's own labels are kept");
+    assert_eq!(
+        pod["spec"]["tolerations"],
+        json!([{"key": "sparkcap.io/pool", "operator": "Equal", "value": "shared", "effect": "NoSchedule"}])
+    );
+    // Reinvocation on the mutated pod changes nothing.
+    let again = admit(Endpoint::Mutate, &pod_request("tenant-acme", &pod), &v, now());
+    assert_eq!(patch_of(&again), Vec::<Value>::new());
+    assert!(validate(&v, "tenant-acme", &pod).allowed());
+}
+
+#[test]
+fn tenant_set_labels_are_overwritten() {
+    let v = graduated(view(), "acme", "ingest-orders");
+    let mut forged = driver();
+    forged["metadata"]["labels"]["sparkcap.io/pool"] = json!("dedicated");
+    forged["metadata"]["labels"]["sparkcap.io/opportunistic"] = json!("true");
+    forged["spec"]["schedulerName"] = json!("default-scheduler");
+    let pod = mutate(&v, "tenant-acme", &forged);
+    assert_eq!(pod["metadata"]["labels"]["sparkcap.io/pool"], "shared");
+    assert!(pod["metadata"]["labels"].get("sparkcap.io/opportunistic").is_none());
+    assert_eq!(pod["spec"]["schedulerName"], "sparkcap-scheduler");
+}
+
+#[test]
+fn pool_follows_draft_state_and_purchases() {
+    let v = view();
+    // New job, tenant pays by the hour, a draft pool exists: draft.
+    assert_eq!(
+        mutate(&v, "tenant-acme", &driver())["metadata"]["labels"]["sparkcap.io/pool"],
+        "draft"
+    );
+    // After its first 3 runs: shared.
+    let g = graduated(v.clone(), "acme", "ingest-orders");
+    assert_eq!(
+        mutate(&g, "tenant-acme", &driver())["metadata"]["labels"]["sparkcap.io/pool"],
+        "shared"
+    );
+    // Dedicated-only tenants profile on their own units.
+    assert_eq!(
+        mutate(&v, "tenant-dedi", &driver())["metadata"]["labels"]["sparkcap.io/pool"],
+        "dedicated"
+    );
+}
+
+#[test]
+fn operator_labels_name_the_job() {
+    let v = view();
+    let mut pod = driver();
+    pod["metadata"]["labels"]["sparkoperator.k8s.io/app-name"] = json!("orders-app");
+    assert_eq!(
+        mutate(&v, "tenant-acme", &pod)["metadata"]["labels"]["sparkcap.io/job"],
+        "orders-app"
+    );
+    pod["metadata"]["labels"]["sparkoperator.k8s.io/scheduled-app-name"] = json!("nightly-orders");
+    assert_eq!(
+        mutate(&v, "tenant-acme", &pod)["metadata"]["labels"]["sparkcap.io/job"],
+        "nightly-orders"
+    );
+}
+
+#[test]
+fn executors_follow_their_driver_and_are_never_refused_for_money() {
+    let exec = executor();
+    let sel = exec["metadata"]["labels"]["spark-app-selector"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let v = running(view(), "tenant-broke", &sel, Pool::Dedicated);
+    let pod = mutate(&v, "tenant-broke", &exec);
+    assert_eq!(pod["metadata"]["labels"]["sparkcap.io/pool"], "dedicated");
+    assert!(validate(&v, "tenant-broke", &pod).allowed());
+    // Executors of an application sparkcap has not seen (a client-mode driver
+    // outside the cluster) start an application: checked like a driver.
+    let v = view();
+    let pod = mutate(&v, "tenant-broke", &exec);
+    let d = denial(validate(&v, "tenant-broke", &pod));
+    assert!(d.message.contains("vCPU-hours left"), "{}", d.message);
+}
+
+#[test]
+fn exhausted_tenant_is_refused_with_numbers_and_fix() {
+    let v = view();
+    let pod = mutate(&v, "tenant-broke", &driver());
+    let d = denial(validate(&v, "tenant-broke", &pod));
+    assert_eq!((d.code, d.reason), (403, "Forbidden"));
+    assert_eq!(
+        d.message,
+        "tenant broke has 0.0 of 500 vCPU-hours left (exhausted 2026-11-20T10:15Z); purchase more capacity or wait for the next period"
+    );
+    // The same tenant's dedicated-only sibling runs on its units regardless of balance.
+    let pod = mutate(&v, "tenant-dedi", &driver());
+    assert!(validate(&v, "tenant-dedi", &pod).allowed());
+}
+
+#[test]
+fn tenant_state_refusals_name_the_tenant_and_the_fix() {
+    let v = view();
+    let cases = [
+        (
+            "ghost",
+            "namespace ghost is labelled sparkcap.io/tenant=nobody, but sparkcap has no tenant nobody; ask your platform admin to create tenant nobody or correct the namespace label",
+        ),
+        (
+            "tenant-susp",
+            "tenant susp is suspended; its Spark jobs cannot start until a platform admin reactivates it",
+        ),
+        (
+            "tenant-gone",
+            "tenant gone has been deleted; ask your platform admin to move namespace tenant-gone to an active tenant",
+        ),
+        (
+            "tenant-old",
+            "tenant old's purchases have expired (the last on 2026-11-01T00:00Z); purchase capacity for the current period",
+        ),
+        (
+            "tenant-soon",
+            "tenant soon has no capacity in force now; its next purchase starts 2026-12-01T00:00Z; wait for it or purchase capacity for the current period",
+        ),
+    ];
+    for (ns, message) in cases {
+        let mut pod = driver();
+        pod["spec"]["schedulerName"] = json!("sparkcap-scheduler");
+        let d = denial(validate(&v, ns, &pod));
+        assert_eq!(d.message, message, "{ns}");
+        // Mutation never refuses (failurePolicy Ignore); it leaves the pod alone.
+        assert!(admit(Endpoint::Mutate, &pod_request(ns, &pod), &v, now()).allowed());
+    }
+}
+
+#[test]
+fn missing_or_bad_cpu_requests_are_invalid() {
+    let v = graduated(view(), "acme", "ingest-orders");
+    let mut pod = mutate(&v, "tenant-acme", &driver());
+    pod["spec"]["containers"][0]["resources"] = json!({"requests": {"memory": "1Gi"}});
+    let d = denial(validate(&v, "tenant-acme", &pod));
+    assert_eq!(d.code, 422);
+    assert!(
+        d.message.starts_with(
+            "container spark-kubernetes-driver of pod ingest-orders-b6fcd3a205a39194-driver has no cpu request"
+        ),
+        "{}",
+        d.message
+    );
+    assert!(d.message.contains("spark.driver.cores"), "{}", d.message);
+    pod["spec"]["containers"][0]["resources"] = json!({"requests": {"cpu": "two"}});
+    let d = denial(validate(&v, "tenant-acme", &pod));
+    assert!(d.message.contains("invalid quantity \"two\""), "{}", d.message);
+}
+
+#[test]
+fn a_pod_that_can_never_fit_is_refused() {
+    let v = graduated(view(), "acme", "ingest-orders");
+    let mut pod = mutate(&v, "tenant-acme", &driver());
+    pod["spec"]["containers"][0]["resources"]["requests"]["cpu"] = json!("12");
+    let d = denial(validate(&v, "tenant-acme", &pod));
+    assert_eq!(
+        d.message,
+        "pod ingest-orders-b6fcd3a205a39194-driver needs 12 cores but the whole shared pool has 8 cores, so it could never run; reduce the cores or executors it asks for"
+    );
+}
+
+#[test]
+fn unrouted_pods_are_refused_by_validation() {
+    let v = graduated(view(), "acme", "ingest-orders");
+    let d = denial(validate(&v, "tenant-acme", &driver()));
+    assert!(
+        d.message.contains("was not routed to sparkcap-scheduler"),
+        "{}",
+        d.message
+    );
+}
+
+#[test]
+fn stale_or_unloaded_view_fails_closed_for_drivers_only() {
+    let mut v = graduated(view(), "acme", "ingest-orders");
+    let pod = mutate(&v, "tenant-acme", &driver());
+    v.ledger_fresh_at = Some(now() - chrono::TimeDelta::seconds(45));
+    let d = denial(validate(&v, "tenant-acme", &pod));
+    assert_eq!(d.code, 503);
+    assert!(
+        d.message.contains("its view of the ledger is 45 s old (limit 30 s)"),
+        "{}",
+        d.message
+    );
+    v.ledger_fresh_at = None;
+    assert_eq!(denial(validate(&v, "tenant-acme", &pod)).code, 503);
+    // A namespace the reflector has not seen yet.
+    let d = denial(validate(&view(), "tenant-new", &pod));
+    assert!(
+        d.message.contains("namespace tenant-new is not yet known"),
+        "{}",
+        d.message
+    );
+}
+
+#[test]
+fn not_sparkcaps_business_passes_untouched() {
+    let v = view();
+    // A namespace without the tenant label.
+    assert_eq!(
+        patch_of(&admit(Endpoint::Mutate, &pod_request("plain", &driver()), &v, now())),
+        Vec::<Value>::new()
+    );
+    assert!(validate(&v, "plain", &driver()).allowed());
+    // A pod that is not Spark's.
+    let nginx = json!({"metadata": {"name": "web"}, "spec": {"containers": [{"name": "nginx"}]}});
+    assert_eq!(
+        patch_of(&admit(
+            Endpoint::Mutate,
+            &pod_request("tenant-broke", &nginx),
+            &v,
+            now()
+        )),
+        Vec::<Value>::new()
+    );
+    assert!(validate(&v, "tenant-broke", &nginx).allowed());
+}
+
+#[test]
+fn low_balance_admits_with_a_warning() {
+    let v = graduated(view(), "low", "ingest-orders");
+    let pod = mutate(&v, "tenant-low", &driver());
+    match validate(&v, "tenant-low", &pod) {
+        Decision::Allow { warnings, .. } => assert_eq!(
+            warnings,
+            vec!["tenant low has 60.0 of 500 vCPU-hours left; at the current rate it runs out 2026-11-24T03:00Z"]
+        ),
+        d => panic!("{d:?}"),
+    }
+}
+
+#[test]
+fn ledger_binding_must_agree_with_the_namespace_label() {
+    let mut v = view();
+    let mut ledger = sparkcap_webhook::view::LedgerFacts::clone(&v.ledger);
+    ledger
+        .bindings
+        .insert("tenant-acme".into(), sparkcap_ledger::TenantId::new("low").unwrap());
+    v.ledger = std::sync::Arc::new(ledger);
+    let mut pod = driver();
+    pod["spec"]["schedulerName"] = json!("sparkcap-scheduler");
+    let d = denial(validate(&v, "tenant-acme", &pod));
+    assert!(d.message.contains("binds it to tenant low"), "{}", d.message);
+}
+
+fn operator_request(resource: &str, op: &str, obj: &Value) -> sparkcap_webhook::review::Request {
+    review::decode(
+        &serde_json::to_vec(&review(
+            ("sparkoperator.k8s.io", "v1beta2", resource),
+            "tenant-acme",
+            op,
+            obj,
+        ))
+        .unwrap(),
+    )
+    .unwrap()
+}
+
+#[test]
+fn spark_applications_are_checked_before_any_pod_exists() {
+    let v = graduated(view(), "acme", "ingest-orders");
+    let app = fixture("spark-application.json");
+    let check = |obj: &Value, op: &str| {
+        admit(
+            Endpoint::Validate,
+            &operator_request("sparkapplications", op, obj),
+            &v,
+            now(),
+        )
+    };
+    assert!(
+        check(&app, "CREATE").allowed(),
+        "1 + 3 × 2 = 7 cores fit the 8-core shared pool"
+    );
+    let mut big = app.clone();
+    big["spec"]["executor"]["instances"] = json!(5);
+    assert_eq!(
+        denial(check(&big, "CREATE")).message,
+        "sparkapplications ingest-orders (driver 1 + 5 executors × 2 cores) needs 11 cores but the whole shared pool has 8 cores, so it could never run; reduce the cores or executors it asks for"
+    );
+    let mut no_cores = app.clone();
+    no_cores["spec"]["driver"].as_object_mut().unwrap().remove("cores");
+    let d = denial(check(&no_cores, "UPDATE"));
+    assert_eq!(d.code, 422);
+    assert!(d.message.contains("spec.driver.cores is missing"), "{}", d.message);
+    // Mutation has nothing to say about them.
+    assert!(
+        admit(
+            Endpoint::Mutate,
+            &operator_request("sparkapplications", "CREATE", &big),
+            &v,
+            now()
+        )
+        .allowed()
+    );
+}
+
+#[test]
+fn scheduled_applications_need_a_schedule_that_parses() {
+    let v = view();
+    let app = fixture("scheduled-spark-application.json");
+    let check = |obj: &Value| {
+        admit(
+            Endpoint::Validate,
+            &operator_request("scheduledsparkapplications", "CREATE", obj),
+            &v,
+            now(),
+        )
+    };
+    assert!(check(&app).allowed());
+    let mut bad = app.clone();
+    bad["spec"]["schedule"] = json!("every quarter hour");
+    let d = denial(check(&bad));
+    assert_eq!(d.code, 422);
+    assert!(
+        d.message.starts_with(
+            "ScheduledSparkApplication nightly-orders: spec.schedule: invalid schedule \"every quarter hour\""
+        ),
+        "{}",
+        d.message
+    );
+}
+
+#[test]
+fn responses_echo_the_uid_and_word_denials_as_kubernetes_status() {
+    let v = view();
+    let body = serde_json::to_vec(&review(("", "v1", "pods"), "tenant-broke", "CREATE", &executor())).unwrap();
+    let (status, out, _) = sparkcap_webhook::server::respond(Endpoint::Validate, &body, &v);
+    assert_eq!(status, 200);
+    let out: Value = serde_json::from_slice(&out).unwrap();
+    assert_eq!(out["apiVersion"], "admission.k8s.io/v1");
+    assert_eq!(out["response"]["uid"], "705ab4f5-6393-11e8-b7cc-42010a800002");
+    assert_eq!(out["response"]["allowed"], false);
+    assert_eq!(
+        out["response"]["status"]["code"], 503,
+        "executor without schedulerName: {out}"
+    );
+    let (status, out, _) = sparkcap_webhook::server::respond(Endpoint::Mutate, &body, &v);
+    assert_eq!(status, 200);
+    let out: Value = serde_json::from_slice(&out).unwrap();
+    assert_eq!(out["response"]["patchType"], "JSONPatch");
+    for bad in [
+        &b"{}"[..],
+        b"not json",
+        br#"{"apiVersion":"admission.k8s.io/v1","kind":"AdmissionReview"}"#,
+    ] {
+        let (status, out, _) = sparkcap_webhook::server::respond(Endpoint::Validate, bad, &v);
+        assert_eq!(status, 400, "{}", String::from_utf8_lossy(&out));
+    }
+}
