@@ -80,6 +80,133 @@ impl NodesFile {
     }
 }
 
+/// One tenant as a devcluster tenants file describes it.
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct TenantSpec {
+    /// Tenant id (DNS label).
+    pub id: String,
+    /// Name for people.
+    #[serde(default)]
+    pub name: String,
+    /// Namespaces to create, labelled `sparkcap.io/tenant=<id>`; `tenant-<id>` when empty.
+    #[serde(default)]
+    pub namespaces: Vec<String>,
+    /// vCPU-hours bought for the current period.
+    #[serde(default)]
+    pub vcpu_hours: i64,
+    /// Dedicated units bought for the current period.
+    #[serde(default)]
+    pub dedicated_units: i64,
+    /// daily, monthly (default) or yearly.
+    #[serde(default = "default_period")]
+    pub period: String,
+}
+
+fn default_period() -> String {
+    "monthly".into()
+}
+
+/// The tenants file: `tenants: [...]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TenantsFile {
+    /// The tenants.
+    pub tenants: Vec<TenantSpec>,
+}
+
+impl TenantsFile {
+    /// Parses a tenants file; errors name the line.
+    pub fn parse(text: &str) -> anyhow::Result<Self> {
+        serde_yaml::from_str(text).map_err(|e| anyhow::anyhow!("invalid tenants file: {e}"))
+    }
+}
+
+/// Records the nodes' pool sizes and the tenants (with their purchases and
+/// namespace bindings) in the ledger, and creates their namespaces. Safe to
+/// repeat against the same ledger: purchases carry idempotency keys.
+pub async fn seed(
+    server: &ApiServer,
+    store: &dyn sparkcap_ledger::LedgerStore,
+    nodes: &NodesFile,
+    tenants: &TenantsFile,
+) -> anyhow::Result<()> {
+    use sparkcap_ledger::quantity::{parse_cpu, parse_memory};
+    use sparkcap_ledger::*;
+    let now = chrono::Utc::now();
+    let allocatable = nodes
+        .nodes
+        .iter()
+        .filter_map(|n| Some((n, n.pool.as_deref()?.parse::<Pool>().ok()?)))
+        .map(|(n, pool)| {
+            Ok(NodeAllocatable {
+                name: n.name.clone(),
+                pool,
+                cpu: parse_cpu(&n.cpu).map_err(|e| anyhow::anyhow!("node {}: {e}", n.name))?,
+                memory: parse_memory(&n.memory).map_err(|e| anyhow::anyhow!("node {}: {e}", n.name))?,
+                ready: true,
+            })
+        })
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    let epoch = store.claim_epoch("sparkcap-devcluster").await?;
+    for capacity in PoolCapacity::from_nodes(SparkUnitSize::default(), &allocatable, now) {
+        store.set_pool_capacity(epoch, &capacity).await?;
+    }
+    let ns_def = find("", "v1", "namespaces").expect("namespaces served");
+    for t in &tenants.tenants {
+        let id = TenantId::new(t.id.clone())?;
+        if store.tenant(&id).await?.is_none() {
+            store
+                .create_tenant(
+                    NewTenant {
+                        id: id.clone(),
+                        display_name: t.name.clone(),
+                    },
+                    now,
+                )
+                .await?;
+        }
+        let period: Period = t.period.parse()?;
+        for (kind, quantity) in [
+            (PurchaseKind::VcpuHours, t.vcpu_hours),
+            (PurchaseKind::DedicatedUnits, t.dedicated_units),
+        ] {
+            if quantity > 0 {
+                store
+                    .record_purchase(
+                        &PurchaseRequest {
+                            tenant: id.clone(),
+                            kind,
+                            quantity,
+                            period,
+                            valid_from: Some(now),
+                            valid_until: None,
+                            idempotency_key: format!("devcluster-{id}-{}-{quantity}", kind.as_str()),
+                        },
+                        now,
+                    )
+                    .await?;
+            }
+        }
+        let namespaces = if t.namespaces.is_empty() {
+            vec![format!("tenant-{id}")]
+        } else {
+            t.namespaces.clone()
+        };
+        for ns in namespaces {
+            store.bind_namespace(&ns, &id).await?;
+            let obj = json!({"metadata": {"name": ns, "labels": {"sparkcap.io/tenant": id.as_str()}}});
+            if server.store.get(ns_def, "", &ns).is_err() {
+                server
+                    .store
+                    .create(ns_def, "", obj, false)
+                    .map_err(|e| anyhow::anyhow!("creating namespace {ns}: {}", e.message))?;
+            }
+        }
+    }
+    Ok(())
+}
+
 /// Registers a node as Ready with its allocatable resources.
 pub fn register_node(server: &ApiServer, spec: &NodeSpec) -> anyhow::Result<()> {
     let mut labels = spec.labels.clone();

@@ -5,4 +5,5 @@ pub mod apiserver;
 pub mod devcluster;
 pub mod kubelet;
 pub mod tls;
+pub mod webhook;
 pub mod workload;

@@ -131,3 +131,84 @@ async fn kubectl_get_apply_watch_delete() {
     assert_eq!(text(&out), "3");
     std::fs::remove_dir_all(&dir).ok();
 }
+
+/// The `sparkcap-devcluster` binary as people run it (`--tls --tenants`):
+/// kubectl over HTTPS creates a Spark driver pod that the webhook routes, and
+/// is refused, with sparkcap's words, for a tenant that bought nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn devcluster_binary_runs_the_webhook_for_kubectl() {
+    if !kubectl_available() {
+        eprintln!(
+            "\n*** SKIPPED: kubectl is not installed; install it (Debian package kubectl) to run this test ***\n"
+        );
+        return;
+    }
+    let dir = std::env::temp_dir().join(format!("sparkcap-devcluster-bin-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let tenants = dir.join("tenants.yaml");
+    std::fs::write(
+        &tenants,
+        "tenants:\n- id: acme\n  vcpu_hours: 500\n- id: idle\n  namespaces: [idle-jobs]\n",
+    )
+    .unwrap();
+    let kc = dir.join("kubeconfig");
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_sparkcap-devcluster"))
+        .args(["--listen", &format!("127.0.0.1:{port}"), "--tls", "--kubeconfig"])
+        .arg(&kc)
+        .arg("--tenants")
+        .arg(&tenants)
+        .env_remove("DATABASE_URL")
+        .stdout(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let mut lines = tokio::io::AsyncBufReadExt::lines(tokio::io::BufReader::new(child.stdout.take().unwrap()));
+    let mut banner = String::new();
+    while let Ok(Ok(Some(line))) = tokio::time::timeout(Duration::from_secs(60), lines.next_line()).await {
+        banner.push_str(&line);
+        banner.push('\n');
+        if line.starts_with("sparkcap-devcluster serving") {
+            break;
+        }
+    }
+    assert!(
+        banner.contains("sparkcap-webhook admitting Spark pods for 2 tenants"),
+        "{banner}"
+    );
+    let pod = dir.join("driver.json");
+    std::fs::copy(
+        concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../webhook/tests/fixtures/cluster-mode-driver-pod.json"
+        ),
+        &pod,
+    )
+    .unwrap();
+    let p = pod.to_str().unwrap();
+    let out = kubectl(
+        &kc,
+        &["create", "--validate=false", "-n", "tenant-acme", "-f", p, "-o", "json"],
+    )
+    .await;
+    // kubectl create sends JSON for a JSON manifest.
+    assert!(out.status.success(), "{}", text(&out));
+    let created: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(created["spec"]["schedulerName"], "sparkcap-scheduler");
+    assert_eq!(created["metadata"]["labels"]["sparkcap.io/tenant"], "acme");
+    let out = kubectl(&kc, &["create", "--validate=false", "-n", "idle-jobs", "-f", p]).await;
+    assert!(!out.status.success());
+    assert!(
+        text(&out).contains(
+            "admission webhook \"pods.validate.sparkcap.io\" denied the request: tenant idle has no capacity: no dedicated units and no vCPU-hours; purchase capacity before running Spark jobs"
+        ),
+        "{}",
+        text(&out)
+    );
+    child.kill().await.ok();
+    std::fs::remove_dir_all(&dir).ok();
+}

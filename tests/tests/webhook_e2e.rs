@@ -6,7 +6,7 @@ use chrono::{TimeDelta, Utc};
 use k8s_openapi::api::core::v1::Pod;
 use kube::Api;
 use kube::api::PostParams;
-use serde_json::{Value, json};
+use serde_json::json;
 use sparkcap_ledger::store::testdb::TestDatabase;
 use sparkcap_ledger::{
     AccrualRequest, LedgerStore, Millicores, NewTenant, Period, PgStore, PodUsage, Pool, PurchaseKind, PurchaseRequest,
@@ -15,12 +15,7 @@ use sparkcap_ledger::{
 use sparkcap_testkit::apiserver::ApiServer;
 use sparkcap_testkit::apiserver::resources::find;
 use sparkcap_testkit::devcluster::{serve, write_kubeconfig};
-use sparkcap_testkit::tls::TestCa;
-use sparkcap_webhook::certs::CertFiles;
-use sparkcap_webhook::metrics::Metrics;
-use sparkcap_webhook::run::{Listeners, run};
-use sparkcap_webhook::sync::{self, SyncConfig};
-use sparkcap_webhook::view::{Settings, TenantView};
+use sparkcap_webhook::view::Settings;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
@@ -29,9 +24,8 @@ struct Env {
     server: ApiServer,
     store: Arc<PgStore>,
     db: TestDatabase,
-    ops_url: String,
+    webhook: sparkcap_testkit::webhook::RunningWebhook,
     dir: PathBuf,
-    _stop: tokio::sync::oneshot::Sender<()>,
 }
 
 async fn buy(store: &PgStore, tenant: &str, hours: i64, key: &str) {
@@ -110,100 +104,18 @@ async fn setup(name: &str) -> Env {
             .unwrap();
     }
 
-    // The webhook, over TLS with a certificate from a throwaway CA.
     let dir = std::env::temp_dir().join(format!("sparkcap-webhook-{name}-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
-    let ca = TestCa::new();
-    let cert = ca.issue(&["127.0.0.1", "localhost"]);
-    let files = CertFiles {
-        cert: dir.join("tls.crt"),
-        key: dir.join("tls.key"),
-    };
-    std::fs::write(&files.cert, &cert.cert_pem).unwrap();
-    std::fs::write(&files.key, &cert.key_pem).unwrap();
-    let admission = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let ops = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let webhook_url = format!("https://{}", admission.local_addr().unwrap());
-    let ops_url = format!("http://{}", ops.local_addr().unwrap());
-    let (view, tasks) = sync::start(
-        TenantView::new(Settings::default()),
-        store.clone(),
-        server.client(),
-        SyncConfig {
-            full_reload: Duration::from_secs(1),
-            ..SyncConfig::default()
-        },
-    );
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    tokio::spawn(async move {
-        let _tasks = tasks;
-        run(
-            Listeners { admission, ops },
-            files,
-            Duration::from_millis(200),
-            view,
-            Metrics::new(),
-            async move {
-                let _ = stopped.await;
-            },
-        )
+    let webhook = sparkcap_testkit::webhook::start(&server, store.clone(), Settings::default(), &dir)
         .await
-        .unwrap();
-    });
-    wait_ready(&ops_url).await;
-
-    // Register it exactly as manifests/ says, with the CA and the Service address filled in.
-    server
-        .admission
-        .service_urls
-        .write()
-        .unwrap()
-        .insert("sparkcap-system/sparkcap-webhook".into(), webhook_url);
-    let text = std::fs::read_to_string(concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/../manifests/webhook-configurations.yaml"
-    ))
-    .unwrap();
-    for doc in serde_yaml::Deserializer::from_str(&text) {
-        let mut config: Value = serde::Deserialize::deserialize(doc).unwrap();
-        for w in config["webhooks"].as_array_mut().unwrap() {
-            w["clientConfig"]["caBundle"] = json!(ca.ca_bundle());
-        }
-        let plural = match config["kind"].as_str().unwrap() {
-            "MutatingWebhookConfiguration" => "mutatingwebhookconfigurations",
-            _ => "validatingwebhookconfigurations",
-        };
-        server
-            .store
-            .create(
-                find("admissionregistration.k8s.io", "v1", plural).unwrap(),
-                "",
-                config,
-                false,
-            )
-            .unwrap();
-    }
+        .expect("webhook starts");
     Env {
         server,
         store,
         db,
-        ops_url,
+        webhook,
         dir,
-        _stop: stop,
     }
-}
-
-async fn wait_ready(ops_url: &str) {
-    let client = reqwest::Client::new();
-    for _ in 0..100 {
-        if let Ok(r) = client.get(format!("{ops_url}/readyz")).send().await
-            && r.status() == 200
-        {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    panic!("webhook not ready within 10 s");
 }
 
 fn driver_fixture() -> Pod {
@@ -259,7 +171,7 @@ async fn pods_are_routed_refused_and_readmitted_after_a_purchase() {
     }
     assert!(admitted, "broke's new purchase was not seen within 5 s");
 
-    let metrics = reqwest::get(format!("{}/metrics", env.ops_url))
+    let metrics = reqwest::get(format!("{}/metrics", env.webhook.ops_url))
         .await
         .unwrap()
         .text()

@@ -6,11 +6,14 @@
 
 use anyhow::Context;
 use clap::Parser;
+use sparkcap_ledger::{LedgerStore, MemoryStore, PgStore};
 use sparkcap_testkit::apiserver::ApiServer;
-use sparkcap_testkit::devcluster::{NodesFile, register_node, serve, serve_tls, write_kubeconfig};
+use sparkcap_testkit::devcluster::{NodesFile, TenantsFile, register_node, seed, serve, serve_tls, write_kubeconfig};
 use sparkcap_testkit::kubelet::Kubelet;
 use sparkcap_testkit::tls::TestCa;
+use sparkcap_webhook::view::Settings;
 use std::path::PathBuf;
+use std::sync::Arc;
 
 #[derive(Debug, Parser)]
 #[command(about = "A local Kubernetes API server with simulated nodes, for kubectl and spark-submit")]
@@ -30,6 +33,15 @@ struct Args {
     /// `spark.kubernetes.authenticate.submission.caCertFile`).
     #[arg(long)]
     tls: bool,
+    /// Run sparkcap-webhook against the cluster, with these tenants
+    /// (`tenants: [{id, name, namespaces, vcpu_hours, dedicated_units, period}]`)
+    /// seeded into its ledger and their namespaces created.
+    #[arg(long)]
+    tenants: Option<PathBuf>,
+    /// Ledger for the webhook: a PostgreSQL URL (migrated on start); an
+    /// in-memory ledger when omitted.
+    #[arg(long, env = "DATABASE_URL", requires = "tenants")]
+    database_url: Option<String>,
 }
 
 #[tokio::main]
@@ -45,6 +57,37 @@ async fn main() -> anyhow::Result<()> {
     for n in &nodes.nodes {
         register_node(&server, n)?;
     }
+    let _webhook = match &args.tenants {
+        Some(path) => {
+            let tenants = TenantsFile::parse(
+                &std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?,
+            )?;
+            let store: Arc<dyn LedgerStore> = match &args.database_url {
+                Some(url) => {
+                    let pg = PgStore::connect(url).await.context("connecting to the ledger")?;
+                    pg.migrate().await.context("migrating the ledger")?;
+                    Arc::new(pg)
+                }
+                None => Arc::new(MemoryStore::new()),
+            };
+            seed(&server, store.as_ref(), &nodes, &tenants).await?;
+            let dir = args
+                .kubeconfig
+                .parent()
+                .filter(|p| !p.as_os_str().is_empty())
+                .unwrap_or(std::path::Path::new("."))
+                .to_path_buf();
+            let webhook = sparkcap_testkit::webhook::start(&server, store, Settings::default(), &dir).await?;
+            println!(
+                "sparkcap-webhook admitting Spark pods for {} tenants ({}; metrics {}/metrics)",
+                tenants.tenants.len(),
+                webhook.url,
+                webhook.ops_url
+            );
+            Some(webhook)
+        }
+        None => None,
+    };
     // One simulated kubelet per node runs the pods bound to it.
     let _kubelets: Vec<Kubelet> = nodes.nodes.iter().map(|n| Kubelet::start(&server, &n.name)).collect();
     let listener =

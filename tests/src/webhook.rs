@@ -1,0 +1,128 @@
+//! Runs sparkcap-webhook against a test control plane: TLS from a throwaway
+//! CA, the view synced from the given ledger and the control plane, and the
+//! registration from `manifests/` with the CA and Service address filled in.
+
+use crate::apiserver::ApiServer;
+use crate::apiserver::resources::find;
+use crate::tls::TestCa;
+use serde_json::{Value, json};
+use sparkcap_ledger::LedgerStore;
+use sparkcap_webhook::certs::CertFiles;
+use sparkcap_webhook::metrics::Metrics;
+use sparkcap_webhook::run::{Listeners, run};
+use sparkcap_webhook::sync::{self, SyncConfig};
+use sparkcap_webhook::view::{Settings, TenantView};
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// The registration cluster admins apply.
+pub const REGISTRATION: &str = include_str!("../../manifests/webhook-configurations.yaml");
+
+/// A running webhook; stops when dropped.
+#[derive(Debug)]
+pub struct RunningWebhook {
+    /// Its HTTPS base URL.
+    pub url: String,
+    /// Its plain /healthz, /readyz, /metrics base URL.
+    pub ops_url: String,
+    _stop: tokio::sync::oneshot::Sender<()>,
+}
+
+/// Starts the webhook (certificate files go to `dir`), waits until it is
+/// ready, and registers it with `server`.
+pub async fn start(
+    server: &ApiServer,
+    store: Arc<dyn LedgerStore>,
+    settings: Settings,
+    dir: &Path,
+) -> anyhow::Result<RunningWebhook> {
+    let ca = TestCa::new();
+    let cert = ca.issue(&["127.0.0.1", "localhost"]);
+    let files = CertFiles {
+        cert: dir.join("webhook-tls.crt"),
+        key: dir.join("webhook-tls.key"),
+    };
+    std::fs::write(&files.cert, &cert.cert_pem)?;
+    std::fs::write(&files.key, &cert.key_pem)?;
+    let admission = std::net::TcpListener::bind("127.0.0.1:0")?;
+    let ops = std::net::TcpListener::bind("127.0.0.1:0")?;
+    let url = format!("https://{}", admission.local_addr()?);
+    let ops_url = format!("http://{}", ops.local_addr()?);
+    let (view, tasks) = sync::start(
+        TenantView::new(settings),
+        store,
+        server.client(),
+        SyncConfig {
+            full_reload: Duration::from_secs(1),
+            ..SyncConfig::default()
+        },
+    );
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    tokio::spawn(async move {
+        let _tasks = tasks;
+        let shutdown = async move {
+            let _ = stopped.await;
+        };
+        if let Err(e) = run(
+            Listeners { admission, ops },
+            files,
+            Duration::from_millis(200),
+            view,
+            Metrics::new(),
+            shutdown,
+        )
+        .await
+        {
+            tracing::error!(error = %e, "webhook stopped");
+        }
+    });
+    wait_ready(&ops_url).await?;
+    register(server, &url, &ca.ca_bundle())?;
+    Ok(RunningWebhook {
+        url,
+        ops_url,
+        _stop: stop,
+    })
+}
+
+async fn wait_ready(ops_url: &str) -> anyhow::Result<()> {
+    let client = reqwest::Client::new();
+    let mut last = String::new();
+    for _ in 0..200 {
+        match client.get(format!("{ops_url}/readyz")).send().await {
+            Ok(r) if r.status() == 200 => return Ok(()),
+            Ok(r) => last = r.text().await.unwrap_or_default(),
+            Err(e) => last = e.to_string(),
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    anyhow::bail!("webhook not ready within 10 s: {last}")
+}
+
+/// Stores the manifests' webhook configurations, pointed at `url` with `ca_bundle`.
+pub fn register(server: &ApiServer, url: &str, ca_bundle: &str) -> anyhow::Result<()> {
+    server
+        .admission
+        .service_urls
+        .write()
+        .unwrap_or_else(|p| p.into_inner())
+        .insert("sparkcap-system/sparkcap-webhook".into(), url.to_string());
+    for doc in serde_yaml::Deserializer::from_str(REGISTRATION) {
+        let mut config: Value = serde::Deserialize::deserialize(doc)?;
+        for w in config["webhooks"].as_array_mut().into_iter().flatten() {
+            w["clientConfig"]["caBundle"] = json!(ca_bundle);
+        }
+        let plural = match config["kind"].as_str() {
+            Some("MutatingWebhookConfiguration") => "mutatingwebhookconfigurations",
+            Some("ValidatingWebhookConfiguration") => "validatingwebhookconfigurations",
+            other => anyhow::bail!("unexpected kind {other:?} in manifests/webhook-configurations.yaml"),
+        };
+        let def = find("admissionregistration.k8s.io", "v1", plural).expect("served");
+        server
+            .store
+            .create(def, "", config, false)
+            .map_err(|e| anyhow::anyhow!("registering the webhook: {}", e.message))?;
+    }
+    Ok(())
+}
