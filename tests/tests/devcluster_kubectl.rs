@@ -177,7 +177,7 @@ async fn devcluster_binary_runs_the_webhook_for_kubectl() {
         }
     }
     assert!(
-        banner.contains("sparkcap-webhook admitting Spark pods for 2 tenants"),
+        banner.contains("sparkcap-webhook admitting and sparkcap-scheduler placing Spark pods for 2 tenants"),
         "{banner}"
     );
     let pod = dir.join("driver.json");
@@ -200,6 +200,30 @@ async fn devcluster_binary_runs_the_webhook_for_kubectl() {
     let created: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(created["spec"]["schedulerName"], "sparkcap-scheduler");
     assert_eq!(created["metadata"]["labels"]["sparkcap.io/tenant"], "acme");
+    // The scheduler binds it and the simulated kubelet runs it.
+    let name = created["metadata"]["name"].as_str().unwrap().to_string();
+    let mut phase = String::new();
+    for _ in 0..100 {
+        let out = kubectl(
+            &kc,
+            &[
+                "get",
+                "pod",
+                "-n",
+                "tenant-acme",
+                &name,
+                "-o",
+                "jsonpath={.status.phase} {.spec.nodeName}",
+            ],
+        )
+        .await;
+        phase = text(&out);
+        if phase.starts_with("Running") {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(phase, "Running draft-1");
     let out = kubectl(&kc, &["create", "--validate=false", "-n", "idle-jobs", "-f", p]).await;
     assert!(!out.status.success());
     assert!(

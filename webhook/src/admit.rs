@@ -290,7 +290,19 @@ fn validate_pod(
     if let Some(d) = capacity_denial(facts, pool, now) {
         return d;
     }
-    if let Some(d) = entitlement_denial(facts, pool, cpu.millicores, &format!("pod {name}"), view, now) {
+    let (needed, what) = match (role, spark::declared_executors(obj)) {
+        (_, Err(e)) => return Decision::deny(422, "Invalid", format!("pod {name}: {e}")),
+        (Role::Driver, Ok(Some((n, each)))) => (
+            cpu.millicores.saturating_add(n.saturating_mul(each)),
+            format!(
+                "pod {name} (driver {} + {n} executors × {} cores)",
+                cores(cpu.millicores),
+                cores(each)
+            ),
+        ),
+        _ => (cpu.millicores, format!("pod {name}")),
+    };
+    if let Some(d) = entitlement_denial(facts, pool, needed, &what, view, now) {
         return d;
     }
     Decision::Allow {

@@ -24,6 +24,43 @@ pub const JOB_LABEL: &str = "sparkcap.io/job";
 /// Pod label the scheduler sets on borrowed placements; never set by tenants.
 pub const OPPORTUNISTIC_LABEL: &str = "sparkcap.io/opportunistic";
 
+/// Driver annotation declaring how many executors the application starts with
+/// (`--conf spark.kubernetes.driver.annotation.sparkcap.io/executor-instances=3`).
+pub const EXECUTORS_ANNOTATION: &str = "sparkcap.io/executor-instances";
+/// Driver annotation declaring each executor's cpu request ("2", "1500m").
+pub const EXECUTOR_CPU_ANNOTATION: &str = "sparkcap.io/executor-cpu";
+
+/// The executors a driver pod declares by annotation: (count, millicores
+/// each). A plain spark-submit driver pod does not say; its ConfigMap, which
+/// the scheduler reads, does.
+pub fn declared_executors(pod: &Value) -> Result<Option<(i64, i64)>, String> {
+    let ann = |k: &str| {
+        pod.pointer("/metadata/annotations")
+            .and_then(|a| a.get(k))
+            .and_then(Value::as_str)
+    };
+    let Some(count) = ann(EXECUTORS_ANNOTATION) else {
+        return Ok(None);
+    };
+    let count: i64 = count
+        .trim()
+        .parse()
+        .ok()
+        .filter(|n| (0..=100_000).contains(n))
+        .ok_or_else(|| {
+            format!("annotation {EXECUTORS_ANNOTATION}={count:?} must be a whole number between 0 and 100000")
+        })?;
+    let cpu = match ann(EXECUTOR_CPU_ANNOTATION) {
+        Some(q) => {
+            parse_cpu(q)
+                .map_err(|e| format!("annotation {EXECUTOR_CPU_ANNOTATION}: {e}"))?
+                .0
+        }
+        None => 1000, // Spark's default spark.executor.cores
+    };
+    Ok(Some((count, cpu)))
+}
+
 /// Driver or executor.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Role {

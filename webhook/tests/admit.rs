@@ -217,6 +217,21 @@ fn a_pod_that_can_never_fit_is_refused() {
 }
 
 #[test]
+fn a_driver_declaring_its_executors_is_checked_as_a_gang() {
+    let v = graduated(view(), "acme", "ingest-orders");
+    let mut pod = mutate(&v, "tenant-acme", &driver());
+    pod["metadata"]["annotations"] = json!({"sparkcap.io/executor-instances": "3", "sparkcap.io/executor-cpu": "2"});
+    assert!(validate(&v, "tenant-acme", &pod).allowed(), "1 + 3 × 2 = 7 of 8 cores");
+    pod["metadata"]["annotations"]["sparkcap.io/executor-instances"] = json!("4");
+    assert_eq!(
+        denial(validate(&v, "tenant-acme", &pod)).message,
+        "pod ingest-orders-b6fcd3a205a39194-driver (driver 1 + 4 executors × 2 cores) needs 9 cores but the whole shared pool has 8 cores, so it could never run; reduce the cores or executors it asks for"
+    );
+    pod["metadata"]["annotations"]["sparkcap.io/executor-instances"] = json!("many");
+    assert_eq!(denial(validate(&v, "tenant-acme", &pod)).code, 422);
+}
+
+#[test]
 fn unrouted_pods_are_refused_by_validation() {
     let v = graduated(view(), "acme", "ingest-orders");
     let d = denial(validate(&v, "tenant-acme", &driver()));

@@ -33,7 +33,7 @@ struct Args {
     /// `spark.kubernetes.authenticate.submission.caCertFile`).
     #[arg(long)]
     tls: bool,
-    /// Run sparkcap-webhook against the cluster, with these tenants
+    /// Run sparkcap-webhook and sparkcap-scheduler against the cluster, with these tenants
     /// (`tenants: [{id, name, namespaces, vcpu_hours, dedicated_units, period}]`)
     /// seeded into its ledger and their namespaces created.
     #[arg(long)]
@@ -77,9 +77,16 @@ async fn main() -> anyhow::Result<()> {
                 .filter(|p| !p.as_os_str().is_empty())
                 .unwrap_or(std::path::Path::new("."))
                 .to_path_buf();
-            let webhook = sparkcap_testkit::webhook::start(&server, store, Settings::default(), &dir).await?;
+            let webhook = sparkcap_testkit::webhook::start(&server, store.clone(), Settings::default(), &dir).await?;
+            let client = server.client();
+            tokio::spawn(async move {
+                let forever = std::future::pending::<()>();
+                if let Err(e) = sparkcap_scheduler::shell::run(client, store, Default::default(), forever).await {
+                    eprintln!("sparkcap-scheduler stopped: {e:#}");
+                }
+            });
             println!(
-                "sparkcap-webhook admitting Spark pods for {} tenants ({}; metrics {}/metrics)",
+                "sparkcap-webhook admitting and sparkcap-scheduler placing Spark pods for {} tenants ({}; metrics {}/metrics)",
                 tenants.tenants.len(),
                 webhook.url,
                 webhook.ops_url

@@ -1,0 +1,10 @@
+//! sparkcap's scheduler: places every pod that names `sparkcap-scheduler`,
+//! knowing tenants, pools, Spark applications and money. The decision
+//! ([`plan::plan`]) is pure with time passed in, so the simulator runs the
+//! very same code in virtual time.
+
+pub mod fit;
+pub mod model;
+pub mod observe;
+pub mod plan;
+pub mod shell;

@@ -1,0 +1,276 @@
+//! Kubernetes objects → the scheduler's model. Pure: the shell feeds it what
+//! its watches hold.
+
+use crate::model::{BoundPod, GangSpec, Node, NodeRequirement, PendingPod, Resources, Role, Taint, Toleration};
+use chrono::{DateTime, Utc};
+use k8s_openapi::api::core::v1::{ConfigMap, Node as KubeNode, Pod};
+use kube::ResourceExt;
+use sparkcap_ledger::pool::POOL_LABEL;
+use sparkcap_ledger::quantity::{parse_cpu, parse_memory};
+use sparkcap_ledger::{Pool, TenantId};
+use std::collections::BTreeMap;
+
+/// The scheduler's name in `spec.schedulerName`.
+pub const SCHEDULER_NAME: &str = "sparkcap-scheduler";
+/// Tenant label the webhook sets.
+pub const TENANT_LABEL: &str = "sparkcap.io/tenant";
+/// Borrowed-placement label the scheduler sets.
+pub const OPPORTUNISTIC_LABEL: &str = "sparkcap.io/opportunistic";
+/// The volume holding a spark-submit driver's `spark.properties`.
+pub const DRIVER_CONF_VOLUME: &str = "spark-conf-volume-driver";
+
+fn quantity(
+    map: Option<&BTreeMap<String, k8s_openapi::apimachinery::pkg::api::resource::Quantity>>,
+    key: &str,
+    cpu: bool,
+) -> i64 {
+    map.and_then(|m| m.get(key))
+        .and_then(|q| {
+            if cpu {
+                parse_cpu(&q.0).ok().map(|m| m.0)
+            } else {
+                parse_memory(&q.0).ok().map(|b| b.0)
+            }
+        })
+        .unwrap_or(0)
+}
+
+/// A node as the scheduler sees it: schedulable only when Ready and not cordoned.
+pub fn node(n: &KubeNode) -> Node {
+    let status = n.status.as_ref();
+    let alloc = status.and_then(|s| s.allocatable.as_ref());
+    let ready = status
+        .and_then(|s| s.conditions.as_ref())
+        .is_some_and(|cs| cs.iter().any(|c| c.type_ == "Ready" && c.status == "True"));
+    let spec = n.spec.as_ref();
+    Node {
+        name: n.name_any(),
+        pool: n.labels().get(POOL_LABEL).and_then(|p| p.parse().ok()),
+        labels: n.labels().clone(),
+        taints: spec
+            .and_then(|s| s.taints.as_ref())
+            .into_iter()
+            .flatten()
+            .map(|t| Taint {
+                key: t.key.clone(),
+                value: t.value.clone().unwrap_or_default(),
+                effect: t.effect.clone(),
+            })
+            .collect(),
+        allocatable: Resources {
+            cpu: quantity(alloc, "cpu", true),
+            memory: quantity(alloc, "memory", false),
+            pods: quantity(alloc, "pods", false),
+        },
+        schedulable: ready && !spec.and_then(|s| s.unschedulable).unwrap_or(false),
+    }
+}
+
+/// A pod's requests: max(sum of containers, largest init container) + overhead;
+/// a missing request defaults to the limit, as the API server does.
+pub fn requests(pod: &Pod) -> Resources {
+    let Some(spec) = pod.spec.as_ref() else {
+        return Resources::pod(0, 0);
+    };
+    let one = |c: &k8s_openapi::api::core::v1::Container| {
+        let r = c.resources.as_ref();
+        let get = |key: &str, cpu: bool| {
+            let v = quantity(r.and_then(|r| r.requests.as_ref()), key, cpu);
+            if v > 0 {
+                v
+            } else {
+                quantity(r.and_then(|r| r.limits.as_ref()), key, cpu)
+            }
+        };
+        (get("cpu", true), get("memory", false))
+    };
+    let (mut cpu, mut mem) = spec
+        .containers
+        .iter()
+        .map(one)
+        .fold((0, 0), |a, b| (a.0 + b.0, a.1 + b.1));
+    for (c, m) in spec.init_containers.iter().flatten().map(one) {
+        cpu = cpu.max(c);
+        mem = mem.max(m);
+    }
+    let overhead = spec.overhead.as_ref();
+    Resources::pod(
+        cpu + quantity(overhead, "cpu", true),
+        mem + quantity(overhead, "memory", false),
+    )
+}
+
+fn role(pod: &Pod) -> Role {
+    match pod.labels().get("spark-role").map(String::as_str) {
+        Some("driver") => Role::Driver,
+        _ => Role::Executor,
+    }
+}
+
+fn tenant(pod: &Pod) -> TenantId {
+    pod.labels()
+        .get(TENANT_LABEL)
+        .and_then(|t| TenantId::new(t.clone()).ok())
+        .unwrap_or_else(|| TenantId::new("unowned").expect("valid id"))
+}
+
+fn pool(pod: &Pod) -> Pool {
+    pod.labels()
+        .get(POOL_LABEL)
+        .and_then(|p| p.parse().ok())
+        .unwrap_or(Pool::Shared)
+}
+
+fn name(pod: &Pod) -> String {
+    format!("{}/{}", pod.namespace().unwrap_or_default(), pod.name_any())
+}
+
+/// An API timestamp as chrono time.
+pub fn time(t: &k8s_openapi::apimachinery::pkg::apis::meta::v1::Time) -> DateTime<Utc> {
+    DateTime::from_timestamp(t.0.as_second(), t.0.subsec_nanosecond().max(0) as u32).unwrap_or_default()
+}
+
+/// Whether the pod has ended (its resources are free).
+pub fn finished(pod: &Pod) -> bool {
+    matches!(
+        pod.status.as_ref().and_then(|s| s.phase.as_deref()),
+        Some("Succeeded" | "Failed")
+    )
+}
+
+/// A pod holding resources on node `node`.
+pub fn bound(pod: &Pod, node: usize) -> BoundPod {
+    BoundPod {
+        uid: pod.uid().unwrap_or_default(),
+        name: name(pod),
+        tenant: tenant(pod),
+        pool: pool(pod),
+        role: role(pod),
+        app: pod.labels().get("spark-app-selector").cloned(),
+        node,
+        requests: requests(pod),
+        opportunistic: pod.labels().get(OPPORTUNISTIC_LABEL).is_some_and(|v| v == "true"),
+        bound_at: pod
+            .status
+            .as_ref()
+            .and_then(|s| s.start_time.as_ref())
+            .map(time)
+            .or_else(|| pod.creation_timestamp().map(|t| time(&t)))
+            .unwrap_or_default(),
+        terminating: pod.metadata.deletion_timestamp.is_some(),
+    }
+}
+
+/// The name of a spark-submit driver's `spark.properties` ConfigMap.
+pub fn driver_conf_map(pod: &Pod) -> Option<String> {
+    pod.spec
+        .as_ref()?
+        .volumes
+        .as_ref()?
+        .iter()
+        .find(|v| v.name == DRIVER_CONF_VOLUME)?
+        .config_map
+        .as_ref()
+        .map(|c| c.name.clone())
+}
+
+/// The gang from driver annotations (they win) or its `spark.properties`.
+pub fn gang(pod: &Pod, conf: Option<&ConfigMap>) -> Option<GangSpec> {
+    let ann = pod.annotations();
+    let props: BTreeMap<String, String> = conf
+        .and_then(|c| c.data.as_ref())
+        .and_then(|d| d.get("spark.properties"))
+        .map(|text| {
+            text.lines()
+                .filter(|l| !l.trim_start().starts_with('#'))
+                .filter_map(|l| l.split_once('=').or_else(|| l.split_once(':')))
+                .map(|(k, v)| (k.trim().to_string(), v.trim().replace("\\:", ":")))
+                .collect()
+        })
+        .unwrap_or_default();
+    let executors: i64 = ann
+        .get("sparkcap.io/executor-instances")
+        .or_else(|| props.get("spark.executor.instances"))?
+        .parse()
+        .ok()?;
+    let cpu = ann
+        .get("sparkcap.io/executor-cpu")
+        .or_else(|| props.get("spark.kubernetes.executor.request.cores"))
+        .or_else(|| props.get("spark.executor.cores"))
+        .and_then(|q| parse_cpu(q).ok())
+        .map_or(1000, |m| m.0);
+    let memory = props
+        .get("spark.executor.memory")
+        .and_then(|m| parse_memory(&spark_memory(m)).ok())
+        .map_or(1 << 30, |b| b.0);
+    // Spark adds max(10 %, 384 MiB) of overhead to the executor's memory.
+    let memory = memory + (memory / 10).max(384 << 20);
+    Some(GangSpec {
+        executors: executors.max(0),
+        executor: Resources::pod(cpu, memory),
+    })
+}
+
+/// Spark's memory strings ("1g", "512m") as Kubernetes quantities.
+fn spark_memory(m: &str) -> String {
+    let m = m.trim().to_ascii_lowercase();
+    for (suffix, k8s) in [("g", "Gi"), ("m", "Mi"), ("k", "Ki"), ("t", "Ti")] {
+        if let Some(n) = m.strip_suffix(&format!("{suffix}b")).or_else(|| m.strip_suffix(suffix)) {
+            return format!("{n}{k8s}");
+        }
+    }
+    format!("{m}Mi")
+}
+
+/// A pod waiting for sparkcap to place it.
+pub fn pending(pod: &Pod, gang: Option<GangSpec>, now: DateTime<Utc>) -> PendingPod {
+    let spec = pod.spec.as_ref();
+    let mut node_requirements: Vec<NodeRequirement> = spec
+        .and_then(|s| s.node_selector.as_ref())
+        .into_iter()
+        .flatten()
+        .map(|(k, v)| NodeRequirement::In(k.clone(), vec![v.clone()]))
+        .collect();
+    // Required node affinity: the first term (ORed terms beyond it are rare for Spark).
+    if let Some(term) = spec
+        .and_then(|s| s.affinity.as_ref())
+        .and_then(|a| a.node_affinity.as_ref())
+        .and_then(|a| a.required_during_scheduling_ignored_during_execution.as_ref())
+        .and_then(|r| r.node_selector_terms.first())
+    {
+        for e in term.match_expressions.iter().flatten() {
+            let vals = e.values.clone().unwrap_or_default();
+            node_requirements.push(match e.operator.as_str() {
+                "In" => NodeRequirement::In(e.key.clone(), vals),
+                "NotIn" => NodeRequirement::NotIn(e.key.clone(), vals),
+                "Exists" => NodeRequirement::Exists(e.key.clone()),
+                _ => NodeRequirement::DoesNotExist(e.key.clone()),
+            });
+        }
+    }
+    PendingPod {
+        uid: pod.uid().unwrap_or_default(),
+        name: name(pod),
+        tenant: tenant(pod),
+        pool: pool(pod),
+        role: role(pod),
+        app: pod.labels().get("spark-app-selector").cloned(),
+        requests: requests(pod),
+        tolerations: spec
+            .and_then(|s| s.tolerations.as_ref())
+            .into_iter()
+            .flatten()
+            .map(|t| Toleration {
+                key: t.key.clone().unwrap_or_default(),
+                operator: t.operator.clone().unwrap_or_else(|| "Equal".into()),
+                value: t.value.clone().unwrap_or_default(),
+                effect: t.effect.clone().unwrap_or_default(),
+            })
+            .collect(),
+        node_requirements,
+        gang,
+        created_at: pod.creation_timestamp().map_or(now, |t| time(&t)),
+        last_reason: None,
+        nominated: None,
+    }
+}

@@ -1,0 +1,549 @@
+//! The scheduling decision: pure, over the cluster, the queue and the time.
+//! Order of business: expired reservations, dedicated pods (each tenant's
+//! guarantee, preempting borrowed capacity), draft pods (FIFO), shared pods
+//! (weighted fair share with aging), then leftover shared executors on idle
+//! dedicated capacity.
+
+use crate::fit::{FreeIndex, Misfit, resource_misfit, static_misfit, unschedulable_message};
+use crate::model::{ClusterState, PendingPod, Reservation, Resources, Role};
+use chrono::{DateTime, Utc};
+use sparkcap_ledger::{Pool, TenantId};
+use std::cmp::Reverse;
+use std::collections::{BTreeMap, BinaryHeap, HashMap};
+
+/// One thing for the I/O shell to do.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Action {
+    /// Bind the pod to the node.
+    Bind {
+        /// Pod uid (the binding's precondition).
+        pod: String,
+        /// Node name.
+        node: String,
+        /// Borrowed dedicated capacity: label it, do not charge it.
+        opportunistic: bool,
+    },
+    /// Evict an opportunistic pod through the Eviction API.
+    Evict {
+        /// Victim uid.
+        pod: String,
+        /// Victim namespace/name.
+        name: String,
+        /// Grace period.
+        grace_seconds: i64,
+        /// The pod it makes room for.
+        for_pod: String,
+    },
+    /// Hold executor room for an admitted gang.
+    Reserve(Reservation),
+    /// Drop an application's reservation.
+    Release {
+        /// Application.
+        app: String,
+    },
+    /// Remember that preemption freed `node` for the pod until `until`.
+    Nominate {
+        /// Pod uid.
+        pod: String,
+        /// Node index.
+        node: usize,
+        /// Until.
+        until: DateTime<Utc>,
+    },
+    /// Tell people (a Kubernetes Event on the pod), only when it changed.
+    Event {
+        /// Pod uid.
+        pod: String,
+        /// Pod namespace/name.
+        name: String,
+        /// FailedScheduling, InsufficientBalance, Preempting…
+        reason: &'static str,
+        /// What and why.
+        message: String,
+    },
+}
+
+/// Pods alike for placement: pool, borrowed placement, tolerations and node
+/// requirements, and whether held gang room is theirs to use.
+type ShapeKey = (Pool, bool, u64, bool);
+
+/// Working state of one planning pass.
+struct Pass<'a> {
+    state: &'a ClusterState,
+    now: DateTime<Utc>,
+    index: FreeIndex,
+    /// Non-opportunistic dedicated cpu in use (+ held room) per tenant.
+    dedicated_used: HashMap<TenantId, i64>,
+    /// Shared-pool cpu per tenant.
+    shared_used: HashMap<TenantId, i64>,
+    /// Live reservations by app.
+    reservations: HashMap<String, Reservation>,
+    /// Held room per pool (not usable by others).
+    held: BTreeMap<Pool, Resources>,
+    /// Free resources per pool.
+    pool_free: BTreeMap<Pool, Resources>,
+    /// Equivalence cache: a pod shape that failed at this generation, and why.
+    failed: HashMap<ShapeKey, (u64, Resources, String)>,
+    generation: u64,
+    actions: Vec<Action>,
+}
+
+/// Plans binds, evictions, reservations and events for the pending pods.
+pub fn plan(state: &ClusterState, queue: &[PendingPod], now: DateTime<Utc>) -> Vec<Action> {
+    let mut used = vec![Resources::default(); state.nodes.len()];
+    let mut dedicated_used: HashMap<TenantId, i64> = HashMap::new();
+    let mut shared_used: HashMap<TenantId, i64> = HashMap::new();
+    for p in &state.bound {
+        if let Some(u) = used.get_mut(p.node) {
+            *u = u.plus(&p.requests);
+        }
+        match (p.pool, p.opportunistic) {
+            (Pool::Dedicated, false) => *dedicated_used.entry(p.tenant.clone()).or_default() += p.requests.cpu,
+            (Pool::Shared, false) => *shared_used.entry(p.tenant.clone()).or_default() += p.requests.cpu,
+            _ => {}
+        }
+    }
+    let index = FreeIndex::new(&state.nodes, &used);
+    let mut pool_free: BTreeMap<Pool, Resources> = BTreeMap::new();
+    for (i, n) in state.nodes.iter().enumerate() {
+        if let (Some(p), true) = (n.pool, n.schedulable) {
+            let e = pool_free.entry(p).or_default();
+            *e = e.plus(&index.free[i]);
+        }
+    }
+    let mut pass = Pass {
+        state,
+        now,
+        index,
+        dedicated_used,
+        shared_used,
+        reservations: HashMap::new(),
+        held: BTreeMap::new(),
+        pool_free,
+        failed: HashMap::new(),
+        generation: 0,
+        actions: Vec::new(),
+    };
+    let live_apps: std::collections::HashSet<&str> = state
+        .bound
+        .iter()
+        .filter_map(|p| p.app.as_deref())
+        .chain(queue.iter().filter_map(|p| p.app.as_deref()))
+        .collect();
+    for r in &state.reservations {
+        if r.until <= now || !live_apps.contains(r.app.as_str()) {
+            pass.actions.push(Action::Release { app: r.app.clone() });
+            continue;
+        }
+        pass.hold(r);
+        pass.reservations.insert(r.app.clone(), r.clone());
+    }
+
+    let mut by_pool: BTreeMap<Pool, Vec<&PendingPod>> = BTreeMap::new();
+    for p in queue {
+        by_pool.entry(p.pool).or_default().push(p);
+    }
+    for pods in by_pool.values_mut() {
+        pods.sort_by(|a, b| (a.created_at, &a.uid).cmp(&(b.created_at, &b.uid)));
+    }
+    let mut leftovers: Vec<&PendingPod> = Vec::new();
+    for pod in by_pool.remove(&Pool::Dedicated).unwrap_or_default() {
+        if !pass.place(pod, false) {
+            pass.preempt_or_report(pod);
+        }
+    }
+    for pod in by_pool.remove(&Pool::Draft).unwrap_or_default() {
+        if !pass.place(pod, false) {
+            pass.report(pod, pod.pool);
+        }
+    }
+    for pod in pass.fair_order(by_pool.remove(&Pool::Shared).unwrap_or_default()) {
+        if !pass.place(pod, false) {
+            if pod.role == Role::Executor && pass.lending() {
+                leftovers.push(pod);
+            } else {
+                pass.report(pod, pod.pool);
+            }
+        }
+    }
+    // Idle dedicated capacity goes first to the least-served tenants (R8.5).
+    leftovers.sort_by_key(|p| {
+        (
+            state.tenants.get(&p.tenant).map_or(0, |t| t.recent_utilisation),
+            p.created_at,
+        )
+    });
+    for pod in leftovers {
+        if !pass.place(pod, true) {
+            pass.report(pod, pod.pool);
+        }
+    }
+    pass.actions
+}
+
+impl Pass<'_> {
+    fn hold(&mut self, r: &Reservation) {
+        let e = self.held.entry(r.pool).or_default();
+        *e = e.plus(&r.room);
+        if r.pool == Pool::Dedicated {
+            *self.dedicated_used.entry(r.tenant.clone()).or_default() += r.room.cpu;
+        }
+    }
+
+    fn unhold(&mut self, pool: Pool, tenant: &TenantId, r: &Resources) {
+        let e = self.held.entry(pool).or_default();
+        *e = e.minus(r);
+        if pool == Pool::Dedicated {
+            *self.dedicated_used.entry(tenant.clone()).or_default() -= r.cpu;
+        }
+    }
+
+    /// Whether dedicated capacity has been idle enough, long enough, to lend.
+    fn lending(&self) -> bool {
+        self.state
+            .dedicated_idle_since
+            .is_some_and(|since| self.now - since >= self.state.policy.lend_after)
+    }
+
+    fn guarantee(&self, tenant: &TenantId) -> i64 {
+        self.state.tenants.get(tenant).map_or(0, |t| {
+            t.dedicated_units.saturating_mul(self.state.policy.spark_unit.cpu)
+        })
+    }
+
+    /// Weighted fair order over tenants: least usage per unit of weight
+    /// first, a tenant waiting longer than the aging period counting as idle.
+    fn fair_order<'q>(&self, pods: Vec<&'q PendingPod>) -> Vec<&'q PendingPod> {
+        let mut per_tenant: BTreeMap<&TenantId, std::collections::VecDeque<&'q PendingPod>> = BTreeMap::new();
+        for p in pods {
+            per_tenant.entry(&p.tenant).or_default().push_back(p);
+        }
+        let aging = self.state.policy.aging.num_seconds().max(1);
+        let key = |tenant: &TenantId, usage: i64, head: &PendingPod| -> i64 {
+            let weight = self.state.tenants.get(tenant).map_or(1, |t| t.weight.max(1));
+            let waited = (self.now - head.created_at).num_seconds().clamp(0, aging);
+            // usage/weight, scaled down linearly to zero as the head ages.
+            (usage.saturating_mul(1_000_000) / weight).saturating_mul(aging - waited) / aging
+        };
+        let mut usage: HashMap<&TenantId, i64> = HashMap::new();
+        let mut heap = BinaryHeap::new();
+        for (t, q) in &per_tenant {
+            let u = self.shared_used.get(*t).copied().unwrap_or(0);
+            usage.insert(t, u);
+            heap.push(Reverse((key(t, u, q[0]), q[0].created_at, *t)));
+        }
+        let mut out = Vec::new();
+        while let Some(Reverse((_, _, t))) = heap.pop() {
+            let q = per_tenant.get_mut(t).expect("queued tenant");
+            let pod = q.pop_front().expect("non-empty");
+            out.push(pod);
+            // Assume it binds: the next pick sees its share grow.
+            let u = usage.entry(t).or_default();
+            *u += pod.requests.cpu;
+            if let Some(next) = q.front() {
+                heap.push(Reverse((key(t, *u, next), next.created_at, t)));
+            }
+        }
+        out
+    }
+
+    fn shape(pod: &PendingPod) -> u64 {
+        use std::hash::{Hash, Hasher};
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        pod.tolerations.hash(&mut h);
+        pod.node_requirements.hash(&mut h);
+        h.finish()
+    }
+
+    /// Places one pod if it may and can; records why not otherwise.
+    fn place(&mut self, pod: &PendingPod, opportunistic: bool) -> bool {
+        let tenant = self.state.tenants.get(&pod.tenant).cloned().unwrap_or_default();
+        let target = if opportunistic { Pool::Dedicated } else { pod.pool };
+        let app_reservation = pod
+            .app
+            .as_ref()
+            .filter(|_| pod.role == Role::Executor && !opportunistic)
+            .and_then(|a| self.reservations.get(a))
+            .filter(|r| r.room.fits(&pod.requests))
+            .cloned();
+        // The money check at bind: admission may be minutes old.
+        if pod.role == Role::Driver && pod.pool != Pool::Dedicated && tenant.exhausted {
+            self.event(
+                pod,
+                "InsufficientBalance",
+                format!(
+                    "tenant {} has no vCPU-hours left; the driver waits until a purchase (running applications are not affected)",
+                    pod.tenant
+                ),
+            );
+            return true;
+        }
+        let gang_room = match (pod.role, pod.gang) {
+            (Role::Driver, Some(g)) => g.executor.times(g.executors),
+            _ => Resources::default(),
+        };
+        let need_total = pod.requests.plus(&gang_room);
+        if app_reservation.is_none() {
+            // Entitlement: dedicated pods within their tenant's units.
+            if target == Pool::Dedicated && !opportunistic {
+                let used = self.dedicated_used.get(&pod.tenant).copied().unwrap_or(0);
+                let guarantee = self.guarantee(&pod.tenant);
+                if used + need_total.cpu > guarantee {
+                    self.event(
+                        pod,
+                        "FailedScheduling",
+                        format!(
+                            "tenant {}'s dedicated units are in use: this needs {} mCPU{}, {} of {} mCPU are free",
+                            pod.tenant,
+                            need_total.cpu,
+                            if gang_room.cpu > 0 { " with its executors" } else { "" },
+                            (guarantee - used).max(0),
+                            guarantee
+                        ),
+                    );
+                    return true;
+                }
+            }
+            // Room held for other gangs is not ours to take.
+            let free = self.pool_free.get(&target).copied().unwrap_or_default();
+            let held = self.held.get(&target).copied().unwrap_or_default();
+            if !free.minus(&held).fits(&need_total) {
+                return false;
+            }
+        }
+        let key = (target, opportunistic, Self::shape(pod), app_reservation.is_some());
+        if let Some((generation, smaller, _)) = self.failed.get(&key)
+            && *generation == self.generation
+            && smaller.fits(&pod.requests)
+        {
+            return false;
+        }
+        let spread = pod.role == Role::Driver && target != Pool::Dedicated;
+        let mut chosen = None;
+        for i in self.index.candidates(target, pod.requests.cpu, spread) {
+            let node = &self.state.nodes[i];
+            if static_misfit(node, pod, target, opportunistic).is_none()
+                && resource_misfit(&self.index.free[i], &pod.requests).is_none()
+            {
+                chosen = Some(i);
+                break;
+            }
+        }
+        let Some(i) = chosen else {
+            self.failed.insert(key, (self.generation, pod.requests, String::new()));
+            return false;
+        };
+        self.generation += 1;
+        self.index.take(&self.state.nodes, i, &pod.requests);
+        let pf = self.pool_free.entry(target).or_default();
+        *pf = pf.minus(&pod.requests);
+        match (target, opportunistic) {
+            (Pool::Dedicated, false) if app_reservation.is_none() => {
+                *self.dedicated_used.entry(pod.tenant.clone()).or_default() += pod.requests.cpu
+            }
+            (Pool::Shared, _) => *self.shared_used.entry(pod.tenant.clone()).or_default() += pod.requests.cpu,
+            _ => {}
+        }
+        if let Some(mut r) = app_reservation {
+            // The executor's room was held for it: move it from held to used.
+            self.unhold(r.pool, &r.tenant, &pod.requests);
+            if r.pool == Pool::Dedicated {
+                *self.dedicated_used.entry(pod.tenant.clone()).or_default() += pod.requests.cpu;
+            }
+            r.room = r.room.minus(&pod.requests);
+            if r.room.pods <= 0 || r.room.cpu <= 0 {
+                self.reservations.remove(&r.app);
+                self.actions.push(Action::Release { app: r.app.clone() });
+            } else {
+                self.reservations.insert(r.app.clone(), r.clone());
+                self.actions.push(Action::Reserve(r));
+            }
+        }
+        self.actions.push(Action::Bind {
+            pod: pod.uid.clone(),
+            node: self.state.nodes[i].name.clone(),
+            opportunistic,
+        });
+        if let (Some(app), true) = (&pod.app, gang_room.pods > 0) {
+            let r = Reservation {
+                app: app.clone(),
+                tenant: pod.tenant.clone(),
+                pool: pod.pool,
+                room: gang_room,
+                until: self.now + self.state.policy.reservation_ttl,
+            };
+            self.hold(&r);
+            self.reservations.insert(app.clone(), r.clone());
+            self.actions.push(Action::Reserve(r));
+        }
+        true
+    }
+
+    fn event(&mut self, pod: &PendingPod, reason: &'static str, message: String) {
+        if pod.last_reason.as_deref() != Some(message.as_str()) {
+            self.actions.push(Action::Event {
+                pod: pod.uid.clone(),
+                name: pod.name.clone(),
+                reason,
+                message,
+            });
+        }
+    }
+
+    /// Reports why no node fits, counting each node's first misfit.
+    fn report(&mut self, pod: &PendingPod, pool: Pool) {
+        let reserved =
+            pod.role == Role::Executor && pod.app.as_ref().is_some_and(|a| self.reservations.contains_key(a));
+        let key = (pool, false, Self::shape(pod), reserved);
+        if let Some((generation, smaller, reason)) = self.failed.get(&key)
+            && *generation == self.generation
+            && smaller.fits(&pod.requests)
+            && !reason.is_empty()
+        {
+            let reason = reason.clone();
+            self.event(pod, "FailedScheduling", reason);
+            return;
+        }
+        let mut counts: BTreeMap<Misfit, usize> = BTreeMap::new();
+        for (i, node) in self.state.nodes.iter().enumerate() {
+            let m =
+                static_misfit(node, pod, pool, false).or_else(|| resource_misfit(&self.index.free[i], &pod.requests));
+            *counts.entry(m.unwrap_or(Misfit::Cpu)).or_default() += 1;
+        }
+        let free = self.pool_free.get(&pool).copied().unwrap_or_default();
+        let held = self.held.get(&pool).copied().unwrap_or_default();
+        let mut message = unschedulable_message(self.state.nodes.len(), &counts, pool);
+        if held.cpu > 0 && !free.minus(&held).fits(&pod.requests) && free.fits(&pod.requests) {
+            message.push_str(&format!(
+                " {} mCPU of pool {pool} are held for admitted Spark applications' executors.",
+                held.cpu
+            ));
+        }
+        self.failed
+            .insert(key, (self.generation, pod.requests, message.clone()));
+        self.event(pod, "FailedScheduling", message);
+    }
+
+    /// A dedicated pod that does not fit: evict the fewest, newest borrowed
+    /// pods on one node so that it does, unless that is already under way.
+    fn preempt_or_report(&mut self, pod: &PendingPod) {
+        if let Some((node, until)) = pod.nominated
+            && until > self.now
+            && self.state.bound.iter().any(|b| b.node == node && b.terminating)
+        {
+            return; // victims are still terminating: their room is coming.
+        }
+        let Some(Victims { node, pods: victims }) = self.choose_victims(pod) else {
+            self.report(pod, Pool::Dedicated);
+            return;
+        };
+        let grace = self.state.policy.eviction_grace_seconds;
+        for v in &victims {
+            self.actions.push(Action::Evict {
+                pod: v.0.clone(),
+                name: v.1.clone(),
+                grace_seconds: grace,
+                for_pod: pod.uid.clone(),
+            });
+        }
+        self.actions.push(Action::Nominate {
+            pod: pod.uid.clone(),
+            node,
+            until: self.now + chrono::TimeDelta::seconds(grace + 10),
+        });
+        self.event(
+            pod,
+            "Preempting",
+            format!(
+                "evicting {} borrowed pod(s) on {} to give tenant {} its dedicated capacity",
+                victims.len(),
+                self.state.nodes[node].name,
+                pod.tenant
+            ),
+        );
+    }
+
+    /// The node needing the fewest opportunistic victims (newest first), ties
+    /// broken by newer victims.
+    pub(crate) fn choose_victims(&self, pod: &PendingPod) -> Option<Victims> {
+        choose_victims(self.state, &self.index.free, pod)
+    }
+}
+
+/// Where preemption makes room, and whom it evicts (uid, namespace/name).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Victims {
+    /// Node index.
+    pub node: usize,
+    /// The pods to evict.
+    pub pods: Vec<(String, String)>,
+}
+
+/// Victim selection, shared with the benchmark: for every dedicated node the
+/// pod could use, take its live opportunistic pods newest first until the pod
+/// fits; pick the node needing the fewest.
+pub fn choose_victims(state: &ClusterState, free: &[Resources], pod: &PendingPod) -> Option<Victims> {
+    let mut borrowed: HashMap<usize, Vec<&crate::model::BoundPod>> = HashMap::new();
+    for b in &state.bound {
+        if b.opportunistic && !b.terminating {
+            borrowed.entry(b.node).or_default().push(b);
+        }
+    }
+    // The best so far, with its oldest victim's bind time (ties go to newer victims).
+    let mut best: Option<(Victims, DateTime<Utc>)> = None;
+    for (node, mut victims) in borrowed {
+        if static_misfit(&state.nodes[node], pod, Pool::Dedicated, false).is_some() {
+            continue;
+        }
+        victims.sort_by(|a, b| b.bound_at.cmp(&a.bound_at).then_with(|| a.uid.cmp(&b.uid)));
+        let mut room = free[node];
+        let mut chosen = Vec::new();
+        for v in victims {
+            if room.fits(&pod.requests) {
+                break;
+            }
+            room = room.plus(&v.requests);
+            chosen.push(v);
+        }
+        if !room.fits(&pod.requests) || chosen.is_empty() {
+            continue;
+        }
+        let oldest = chosen.iter().map(|v| v.bound_at).min().expect("non-empty");
+        let better = match &best {
+            None => true,
+            Some((b, b_oldest)) => chosen.len() < b.pods.len() || (chosen.len() == b.pods.len() && oldest > *b_oldest),
+        };
+        if better {
+            let pods = chosen.iter().map(|v| (v.uid.clone(), v.name.clone())).collect();
+            best = Some((Victims { node, pods }, oldest));
+        }
+    }
+    best.map(|(v, _)| v)
+}
+
+/// Tracks since when dedicated capacity has been idle above the lending
+/// threshold: the new `dedicated_idle_since`.
+pub fn observe_dedicated_idle(state: &ClusterState, now: DateTime<Utc>) -> Option<DateTime<Utc>> {
+    let capacity: i64 = state
+        .nodes
+        .iter()
+        .filter(|n| n.pool == Some(Pool::Dedicated) && n.schedulable)
+        .map(|n| n.allocatable.cpu)
+        .sum();
+    let used: i64 = state
+        .bound
+        .iter()
+        .filter(|b| b.pool == Pool::Dedicated && !b.opportunistic)
+        .map(|b| b.requests.cpu)
+        .sum();
+    let idle_permille = if capacity > 0 {
+        (capacity - used) * 1000 / capacity
+    } else {
+        0
+    };
+    if idle_permille > state.policy.lend_idle_permille {
+        Some(state.dedicated_idle_since.unwrap_or(now))
+    } else {
+        None
+    }
+}

@@ -1,0 +1,337 @@
+//! The kube I/O shell: watches nodes and pods, builds the model, runs
+//! [`plan`], and carries out its actions — bindings with the pod's uid as
+//! precondition, evictions through the Eviction API, Events — remembering
+//! what the API server has not shown back yet (assumed binds).
+
+use crate::model::{ClusterState, GangSpec, Policy, Reservation, TenantState};
+use crate::observe::{self, SCHEDULER_NAME};
+use crate::plan::{Action, observe_dedicated_idle, plan};
+use chrono::{DateTime, TimeDelta, Utc};
+use futures::StreamExt;
+use k8s_openapi::api::core::v1::{ConfigMap, Event, Node, Pod};
+use kube::api::{Patch, PatchParams, PostParams};
+use kube::runtime::reflector::{self, Store};
+use kube::runtime::{WatchStreamExt, watcher};
+use kube::{Api, Client, ResourceExt};
+use serde_json::json;
+use sparkcap_ledger::{BalanceState, LedgerStore, McSeconds, TenantId};
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// How long a spark-submit driver waits for its `spark.properties`
+/// ConfigMap (which Spark creates right after the pod) before it is placed
+/// without knowing its executors.
+pub const GANG_CONF_WAIT: TimeDelta = TimeDelta::seconds(10);
+
+/// What the shell remembers between passes.
+#[derive(Debug, Default)]
+struct Memory {
+    reservations: Vec<Reservation>,
+    nominated: HashMap<String, (usize, DateTime<Utc>)>,
+    last_reason: HashMap<String, String>,
+    dedicated_idle_since: Option<DateTime<Utc>>,
+    /// Binds sent but not yet seen in the watch: uid → (node, until).
+    assumed: HashMap<String, (String, DateTime<Utc>)>,
+    /// Gangs read from drivers' ConfigMaps, by pod uid.
+    gangs: HashMap<String, Option<GangSpec>>,
+    tenants: HashMap<TenantId, TenantState>,
+    tenants_at: Option<DateTime<Utc>>,
+}
+
+/// The scheduler loop's settings.
+#[derive(Debug, Clone)]
+pub struct ShellConfig {
+    /// Policy for `plan`.
+    pub policy: Policy,
+    /// Time between passes.
+    pub period: Duration,
+    /// Time between ledger refreshes of tenants' entitlements and balances.
+    pub tenants_refresh: TimeDelta,
+}
+
+impl Default for ShellConfig {
+    fn default() -> Self {
+        Self {
+            policy: Policy::default(),
+            period: Duration::from_millis(200),
+            tenants_refresh: TimeDelta::seconds(5),
+        }
+    }
+}
+
+fn spawn_reflector<K>(api: Api<K>) -> Store<K>
+where
+    K: kube::Resource + Clone + std::fmt::Debug + serde::de::DeserializeOwned + Send + Sync + 'static,
+    K::DynamicType: Default + Eq + std::hash::Hash + Clone,
+{
+    let (reader, writer) = reflector::store();
+    let stream = reflector::reflector(writer, watcher(api, watcher::Config::default()).default_backoff());
+    tokio::spawn(async move {
+        let mut s = stream.boxed();
+        while let Some(e) = s.next().await {
+            if let Err(e) = e {
+                tracing::warn!(error = %e, "watch failed; retrying");
+            }
+        }
+    });
+    reader
+}
+
+/// Schedules until `shutdown` completes.
+pub async fn run(
+    client: Client,
+    store: Arc<dyn LedgerStore>,
+    config: ShellConfig,
+    shutdown: impl std::future::Future<Output = ()>,
+) -> anyhow::Result<()> {
+    let nodes = spawn_reflector(Api::<Node>::all(client.clone()));
+    let pods = spawn_reflector(Api::<Pod>::all(client.clone()));
+    nodes.wait_until_ready().await?;
+    pods.wait_until_ready().await?;
+    let mut memory = Memory::default();
+    let mut tick = tokio::time::interval(config.period);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    tokio::pin!(shutdown);
+    loop {
+        tokio::select! {
+            _ = &mut shutdown => return Ok(()),
+            _ = tick.tick() => {}
+        }
+        if let Err(e) = pass(&client, store.as_ref(), &config, &nodes, &pods, &mut memory).await {
+            tracing::warn!(error = %e, "scheduling pass failed");
+        }
+    }
+}
+
+async fn refresh_tenants(store: &dyn LedgerStore, memory: &mut Memory, now: DateTime<Utc>) -> anyhow::Result<()> {
+    let mut tenants = HashMap::new();
+    for s in store.summaries(now).await? {
+        let b = &s.balance;
+        let recent = if b.purchased > McSeconds::ZERO {
+            (b.consumed_last_24h.0.saturating_mul(1000) / b.purchased.0).clamp(0, 1000)
+        } else {
+            0
+        };
+        tenants.insert(
+            s.tenant.id.clone(),
+            TenantState {
+                dedicated_units: s.dedicated_units,
+                weight: b.purchased.0 / McSeconds::from_vcpu_hours(1).0,
+                exhausted: b.state == BalanceState::Exhausted,
+                recent_utilisation: recent,
+            },
+        );
+    }
+    memory.tenants = tenants;
+    memory.tenants_at = Some(now);
+    Ok(())
+}
+
+async fn pass(
+    client: &Client,
+    store: &dyn LedgerStore,
+    config: &ShellConfig,
+    nodes: &Store<Node>,
+    pods: &Store<Pod>,
+    memory: &mut Memory,
+) -> anyhow::Result<()> {
+    let now = Utc::now();
+    if memory.tenants_at.is_none_or(|t| now - t >= config.tenants_refresh) {
+        refresh_tenants(store, memory, now).await?;
+    }
+    let mut state = ClusterState {
+        nodes: nodes.state().iter().map(|n| observe::node(n)).collect(),
+        tenants: memory.tenants.clone(),
+        reservations: memory.reservations.clone(),
+        dedicated_idle_since: memory.dedicated_idle_since,
+        policy: config.policy.clone(),
+        ..ClusterState::default()
+    };
+    let index: HashMap<String, usize> = state
+        .nodes
+        .iter()
+        .enumerate()
+        .map(|(i, n)| (n.name.clone(), i))
+        .collect();
+    let mut queue = Vec::new();
+    let mut by_uid: HashMap<String, Arc<Pod>> = HashMap::new();
+    memory.assumed.retain(|_, (_, until)| *until > now);
+    for pod in pods.state() {
+        if observe::finished(&pod) {
+            continue;
+        }
+        let uid = pod.uid().unwrap_or_default();
+        let spec = pod.spec.as_ref();
+        let node_name = spec
+            .and_then(|s| s.node_name.clone())
+            .or_else(|| memory.assumed.get(&uid).map(|a| a.0.clone()));
+        if let Some(n) = node_name {
+            memory
+                .assumed
+                .remove(&uid)
+                .filter(|_| spec.and_then(|s| s.node_name.as_ref()).is_none())
+                .map(|a| memory.assumed.insert(uid.clone(), a));
+            if let Some(&i) = index.get(&n) {
+                state.bound.push(observe::bound(&pod, i));
+            }
+            continue;
+        }
+        if spec.and_then(|s| s.scheduler_name.as_deref()) != Some(SCHEDULER_NAME)
+            || pod.metadata.deletion_timestamp.is_some()
+        {
+            continue;
+        }
+        let mut gang = None;
+        if pod.labels().get("spark-role").map(String::as_str) == Some("driver") {
+            match memory.gangs.get(&uid) {
+                Some(g) => gang = *g,
+                None => {
+                    let conf = match observe::driver_conf_map(&pod) {
+                        Some(name) => {
+                            Api::<ConfigMap>::namespaced(client.clone(), &pod.namespace().unwrap_or_default())
+                                .get_opt(&name)
+                                .await?
+                        }
+                        None => None,
+                    };
+                    let age = now - pod.creation_timestamp().map_or(now, |t| observe::time(&t));
+                    if conf.is_none()
+                        && observe::driver_conf_map(&pod).is_some()
+                        && age < GANG_CONF_WAIT
+                        && !pod.annotations().contains_key("sparkcap.io/executor-instances")
+                    {
+                        continue; // its ConfigMap is on its way
+                    }
+                    gang = observe::gang(&pod, conf.as_ref());
+                    memory.gangs.insert(uid.clone(), gang);
+                }
+            }
+        }
+        let mut p = observe::pending(&pod, gang, now);
+        p.last_reason = memory.last_reason.get(&uid).cloned();
+        p.nominated = memory.nominated.get(&uid).copied();
+        by_uid.insert(uid, pod.clone());
+        queue.push(p);
+    }
+    memory.dedicated_idle_since = observe_dedicated_idle(&state, now);
+    state.dedicated_idle_since = memory.dedicated_idle_since;
+    if queue.is_empty() && state.reservations.is_empty() {
+        return Ok(());
+    }
+    let all_pods: HashMap<String, Arc<Pod>> = pods
+        .state()
+        .into_iter()
+        .map(|p| (p.uid().unwrap_or_default(), p))
+        .collect();
+    for action in plan(&state, &queue, now) {
+        match action {
+            Action::Bind {
+                pod,
+                node,
+                opportunistic,
+            } => {
+                let Some(p) = by_uid.get(&pod) else { continue };
+                match bind(client, p, &node, opportunistic).await {
+                    Ok(()) => {
+                        memory.assumed.insert(pod.clone(), (node, now + TimeDelta::seconds(30)));
+                        memory.last_reason.remove(&pod);
+                        memory.nominated.remove(&pod);
+                    }
+                    Err(e) => tracing::warn!(pod = %p.name_any(), error = %e, "bind failed; will retry"),
+                }
+            }
+            Action::Evict { pod, grace_seconds, .. } => {
+                if let Some(p) = all_pods.get(&pod)
+                    && let Err(e) = evict(client, p, grace_seconds).await
+                {
+                    tracing::warn!(pod = %p.name_any(), error = %e, "eviction failed");
+                }
+            }
+            Action::Reserve(r) => {
+                memory.reservations.retain(|x| x.app != r.app);
+                memory.reservations.push(r);
+            }
+            Action::Release { app } => memory.reservations.retain(|x| x.app != app),
+            Action::Nominate { pod, node, until } => {
+                memory.nominated.insert(pod, (node, until));
+            }
+            Action::Event {
+                pod, reason, message, ..
+            } => {
+                let Some(p) = by_uid.get(&pod) else { continue };
+                match event(client, p, reason, &message, now).await {
+                    Ok(()) => {
+                        memory.last_reason.insert(pod, message);
+                    }
+                    Err(e) => tracing::warn!(error = %e, "recording an event failed"),
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+async fn bind(client: &Client, pod: &Pod, node: &str, opportunistic: bool) -> kube::Result<()> {
+    let api = Api::<Pod>::namespaced(client.clone(), &pod.namespace().unwrap_or_default());
+    let name = pod.name_any();
+    if opportunistic {
+        api.patch(
+            &name,
+            &PatchParams::default(),
+            &Patch::Merge(json!({"metadata": {"labels": {observe::OPPORTUNISTIC_LABEL: "true"}}})),
+        )
+        .await?;
+    }
+    let binding = json!({
+        "apiVersion": "v1", "kind": "Binding",
+        "metadata": {"name": name, "uid": pod.uid()},
+        "target": {"apiVersion": "v1", "kind": "Node", "name": node}
+    });
+    match api
+        .create_subresource::<_, serde_json::Value>("binding", &name, &PostParams::default(), &binding)
+        .await
+    {
+        Ok(_) => Ok(()),
+        // Ambiguous or lost race: what the server holds decides.
+        Err(e) => match api.get_opt(&name).await? {
+            Some(now) if now.spec.as_ref().and_then(|s| s.node_name.as_deref()) == Some(node) => Ok(()),
+            _ => Err(e),
+        },
+    }
+}
+
+/// Evicts through the Eviction API. The body is built by hand: kube 5's
+/// `Api::evict` sends its options as `delete_options`, which the API server
+/// ignores, so the grace period would be lost.
+async fn evict(client: &Client, pod: &Pod, grace_seconds: i64) -> kube::Result<()> {
+    let api = Api::<Pod>::namespaced(client.clone(), &pod.namespace().unwrap_or_default());
+    let body = json!({
+        "apiVersion": "policy/v1", "kind": "Eviction",
+        "metadata": {"name": pod.name_any(), "namespace": pod.namespace()},
+        "deleteOptions": {"gracePeriodSeconds": grace_seconds, "preconditions": {"uid": pod.uid()}}
+    });
+    api.create_subresource::<_, serde_json::Value>("eviction", &pod.name_any(), &PostParams::default(), &body)
+        .await
+        .map(|_| ())
+}
+
+async fn event(client: &Client, pod: &Pod, reason: &str, message: &str, now: DateTime<Utc>) -> kube::Result<()> {
+    let ns = pod.namespace().unwrap_or_default();
+    let stamp = now.to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+    let ev: Event = serde_json::from_value(json!({
+        "metadata": {"generateName": format!("{}.", pod.name_any()), "namespace": ns},
+        "involvedObject": {"apiVersion": "v1", "kind": "Pod", "name": pod.name_any(), "namespace": ns, "uid": pod.uid()},
+        "reason": reason,
+        "message": message,
+        "type": if reason == "Preempting" { "Normal" } else { "Warning" },
+        "source": {"component": SCHEDULER_NAME},
+        "reportingComponent": SCHEDULER_NAME,
+        "firstTimestamp": stamp, "lastTimestamp": stamp, "count": 1
+    }))
+    .expect("a valid Event");
+    Api::<Event>::namespaced(client.clone(), &ns)
+        .create(&PostParams::default(), &ev)
+        .await
+        .map(|_| ())
+}

@@ -1,0 +1,225 @@
+//! sparkcap-scheduler end to end on the test control plane with the webhook
+//! and simulated kubelets: Spark pods routed by the webhook are bound by the
+//! scheduler and run; what cannot fit gets kube-scheduler's kind of Event;
+//! the real spark-submit's driver is bound with its gang's room held.
+
+use k8s_openapi::api::core::v1::{Event, Pod};
+use kube::Api;
+use kube::api::{ListParams, PostParams};
+use serde_json::json;
+use sparkcap_ledger::{LedgerStore, MemoryStore};
+use sparkcap_scheduler::shell::{self, ShellConfig};
+use sparkcap_testkit::apiserver::ApiServer;
+use sparkcap_testkit::devcluster::{NodesFile, TenantsFile, register_node, seed};
+use sparkcap_testkit::kubelet::Kubelet;
+use sparkcap_webhook::view::Settings;
+use std::sync::Arc;
+use std::time::Duration;
+
+struct Cluster {
+    server: ApiServer,
+    _kubelets: Vec<Kubelet>,
+    _webhook: sparkcap_testkit::webhook::RunningWebhook,
+    _stop: tokio::sync::oneshot::Sender<()>,
+}
+
+async fn cluster(name: &str) -> Cluster {
+    let server = ApiServer::new();
+    let nodes = NodesFile::default_nodes();
+    for n in &nodes.nodes {
+        register_node(&server, n).unwrap();
+    }
+    let kubelets = nodes.nodes.iter().map(|n| Kubelet::start(&server, &n.name)).collect();
+    let store: Arc<dyn LedgerStore> = Arc::new(MemoryStore::new());
+    let tenants = TenantsFile::parse("tenants:\n- id: acme\n  vcpu_hours: 500\n").unwrap();
+    seed(&server, store.as_ref(), &nodes, &tenants).await.unwrap();
+    let dir = std::env::temp_dir().join(format!("sparkcap-sched-{name}-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let webhook = sparkcap_testkit::webhook::start(&server, store.clone(), Settings::default(), &dir)
+        .await
+        .unwrap();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let client = server.client();
+    tokio::spawn(async move {
+        shell::run(client, store, ShellConfig::default(), async move {
+            let _ = stopped.await;
+        })
+        .await
+        .unwrap();
+    });
+    Cluster {
+        server,
+        _kubelets: kubelets,
+        _webhook: webhook,
+        _stop: stop,
+    }
+}
+
+fn driver(name: &str, cpu: &str) -> Pod {
+    serde_json::from_value(json!({
+        "metadata": {"name": name, "labels": {"spark-role": "driver", "spark-app-selector": format!("spark-{name}"), "spark-app-name": name},
+                     "annotations": {"sim.sparkcap.io/run-seconds": "3600", "sparkcap.io/executor-instances": "0"}},
+        "spec": {"containers": [{"name": "spark-kubernetes-driver", "image": "apache/spark:3.5.3",
+                                 "resources": {"requests": {"cpu": cpu, "memory": "1Gi"}}}]}
+    }))
+    .unwrap()
+}
+
+async fn wait_for<T>(what: &str, mut f: impl AsyncFnMut() -> Option<T>) -> T {
+    for _ in 0..150 {
+        if let Some(v) = f().await {
+            return v;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("timed out waiting for {what}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn spark_pods_are_bound_and_run_or_told_why_not() {
+    let c = cluster("bind").await;
+    let pods: Api<Pod> = Api::namespaced(c.server.client(), "tenant-acme");
+    pods.create(&PostParams::default(), &driver("ingest", "2"))
+        .await
+        .unwrap();
+    let running = wait_for("the driver to run", async || {
+        let p = pods.get("ingest").await.ok()?;
+        (p.status.as_ref()?.phase.as_deref() == Some("Running")).then_some(p)
+    })
+    .await;
+    let spec = running.spec.unwrap();
+    // A new job's first runs go to the draft pool (the webhook's choice), and the scheduler honours it.
+    assert_eq!(running.metadata.labels.unwrap()["sparkcap.io/pool"], "draft");
+    assert_eq!(spec.node_name.as_deref(), Some("draft-1"));
+
+    // 14 more cores fill the 16-core draft node; 15 more fit nowhere: that
+    // pod stays Pending with a kube-scheduler-style Event.
+    pods.create(&PostParams::default(), &driver("huge", "14"))
+        .await
+        .unwrap();
+    pods.create(&PostParams::default(), &driver("huge2", "15"))
+        .await
+        .unwrap();
+    let events: Api<Event> = Api::namespaced(c.server.client(), "tenant-acme");
+    let message = wait_for("a FailedScheduling event", async || {
+        events
+            .list(&ListParams::default())
+            .await
+            .ok()?
+            .items
+            .into_iter()
+            .find(|e| e.reason.as_deref() == Some("FailedScheduling"))
+            .and_then(|e| e.message)
+    })
+    .await;
+    assert_eq!(
+        message,
+        "0/3 nodes are available: 1 Insufficient cpu, 2 node(s) didn't match pool draft."
+    );
+    let bound: Vec<String> = pods
+        .list(&ListParams::default())
+        .await
+        .unwrap()
+        .items
+        .into_iter()
+        .filter(|p| p.spec.as_ref().and_then(|s| s.node_name.as_ref()).is_some())
+        .map(|p| p.metadata.name.unwrap())
+        .collect();
+    assert_eq!(bound.len(), 2, "ingest and the 14-core driver: {bound:?}");
+    assert!(!bound.contains(&"huge2".to_string()));
+}
+
+fn java_available() -> bool {
+    std::process::Command::new("java")
+        .arg("-version")
+        .output()
+        .is_ok_and(|o| o.status.success())
+}
+
+/// The real spark-submit: its driver is routed by the webhook, held until its
+/// `spark.properties` ConfigMap says how many executors it will start, then
+/// bound with their room held, and run by the simulated kubelet.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn real_spark_submit_driver_is_scheduled_with_its_gang() {
+    if !java_available() {
+        eprintln!("\n*** SKIPPED: java is not installed, so the real spark-submit cannot run ***\n");
+        return;
+    }
+    let spark = std::env::var_os("SPARK_HOME")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| {
+            std::path::PathBuf::from(std::env::var_os("HOME").unwrap_or_default())
+                .join(".cache/sparkcap/pyspark-3.5.3/deps")
+        });
+    assert!(
+        spark.join("bin/spark-submit").exists(),
+        "Spark not found at {}: run ./scripts/fetch-spark.sh",
+        spark.display()
+    );
+    let c = cluster("spark").await;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let dir = std::env::temp_dir().join(format!("sparkcap-sched-spark-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let kubeconfig = dir.join("kubeconfig");
+    sparkcap_testkit::devcluster::write_kubeconfig(&kubeconfig, &url, None).unwrap();
+    tokio::spawn(sparkcap_testkit::devcluster::serve(c.server.clone(), listener));
+    let out = tokio::process::Command::new(spark.join("bin/spark-submit"))
+        .env("SPARK_HOME", &spark)
+        .env("KUBECONFIG", &kubeconfig)
+        .env("SPARK_LOCAL_IP", "127.0.0.1")
+        .args([
+            "--master",
+            &format!("k8s://{url}"),
+            "--deploy-mode",
+            "cluster",
+            "--name",
+            "ingest-orders",
+            "--class",
+            "org.apache.spark.examples.SparkPi",
+            "--conf",
+            "spark.kubernetes.namespace=tenant-acme",
+            "--conf",
+            "spark.kubernetes.container.image=apache/spark:3.5.3",
+            "--conf",
+            "spark.executor.instances=3",
+            "--conf",
+            "spark.executor.cores=2",
+            "--conf",
+            "spark.kubernetes.submission.waitAppCompletion=false",
+            "local:///opt/spark/examples/jars/spark-examples.jar",
+            "100",
+        ])
+        .output()
+        .await
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let pods: Api<Pod> = Api::namespaced(c.server.client(), "tenant-acme");
+    let running = wait_for("the spark-submit driver to run", async || {
+        let p = pods.list(&ListParams::default()).await.ok()?.items.into_iter().next()?;
+        (p.status.as_ref()?.phase.as_deref() == Some("Running")).then_some(p)
+    })
+    .await;
+    assert_eq!(running.spec.unwrap().node_name.as_deref(), Some("draft-1"));
+    // Its 3 × 2 executor cores are held: a 10-core pod does not fit in the 16 − 1 − 6 left.
+    pods.create(&PostParams::default(), &driver("late", "10"))
+        .await
+        .unwrap();
+    let events: Api<Event> = Api::namespaced(c.server.client(), "tenant-acme");
+    let message = wait_for("a FailedScheduling event", async || {
+        events
+            .list(&ListParams::default())
+            .await
+            .ok()?
+            .items
+            .into_iter()
+            .find(|e| e.reason.as_deref() == Some("FailedScheduling"))
+            .and_then(|e| e.message)
+    })
+    .await;
+    assert!(
+        message.contains("6000 mCPU of pool draft are held for admitted Spark applications' executors"),
+        "{message}"
+    );
+    std::fs::remove_dir_all(&dir).ok();
+}
