@@ -86,6 +86,8 @@ struct Pass<'a> {
     failed: HashMap<ShapeKey, (u64, Resources, String)>,
     generation: u64,
     actions: Vec<Action>,
+    /// Borrowed pods by node, built on the first preemption.
+    borrowed: Option<Borrowed<'a>>,
 }
 
 /// Plans binds, evictions, reservations and events for the pending pods.
@@ -123,6 +125,7 @@ pub fn plan(state: &ClusterState, queue: &[PendingPod], now: DateTime<Utc>) -> V
         failed: HashMap::new(),
         generation: 0,
         actions: Vec::new(),
+        borrowed: None,
     };
     let live_apps: std::collections::HashSet<&str> = state
         .bound
@@ -181,7 +184,7 @@ pub fn plan(state: &ClusterState, queue: &[PendingPod], now: DateTime<Utc>) -> V
     pass.actions
 }
 
-impl Pass<'_> {
+impl<'a> Pass<'a> {
     fn hold(&mut self, r: &Reservation) {
         let e = self.held.entry(r.pool).or_default();
         *e = e.plus(&r.room);
@@ -465,8 +468,9 @@ impl Pass<'_> {
 
     /// The node needing the fewest opportunistic victims (newest first), ties
     /// broken by newer victims.
-    pub(crate) fn choose_victims(&self, pod: &PendingPod) -> Option<Victims> {
-        choose_victims(self.state, &self.index.free, pod)
+    fn choose_victims(&mut self, pod: &PendingPod) -> Option<Victims> {
+        let borrowed = self.borrowed.get_or_insert_with(|| Borrowed::new(self.state));
+        choose_victims(self.state, borrowed, &self.index.free, pod)
     }
 }
 
@@ -479,46 +483,72 @@ pub struct Victims {
     pub pods: Vec<(String, String)>,
 }
 
-/// Victim selection, shared with the benchmark: for every dedicated node the
-/// pod could use, take its live opportunistic pods newest first until the pod
-/// fits; pick the node needing the fewest.
-pub fn choose_victims(state: &ClusterState, free: &[Resources], pod: &PendingPod) -> Option<Victims> {
-    let mut borrowed: HashMap<usize, Vec<&crate::model::BoundPod>> = HashMap::new();
-    for b in &state.bound {
-        if b.opportunistic && !b.terminating {
-            borrowed.entry(b.node).or_default().push(b);
+/// Live opportunistic pods per node, newest first: built once per pass so
+/// that each preemption decision only walks the dedicated nodes.
+#[derive(Debug, Default)]
+pub struct Borrowed<'a> {
+    by_node: Vec<(usize, Vec<&'a crate::model::BoundPod>)>,
+}
+
+impl<'a> Borrowed<'a> {
+    /// Indexes `state`'s borrowed pods.
+    pub fn new(state: &'a ClusterState) -> Self {
+        let mut map: HashMap<usize, Vec<&crate::model::BoundPod>> = HashMap::new();
+        for b in &state.bound {
+            if b.opportunistic && !b.terminating {
+                map.entry(b.node).or_default().push(b);
+            }
         }
+        let mut by_node: Vec<_> = map.into_iter().collect();
+        for (_, v) in &mut by_node {
+            v.sort_by(|a, b| b.bound_at.cmp(&a.bound_at).then_with(|| a.uid.cmp(&b.uid)));
+        }
+        by_node.sort_by_key(|(n, _)| *n);
+        Self { by_node }
     }
-    // The best so far, with its oldest victim's bind time (ties go to newer victims).
-    let mut best: Option<(Victims, DateTime<Utc>)> = None;
-    for (node, mut victims) in borrowed {
-        if static_misfit(&state.nodes[node], pod, Pool::Dedicated, false).is_some() {
-            continue;
-        }
-        victims.sort_by(|a, b| b.bound_at.cmp(&a.bound_at).then_with(|| a.uid.cmp(&b.uid)));
-        let mut room = free[node];
-        let mut chosen = Vec::new();
+}
+
+/// Victim selection: for every dedicated node the pod could use, take its
+/// borrowed pods newest first until the pod fits; pick the node needing the
+/// fewest (ties: the newer victims).
+pub fn choose_victims(
+    state: &ClusterState,
+    borrowed: &Borrowed<'_>,
+    free: &[Resources],
+    pod: &PendingPod,
+) -> Option<Victims> {
+    let mut best: Option<(usize, usize, DateTime<Utc>)> = None; // (entry, victims, oldest victim)
+    for (entry, (node, victims)) in borrowed.by_node.iter().enumerate() {
+        let mut room = free[*node];
+        let mut count = 0;
         for v in victims {
             if room.fits(&pod.requests) {
                 break;
             }
             room = room.plus(&v.requests);
-            chosen.push(v);
+            count += 1;
         }
-        if !room.fits(&pod.requests) || chosen.is_empty() {
+        if count == 0 || !room.fits(&pod.requests) || best.is_some_and(|(_, n, _)| count > n) {
             continue;
         }
-        let oldest = chosen.iter().map(|v| v.bound_at).min().expect("non-empty");
-        let better = match &best {
-            None => true,
-            Some((b, b_oldest)) => chosen.len() < b.pods.len() || (chosen.len() == b.pods.len() && oldest > *b_oldest),
-        };
-        if better {
-            let pods = chosen.iter().map(|v| (v.uid.clone(), v.name.clone())).collect();
-            best = Some((Victims { node, pods }, oldest));
+        if static_misfit(&state.nodes[*node], pod, Pool::Dedicated, false).is_some() {
+            continue;
+        }
+        let oldest = victims[count - 1].bound_at;
+        if best.is_none_or(|(_, n, o)| count < n || oldest > o) {
+            best = Some((entry, count, oldest));
         }
     }
-    best.map(|(v, _)| v)
+    best.map(|(entry, count, _)| {
+        let (node, victims) = &borrowed.by_node[entry];
+        Victims {
+            node: *node,
+            pods: victims[..count]
+                .iter()
+                .map(|v| (v.uid.clone(), v.name.clone()))
+                .collect(),
+        }
+    })
 }
 
 /// Tracks since when dedicated capacity has been idle above the lending

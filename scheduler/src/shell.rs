@@ -3,6 +3,7 @@
 //! precondition, evictions through the Eviction API, Events — remembering
 //! what the API server has not shown back yet (assumed binds).
 
+use crate::meter;
 use crate::model::{ClusterState, GangSpec, Policy, Reservation, TenantState};
 use crate::observe::{self, SCHEDULER_NAME};
 use crate::plan::{Action, observe_dedicated_idle, plan};
@@ -14,7 +15,7 @@ use kube::runtime::reflector::{self, Store};
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Api, Client, ResourceExt};
 use serde_json::json;
-use sparkcap_ledger::{BalanceState, LedgerStore, McSeconds, TenantId};
+use sparkcap_ledger::{AccrualOutcome, AccrualRequest, BalanceState, LedgerError, LedgerStore, McSeconds, TenantId};
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
@@ -37,6 +38,11 @@ struct Memory {
     gangs: HashMap<String, Option<GangSpec>>,
     tenants: HashMap<TenantId, TenantState>,
     tenants_at: Option<DateTime<Utc>>,
+    /// Pods charged and still open: their last accrual (to close them if they vanish).
+    open: HashMap<String, AccrualRequest>,
+    /// Pods whose close the ledger has taken.
+    closed: std::collections::HashSet<String>,
+    metered_at: Option<DateTime<Utc>>,
 }
 
 /// The scheduler loop's settings.
@@ -48,6 +54,10 @@ pub struct ShellConfig {
     pub period: Duration,
     /// Time between ledger refreshes of tenants' entitlements and balances.
     pub tenants_refresh: TimeDelta,
+    /// Time between accruals of running pods (at most 30 s: R9.2).
+    pub meter_period: TimeDelta,
+    /// Who holds the ledger's writer epoch (pod name in a cluster).
+    pub holder: String,
 }
 
 impl Default for ShellConfig {
@@ -56,6 +66,8 @@ impl Default for ShellConfig {
             policy: Policy::default(),
             period: Duration::from_millis(200),
             tenants_refresh: TimeDelta::seconds(5),
+            meter_period: TimeDelta::seconds(10),
+            holder: "sparkcap-scheduler".into(),
         }
     }
 }
@@ -89,6 +101,9 @@ pub async fn run(
     let pods = spawn_reflector(Api::<Pod>::all(client.clone()));
     nodes.wait_until_ready().await?;
     pods.wait_until_ready().await?;
+    // The ledger refuses writes from any older epoch: a deposed scheduler
+    // cannot charge anything once another has claimed.
+    let epoch = store.claim_epoch(&config.holder).await?;
     let mut memory = Memory::default();
     let mut tick = tokio::time::interval(config.period);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -101,7 +116,65 @@ pub async fn run(
         if let Err(e) = pass(&client, store.as_ref(), &config, &nodes, &pods, &mut memory).await {
             tracing::warn!(error = %e, "scheduling pass failed");
         }
+        let now = Utc::now();
+        if memory.metered_at.is_none_or(|t| now - t >= config.meter_period) {
+            match meter(store.as_ref(), epoch, &pods, &mut memory, now).await {
+                Ok(()) => memory.metered_at = Some(now),
+                Err(e @ (LedgerError::StaleEpoch { .. } | LedgerError::EpochNotHeld { .. })) => {
+                    return Err(anyhow::anyhow!("deposed: {e}; stopping"));
+                }
+                Err(e) => tracing::warn!(error = %e, "metering failed; retrying next period"),
+            }
+        }
     }
+}
+
+/// Accrues every metered pod up to now (or its end), closes finished and
+/// vanished ones; all in one ledger batch.
+async fn meter(
+    store: &dyn LedgerStore,
+    epoch: sparkcap_ledger::Epoch,
+    pods: &Store<Pod>,
+    memory: &mut Memory,
+    now: DateTime<Utc>,
+) -> Result<(), LedgerError> {
+    let mut batch = Vec::new();
+    let mut seen = std::collections::HashSet::new();
+    for pod in pods.state() {
+        let uid = pod.uid().unwrap_or_default();
+        seen.insert(uid.clone());
+        if memory.closed.contains(&uid) {
+            continue;
+        }
+        if let Some(req) = meter::accrual(&pod, now) {
+            batch.push(req);
+        }
+    }
+    for (uid, last) in &memory.open {
+        if !seen.contains(uid) {
+            batch.push(meter::close_vanished(last, now));
+        }
+    }
+    memory.closed.retain(|uid| seen.contains(uid));
+    if batch.is_empty() {
+        return Ok(());
+    }
+    let outcomes = store.accrue(epoch, &batch).await?;
+    for (req, outcome) in batch.into_iter().zip(outcomes) {
+        match outcome {
+            AccrualOutcome::Rejected(e) => {
+                tracing::warn!(pod = %req.pod.name, error = %e, "ledger refused an accrual");
+            }
+            _ if req.finished => {
+                memory.open.remove(&req.pod.uid);
+                memory.closed.insert(req.pod.uid);
+            }
+            _ => {
+                memory.open.insert(req.pod.uid.clone(), req);
+            }
+        }
+    }
+    Ok(())
 }
 
 async fn refresh_tenants(store: &dyn LedgerStore, memory: &mut Memory, now: DateTime<Utc>) -> anyhow::Result<()> {

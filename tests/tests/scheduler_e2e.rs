@@ -18,6 +18,7 @@ use std::time::Duration;
 
 struct Cluster {
     server: ApiServer,
+    store: Arc<dyn LedgerStore>,
     _kubelets: Vec<Kubelet>,
     _webhook: sparkcap_testkit::webhook::RunningWebhook,
     _stop: tokio::sync::oneshot::Sender<()>,
@@ -38,21 +39,34 @@ async fn cluster(name: &str) -> Cluster {
     let webhook = sparkcap_testkit::webhook::start(&server, store.clone(), Settings::default(), &dir)
         .await
         .unwrap();
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let client = server.client();
-    tokio::spawn(async move {
-        shell::run(client, store, ShellConfig::default(), async move {
-            let _ = stopped.await;
-        })
-        .await
-        .unwrap();
-    });
+    let stop = start_scheduler(&server, &store, "scheduler-a");
     Cluster {
         server,
+        store,
         _kubelets: kubelets,
         _webhook: webhook,
         _stop: stop,
     }
+}
+
+/// Starts a scheduler replica; it stops when the returned sender is dropped.
+fn start_scheduler(server: &ApiServer, store: &Arc<dyn LedgerStore>, holder: &str) -> tokio::sync::oneshot::Sender<()> {
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let (client, store) = (server.client(), store.clone());
+    let config = ShellConfig {
+        meter_period: chrono::TimeDelta::seconds(1),
+        holder: holder.into(),
+        ..ShellConfig::default()
+    };
+    tokio::spawn(async move {
+        let stopped = async move {
+            let _ = stopped.await;
+        };
+        if let Err(e) = shell::run(client, store, config, stopped).await {
+            eprintln!("scheduler stopped: {e:#}");
+        }
+    });
+    stop
 }
 
 fn driver(name: &str, cpu: &str) -> Pod {
@@ -127,6 +141,69 @@ async fn spark_pods_are_bound_and_run_or_told_why_not() {
         .collect();
     assert_eq!(bound.len(), 2, "ingest and the 14-core driver: {bound:?}");
     assert!(!bound.contains(&"huge2".to_string()));
+}
+
+/// A pod's charge equals cpu × (its containers' end − its start), to the
+/// millicore-second, even with the scheduler replaced while it runs.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metering_is_exact_across_a_scheduler_restart() {
+    let mut c = cluster("meter").await;
+    let pods: Api<Pod> = Api::namespaced(c.server.client(), "tenant-acme");
+    let mut pod = driver("metered", "1500m");
+    pod.metadata
+        .annotations
+        .as_mut()
+        .unwrap()
+        .insert("sim.sparkcap.io/run-seconds".into(), "4".into());
+    pods.create(&PostParams::default(), &pod).await.unwrap();
+    let running = wait_for("the pod to run", async || {
+        let p = pods.get("metered").await.ok()?;
+        (p.status.as_ref()?.phase.as_deref() == Some("Running")).then_some(p)
+    })
+    .await;
+    let uid = running.metadata.uid.clone().unwrap();
+    // Charged while running...
+    wait_for("a first accrual", async || {
+        c.store.pod_checkpoint(&uid).await.ok().flatten()
+    })
+    .await;
+    // ...then the scheduler is replaced mid-run by another replica.
+    c._stop = start_scheduler(&c.server, &c.store, "scheduler-b");
+    let done = wait_for("the pod to finish", async || {
+        let p = pods.get("metered").await.ok()?;
+        (p.status.as_ref()?.phase.as_deref() == Some("Succeeded")).then_some(p)
+    })
+    .await;
+    let cp = wait_for("the pod's close in the ledger", async || {
+        c.store
+            .pod_checkpoint(&uid)
+            .await
+            .ok()
+            .flatten()
+            .filter(|cp| cp.finished_at.is_some())
+    })
+    .await;
+    let status = done.status.unwrap();
+    let start = sparkcap_scheduler::observe::time(status.start_time.as_ref().unwrap());
+    let end = sparkcap_scheduler::observe::time(
+        status.container_statuses.unwrap()[0]
+            .state
+            .as_ref()
+            .unwrap()
+            .terminated
+            .as_ref()
+            .unwrap()
+            .finished_at
+            .as_ref()
+            .unwrap(),
+    );
+    assert_eq!(cp.finished_at, Some(end));
+    assert_eq!(
+        cp.charged.0,
+        1500 * (end - start).num_seconds(),
+        "cpu × seconds, exactly"
+    );
+    assert!(c.store.audit().await.unwrap().is_clean());
 }
 
 fn java_available() -> bool {

@@ -1,0 +1,60 @@
+//! Metering: what each pod on sparkcap's nodes has used, as ledger accrual
+//! requests built from the pod's own timestamps (R9.1–R9.2). Pure; the shell
+//! sends the batch with its fencing epoch.
+
+use crate::observe::{self, OPPORTUNISTIC_LABEL, TENANT_LABEL};
+use chrono::{DateTime, Utc};
+use k8s_openapi::api::core::v1::Pod;
+use kube::ResourceExt;
+use sparkcap_ledger::pool::POOL_LABEL;
+use sparkcap_ledger::{AccrualRequest, Millicores, PodUsage, Pool, TenantId};
+
+/// The accrual for `pod` at `now`: up to now while it runs, up to its
+/// containers' end once it has finished. None for pods sparkcap does not
+/// meter (no tenant or pool label) or that never started.
+pub fn accrual(pod: &Pod, now: DateTime<Utc>) -> Option<AccrualRequest> {
+    let labels = pod.labels();
+    let tenant = TenantId::new(labels.get(TENANT_LABEL)?.clone()).ok()?;
+    let pool: Pool = labels.get(POOL_LABEL)?.parse().ok()?;
+    let status = pod.status.as_ref()?;
+    let started_at = observe::time(status.start_time.as_ref()?);
+    let finished = observe::finished(pod);
+    let until = if finished {
+        status
+            .container_statuses
+            .iter()
+            .flatten()
+            .filter_map(|c| c.state.as_ref()?.terminated.as_ref()?.finished_at.as_ref())
+            .map(observe::time)
+            .max()
+            .unwrap_or(now)
+    } else {
+        now
+    };
+    Some(AccrualRequest {
+        pod: PodUsage {
+            uid: pod.uid()?,
+            tenant,
+            namespace: pod.namespace().unwrap_or_default(),
+            name: pod.name_any(),
+            app_id: labels.get("spark-app-selector").cloned(),
+            job: labels.get("sparkcap.io/job").cloned(),
+            role: labels.get("spark-role").cloned(),
+            pool,
+            cpu: Millicores(observe::requests(pod).cpu),
+            opportunistic: labels.get(OPPORTUNISTIC_LABEL).is_some_and(|v| v == "true"),
+            started_at,
+        },
+        until: until.max(started_at),
+        finished,
+    })
+}
+
+/// A pod that vanished (deleted) while open: closed at `seen_gone`.
+pub fn close_vanished(last: &AccrualRequest, seen_gone: DateTime<Utc>) -> AccrualRequest {
+    AccrualRequest {
+        pod: last.pod.clone(),
+        until: seen_gone.max(last.until),
+        finished: true,
+    }
+}
