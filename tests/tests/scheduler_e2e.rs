@@ -12,6 +12,7 @@ use sparkcap_scheduler::shell::{self, ShellConfig};
 use sparkcap_testkit::apiserver::ApiServer;
 use sparkcap_testkit::devcluster::{NodesFile, TenantsFile, register_node, seed};
 use sparkcap_testkit::kubelet::Kubelet;
+use sparkcap_testkit::spark::{java_available, spark_home, submit_cluster_mode};
 use sparkcap_webhook::view::Settings;
 use std::sync::Arc;
 use std::time::Duration;
@@ -89,6 +90,22 @@ async fn wait_for<T>(what: &str, mut f: impl AsyncFnMut() -> Option<T>) -> T {
     panic!("timed out waiting for {what}");
 }
 
+/// The first FailedScheduling Event's message in tenant-acme.
+async fn failed_scheduling(server: &ApiServer) -> String {
+    let events: Api<Event> = Api::namespaced(server.client(), "tenant-acme");
+    wait_for("a FailedScheduling event", async || {
+        events
+            .list(&ListParams::default())
+            .await
+            .ok()?
+            .items
+            .into_iter()
+            .find(|e| e.reason.as_deref() == Some("FailedScheduling"))
+            .and_then(|e| e.message)
+    })
+    .await
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn spark_pods_are_bound_and_run_or_told_why_not() {
     let c = cluster("bind").await;
@@ -114,18 +131,7 @@ async fn spark_pods_are_bound_and_run_or_told_why_not() {
     pods.create(&PostParams::default(), &driver("huge2", "15"))
         .await
         .unwrap();
-    let events: Api<Event> = Api::namespaced(c.server.client(), "tenant-acme");
-    let message = wait_for("a FailedScheduling event", async || {
-        events
-            .list(&ListParams::default())
-            .await
-            .ok()?
-            .items
-            .into_iter()
-            .find(|e| e.reason.as_deref() == Some("FailedScheduling"))
-            .and_then(|e| e.message)
-    })
-    .await;
+    let message = failed_scheduling(&c.server).await;
     assert_eq!(
         message,
         "0/3 nodes are available: 1 Insufficient cpu, 2 node(s) didn't match pool draft."
@@ -206,13 +212,6 @@ async fn metering_is_exact_across_a_scheduler_restart() {
     assert!(c.store.audit().await.unwrap().is_clean());
 }
 
-fn java_available() -> bool {
-    std::process::Command::new("java")
-        .arg("-version")
-        .output()
-        .is_ok_and(|o| o.status.success())
-}
-
 /// The real spark-submit: its driver is routed by the webhook, held until its
 /// `spark.properties` ConfigMap says how many executors it will start, then
 /// bound with their room held, and run by the simulated kubelet.
@@ -222,17 +221,7 @@ async fn real_spark_submit_driver_is_scheduled_with_its_gang() {
         eprintln!("\n*** SKIPPED: java is not installed, so the real spark-submit cannot run ***\n");
         return;
     }
-    let spark = std::env::var_os("SPARK_HOME")
-        .map(std::path::PathBuf::from)
-        .unwrap_or_else(|| {
-            std::path::PathBuf::from(std::env::var_os("HOME").unwrap_or_default())
-                .join(".cache/sparkcap/pyspark-3.5.3/deps")
-        });
-    assert!(
-        spark.join("bin/spark-submit").exists(),
-        "Spark not found at {}: run ./scripts/fetch-spark.sh",
-        spark.display()
-    );
+    let spark = spark_home();
     let c = cluster("spark").await;
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!("http://{}", listener.local_addr().unwrap());
@@ -241,36 +230,8 @@ async fn real_spark_submit_driver_is_scheduled_with_its_gang() {
     let kubeconfig = dir.join("kubeconfig");
     sparkcap_testkit::devcluster::write_kubeconfig(&kubeconfig, &url, None).unwrap();
     tokio::spawn(sparkcap_testkit::devcluster::serve(c.server.clone(), listener));
-    let out = tokio::process::Command::new(spark.join("bin/spark-submit"))
-        .env("SPARK_HOME", &spark)
-        .env("KUBECONFIG", &kubeconfig)
-        .env("SPARK_LOCAL_IP", "127.0.0.1")
-        .args([
-            "--master",
-            &format!("k8s://{url}"),
-            "--deploy-mode",
-            "cluster",
-            "--name",
-            "ingest-orders",
-            "--class",
-            "org.apache.spark.examples.SparkPi",
-            "--conf",
-            "spark.kubernetes.namespace=tenant-acme",
-            "--conf",
-            "spark.kubernetes.container.image=apache/spark:3.5.3",
-            "--conf",
-            "spark.executor.instances=3",
-            "--conf",
-            "spark.executor.cores=2",
-            "--conf",
-            "spark.kubernetes.submission.waitAppCompletion=false",
-            "local:///opt/spark/examples/jars/spark-examples.jar",
-            "100",
-        ])
-        .output()
-        .await
-        .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let (ok, log) = submit_cluster_mode(&spark, &kubeconfig, &url, "tenant-acme").await;
+    assert!(ok, "{log}");
     let pods: Api<Pod> = Api::namespaced(c.server.client(), "tenant-acme");
     let running = wait_for("the spark-submit driver to run", async || {
         let p = pods.list(&ListParams::default()).await.ok()?.items.into_iter().next()?;
@@ -282,18 +243,7 @@ async fn real_spark_submit_driver_is_scheduled_with_its_gang() {
     pods.create(&PostParams::default(), &driver("late", "10"))
         .await
         .unwrap();
-    let events: Api<Event> = Api::namespaced(c.server.client(), "tenant-acme");
-    let message = wait_for("a FailedScheduling event", async || {
-        events
-            .list(&ListParams::default())
-            .await
-            .ok()?
-            .items
-            .into_iter()
-            .find(|e| e.reason.as_deref() == Some("FailedScheduling"))
-            .and_then(|e| e.message)
-    })
-    .await;
+    let message = failed_scheduling(&c.server).await;
     assert!(
         message.contains("6000 mCPU of pool draft are held for admitted Spark applications' executors"),
         "{message}"

@@ -6,27 +6,8 @@ use serde_json::json;
 use sparkcap_testkit::apiserver::ApiServer;
 use sparkcap_testkit::apiserver::resources::find;
 use sparkcap_testkit::devcluster::{serve, write_kubeconfig};
-use std::path::PathBuf;
+use sparkcap_testkit::spark::{java_available, spark_home, submit_cluster_mode};
 use std::time::Duration;
-
-fn java_available() -> bool {
-    std::process::Command::new("java")
-        .arg("-version")
-        .output()
-        .is_ok_and(|o| o.status.success())
-}
-
-fn spark_home() -> PathBuf {
-    let home = std::env::var_os("SPARK_HOME").map(PathBuf::from).unwrap_or_else(|| {
-        PathBuf::from(std::env::var_os("HOME").unwrap_or_default()).join(".cache/sparkcap/pyspark-3.5.3/deps")
-    });
-    assert!(
-        home.join("bin/spark-submit").exists(),
-        "Spark not found at {}: run ./scripts/fetch-spark.sh (./scripts/test.sh does) or set SPARK_HOME",
-        home.display()
-    );
-    home
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cluster_mode_submission_is_stored_faithfully() {
@@ -49,41 +30,8 @@ async fn cluster_mode_submission_is_stored_faithfully() {
     write_kubeconfig(&kubeconfig, &url, None).unwrap();
     tokio::spawn(serve(server.clone(), listener));
 
-    let out = tokio::time::timeout(
-        Duration::from_secs(180),
-        tokio::process::Command::new(spark.join("bin/spark-submit"))
-            .env("SPARK_HOME", &spark)
-            .env("KUBECONFIG", &kubeconfig)
-            .env("SPARK_LOCAL_IP", "127.0.0.1")
-            .args([
-                "--master",
-                &format!("k8s://{url}"),
-                "--deploy-mode",
-                "cluster",
-                "--name",
-                "ingest-orders",
-                "--class",
-                "org.apache.spark.examples.SparkPi",
-                "--conf",
-                "spark.kubernetes.namespace=tenant-acme",
-                "--conf",
-                "spark.kubernetes.container.image=apache/spark:3.5.3",
-                "--conf",
-                "spark.executor.instances=3",
-                "--conf",
-                "spark.executor.cores=2",
-                "--conf",
-                "spark.kubernetes.submission.waitAppCompletion=false",
-                "local:///opt/spark/examples/jars/spark-examples.jar",
-                "100",
-            ])
-            .output(),
-    )
-    .await
-    .expect("spark-submit finished within 180 s")
-    .unwrap();
-    let log = String::from_utf8_lossy(&out.stderr).to_string() + &String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "spark-submit failed:\n{log}");
+    let (ok, log) = submit_cluster_mode(&spark, &kubeconfig, &url, "tenant-acme").await;
+    assert!(ok, "spark-submit failed:\n{log}");
 
     let pods = find("", "v1", "pods").unwrap();
     let (items, _) = server.store.list(pods, Some("tenant-acme"));

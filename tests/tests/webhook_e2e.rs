@@ -15,6 +15,7 @@ use sparkcap_ledger::{
 use sparkcap_testkit::apiserver::ApiServer;
 use sparkcap_testkit::apiserver::resources::find;
 use sparkcap_testkit::devcluster::{serve, write_kubeconfig};
+use sparkcap_testkit::spark::{java_available, spark_home, submit_cluster_mode};
 use sparkcap_webhook::view::Settings;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -187,65 +188,6 @@ async fn pods_are_routed_refused_and_readmitted_after_a_purchase() {
     let _ = std::fs::remove_dir_all(env.dir);
 }
 
-fn java_available() -> bool {
-    std::process::Command::new("java")
-        .arg("-version")
-        .output()
-        .is_ok_and(|o| o.status.success())
-}
-
-fn spark_home() -> PathBuf {
-    let home = std::env::var_os("SPARK_HOME").map(PathBuf::from).unwrap_or_else(|| {
-        PathBuf::from(std::env::var_os("HOME").unwrap_or_default()).join(".cache/sparkcap/pyspark-3.5.3/deps")
-    });
-    assert!(
-        home.join("bin/spark-submit").exists(),
-        "Spark not found at {}: run ./scripts/fetch-spark.sh (./scripts/test.sh does) or set SPARK_HOME",
-        home.display()
-    );
-    home
-}
-
-async fn spark_submit(spark: &PathBuf, kubeconfig: &PathBuf, url: &str, namespace: &str) -> (bool, String) {
-    let out = tokio::time::timeout(
-        Duration::from_secs(180),
-        tokio::process::Command::new(spark.join("bin/spark-submit"))
-            .env("SPARK_HOME", spark)
-            .env("KUBECONFIG", kubeconfig)
-            .env("SPARK_LOCAL_IP", "127.0.0.1")
-            .args([
-                "--master",
-                &format!("k8s://{url}"),
-                "--deploy-mode",
-                "cluster",
-                "--name",
-                "ingest-orders",
-                "--class",
-                "org.apache.spark.examples.SparkPi",
-                "--conf",
-                &format!("spark.kubernetes.namespace={namespace}"),
-                "--conf",
-                "spark.kubernetes.container.image=apache/spark:3.5.3",
-                "--conf",
-                "spark.executor.instances=3",
-                "--conf",
-                "spark.executor.cores=2",
-                "--conf",
-                "spark.kubernetes.submission.waitAppCompletion=false",
-                "local:///opt/spark/examples/jars/spark-examples.jar",
-                "100",
-            ])
-            .output(),
-    )
-    .await
-    .expect("spark-submit finished within 180 s")
-    .unwrap();
-    (
-        out.status.success(),
-        String::from_utf8_lossy(&out.stderr).to_string() + &String::from_utf8_lossy(&out.stdout),
-    )
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn real_spark_submit_is_routed_or_refused_with_our_message() {
     if !java_available() {
@@ -260,7 +202,7 @@ async fn real_spark_submit_is_routed_or_refused_with_our_message() {
     write_kubeconfig(&kubeconfig, &url, None).unwrap();
     tokio::spawn(serve(env.server.clone(), listener));
 
-    let (ok, log) = spark_submit(&spark, &kubeconfig, &url, "tenant-acme").await;
+    let (ok, log) = submit_cluster_mode(&spark, &kubeconfig, &url, "tenant-acme").await;
     assert!(ok, "spark-submit into tenant-acme failed:\n{log}");
     let (pods, _) = env
         .server
@@ -271,7 +213,7 @@ async fn real_spark_submit_is_routed_or_refused_with_our_message() {
     assert_eq!(pods[0]["metadata"]["labels"]["sparkcap.io/tenant"], "acme");
     assert_eq!(pods[0]["metadata"]["labels"]["sparkcap.io/job"], "ingest-orders");
 
-    let (ok, log) = spark_submit(&spark, &kubeconfig, &url, "tenant-broke").await;
+    let (ok, log) = submit_cluster_mode(&spark, &kubeconfig, &url, "tenant-broke").await;
     assert!(!ok, "spark-submit into tenant-broke should fail:\n{log}");
     assert!(
         log.contains("admission webhook \\\"pods.validate.sparkcap.io\\\" denied the request: tenant broke has 0.0 of 1 vCPU-hours left")
