@@ -4,6 +4,7 @@
 //! very same code in virtual time.
 
 pub mod fit;
+pub mod leader;
 pub mod meter;
 pub mod model;
 pub mod observe;

@@ -177,6 +177,49 @@ async fn meter(
     Ok(())
 }
 
+/// Runs [`run`] only while this replica holds the Lease. Losing it stops
+/// scheduling and metering at once and returns an error, so that the process
+/// restarts as a candidate (as kube-scheduler does).
+pub async fn run_elected(
+    client: Client,
+    store: Arc<dyn LedgerStore>,
+    config: ShellConfig,
+    lease: crate::leader::LeaseConfig,
+    shutdown: impl std::future::Future<Output = ()>,
+) -> anyhow::Result<()> {
+    let (tx, rx) = tokio::sync::watch::channel(false);
+    let identity = lease.identity.clone();
+    let lease_api: Api<k8s_openapi::api::coordination::v1::Lease> = Api::namespaced(client.clone(), &lease.namespace);
+    let lease_cfg = lease.clone();
+    let elector = tokio::spawn(crate::leader::elect(client.clone(), lease, tx));
+    tokio::pin!(shutdown);
+    let mut rx_lead = rx.clone();
+    let became_leader = async move { rx_lead.wait_for(|l| *l).await.map(|_| ()) };
+    tokio::select! {
+        _ = &mut shutdown => { elector.abort(); return Ok(()); }
+        r = became_leader => r.map_err(|_| anyhow::anyhow!("leader election stopped"))?,
+    }
+    tracing::info!(%identity, "leading: scheduling and metering");
+    let mut rx_lost = rx.clone();
+    let lost = async move {
+        let _ = rx_lost.wait_for(|l| !*l).await;
+    };
+    let config = ShellConfig {
+        holder: identity,
+        ..config
+    };
+    let outcome = tokio::select! {
+        r = run(client, store, config, std::future::pending()) => r,
+        _ = lost => Err(anyhow::anyhow!("lost the lease; stopped scheduling and metering")),
+        _ = &mut shutdown => Ok(()),
+    };
+    elector.abort();
+    if let Err(e) = crate::leader::release(&lease_api, &lease_cfg).await {
+        tracing::warn!(error = %e, "could not release the lease; a standby takes over when it expires");
+    }
+    outcome
+}
+
 async fn refresh_tenants(store: &dyn LedgerStore, memory: &mut Memory, now: DateTime<Utc>) -> anyhow::Result<()> {
     let mut tenants = HashMap::new();
     for s in store.summaries(now).await? {

@@ -250,3 +250,83 @@ async fn real_spark_submit_driver_is_scheduled_with_its_gang() {
     );
     std::fs::remove_dir_all(&dir).ok();
 }
+
+/// Two replicas compete for the Lease; only the leader schedules. When it
+/// dies without releasing, the standby takes over after the lease expires;
+/// when it stops cleanly, it releases and the standby takes over at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_standby_takes_over_when_the_leader_goes() {
+    use k8s_openapi::api::coordination::v1::Lease;
+    use sparkcap_scheduler::leader::LeaseConfig;
+    let c = cluster("lease").await;
+    drop(c._stop); // the unelected replica of `cluster` stops; elected ones take over
+    let replica = |id: &str| {
+        let (client, store) = (c.server.client(), c.store.clone());
+        let lease = LeaseConfig {
+            lease_duration: chrono::TimeDelta::seconds(2),
+            renew_deadline: chrono::TimeDelta::milliseconds(1500),
+            retry_period: Duration::from_millis(200),
+            ..LeaseConfig::new("default", "sparkcap-scheduler", id)
+        };
+        let config = ShellConfig {
+            meter_period: chrono::TimeDelta::seconds(1),
+            ..ShellConfig::default()
+        };
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let task = tokio::spawn(async move {
+            let _ = shell::run_elected(client, store, config, lease, async move {
+                let _ = stopped.await;
+            })
+            .await;
+        });
+        (stop, task)
+    };
+    let leases: Api<Lease> = Api::namespaced(c.server.client(), "default");
+    let holder = async || {
+        leases
+            .get_opt("sparkcap-scheduler")
+            .await
+            .ok()
+            .flatten()
+            .and_then(|l| l.spec?.holder_identity)
+            .filter(|h| !h.is_empty())
+    };
+    let (stop_a, task_a) = replica("replica-a");
+    wait_for("replica-a to lead", async || {
+        holder().await.filter(|h| h == "replica-a")
+    })
+    .await;
+    let (stop_b, task_b) = replica("replica-b");
+    let pods: Api<Pod> = Api::namespaced(c.server.client(), "tenant-acme");
+    let bound = |name: &'static str| {
+        let pods = pods.clone();
+        async move || pods.get(name).await.ok()?.spec?.node_name
+    };
+    pods.create(&PostParams::default(), &driver("first", "1"))
+        .await
+        .unwrap();
+    wait_for("first to be bound by the leader", bound("first")).await;
+    assert_eq!(
+        holder().await.as_deref(),
+        Some("replica-a"),
+        "the standby did not take the lease"
+    );
+    // The leader dies without releasing: the standby waits out the lease.
+    task_a.abort();
+    drop(stop_a);
+    wait_for("replica-b to take over", async || {
+        holder().await.filter(|h| h == "replica-b")
+    })
+    .await;
+    pods.create(&PostParams::default(), &driver("second", "1"))
+        .await
+        .unwrap();
+    wait_for("second to be bound by the new leader", bound("second")).await;
+    let lease = leases.get("sparkcap-scheduler").await.unwrap().spec.unwrap();
+    assert!(lease.lease_transitions.unwrap_or(0) >= 1, "{lease:?}");
+    // A clean stop releases the lease for the next candidate.
+    drop(stop_b);
+    task_b.await.unwrap();
+    let released = leases.get("sparkcap-scheduler").await.unwrap().spec.unwrap();
+    assert_eq!(released.holder_identity.as_deref(), Some(""), "{released:?}");
+}
