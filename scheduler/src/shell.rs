@@ -283,11 +283,9 @@ async fn pass(
             .and_then(|s| s.node_name.clone())
             .or_else(|| memory.assumed.get(&uid).map(|a| a.0.clone()));
         if let Some(n) = node_name {
-            memory
-                .assumed
-                .remove(&uid)
-                .filter(|_| spec.and_then(|s| s.node_name.as_ref()).is_none())
-                .map(|a| memory.assumed.insert(uid.clone(), a));
+            if spec.and_then(|s| s.node_name.as_ref()).is_some() {
+                memory.assumed.remove(&uid); // the bind is visible now
+            }
             if let Some(&i) = index.get(&n) {
                 state.bound.push(observe::bound(&pod, i));
             }
@@ -330,6 +328,11 @@ async fn pass(
         by_uid.insert(uid, pod.clone());
         queue.push(p);
     }
+    // Forget what concerned pods that are gone.
+    let live: std::collections::HashSet<String> = pods.state().iter().filter_map(|p| p.uid()).collect();
+    memory.gangs.retain(|uid, _| live.contains(uid));
+    memory.last_reason.retain(|uid, _| live.contains(uid));
+    memory.nominated.retain(|uid, _| live.contains(uid));
     memory.dedicated_idle_since = observe_dedicated_idle(&state, now);
     state.dedicated_idle_since = memory.dedicated_idle_since;
     if queue.is_empty() && state.reservations.is_empty() {

@@ -136,16 +136,20 @@ async fn spark_pods_are_bound_and_run_or_told_why_not() {
         message,
         "0/3 nodes are available: 1 Insufficient cpu, 2 node(s) didn't match pool draft."
     );
-    let bound: Vec<String> = pods
-        .list(&ListParams::default())
-        .await
-        .unwrap()
-        .items
-        .into_iter()
-        .filter(|p| p.spec.as_ref().and_then(|s| s.node_name.as_ref()).is_some())
-        .map(|p| p.metadata.name.unwrap())
-        .collect();
-    assert_eq!(bound.len(), 2, "ingest and the 14-core driver: {bound:?}");
+    // The Event and the bind are separate API calls in one pass; wait for both.
+    let bound = wait_for("ingest and the 14-core driver bound", async || {
+        let bound: Vec<String> = pods
+            .list(&ListParams::default())
+            .await
+            .ok()?
+            .items
+            .into_iter()
+            .filter(|p| p.spec.as_ref().and_then(|s| s.node_name.as_ref()).is_some())
+            .map(|p| p.metadata.name.unwrap())
+            .collect();
+        (bound.len() == 2).then_some(bound)
+    })
+    .await;
     assert!(!bound.contains(&"huge2".to_string()));
 }
 
