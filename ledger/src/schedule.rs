@@ -79,9 +79,9 @@ impl Schedule {
 }
 
 /// Go's `time.ParseDuration` subset that schedules use: `1h30m`, `90s`, `2h`.
-fn parse_go_duration(s: &str) -> Result<TimeDelta, String> {
+pub fn parse_go_duration(s: &str) -> Result<TimeDelta, String> {
     if s.is_empty() {
-        return Err("@every needs a duration".into());
+        return Err("empty duration; write e.g. 90s, 20m or 1h30m".into());
     }
     let mut total = TimeDelta::zero();
     let mut rest = s;

@@ -10,3 +10,4 @@ pub mod model;
 pub mod observe;
 pub mod plan;
 pub mod shell;
+pub mod sim;

@@ -1,16 +1,22 @@
 //! `sparkcap-scheduler`: places Spark driver and executor pods into pools,
 //! meters their vCPU-seconds into the ledger, and simulates a day of traffic.
 //!
-//! `run` schedules and meters against a cluster under Lease leader election;
-//! `migrate` and `audit` look after the ledger. The virtual-time simulator
-//! (`simulate`) arrives with its issue and is not offered until then.
+//! `simulate` runs the real decision code over a simulated cluster in
+//! virtual time; `run` schedules and meters against a cluster under Lease
+//! leader election; `migrate` and `audit` look after the ledger.
 
 use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
 use sparkcap_ledger::{LedgerStore, PgStore};
 use sparkcap_scheduler::leader::LeaseConfig;
 use sparkcap_scheduler::shell::{ShellConfig, run_elected};
+use std::path::PathBuf;
 use std::sync::Arc;
+
+/// The simulator and the scheduler allocate many small strings and maps per
+/// pass; mimalloc measured about a fifth faster than glibc's malloc here.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -18,9 +24,9 @@ use std::sync::Arc;
     version,
     about = "sparkcap's secondary scheduler and vCPU ledger writer",
     long_about = "sparkcap's secondary scheduler and vCPU ledger writer.\n\n\
+        `simulate`: a day of Spark traffic over a simulated cluster, in seconds, with a report.\n\
         `run`: schedule and meter Spark pods in a cluster (leader-elected replicas).\n\
-        `migrate`: apply the ledger schema. `audit`: check the ledger's books.\n\
-        Coming: `simulate` (a day of traffic in virtual time) and a metrics endpoint."
+        `migrate`: apply the ledger schema. `audit`: check the ledger's books."
 )]
 struct Cli {
     #[command(subcommand)]
@@ -29,6 +35,9 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
+    /// Replay a trace (or the built-in day) in virtual time through the real admission, scheduling and
+    /// metering code; writes report.json and report.html.
+    Simulate(SimulateArgs),
     /// Schedule pods that name sparkcap-scheduler and meter them into the ledger, while holding the Lease.
     Run(RunArgs),
     /// Apply the ledger's migrations (under a Postgres advisory lock, so replicas migrate once) and exit.
@@ -69,6 +78,45 @@ struct RunArgs {
 }
 
 #[derive(Debug, Args)]
+#[command(args_conflicts_with_subcommands = true)]
+struct SimulateArgs {
+    #[command(subcommand)]
+    command: Option<SimulateCommand>,
+    /// Trace file (YAML; see examples/trace.yaml). Default: a built-in day of 100 tenants.
+    #[arg(long)]
+    trace: Option<PathBuf>,
+    /// Where report.json and report.html go.
+    #[arg(long, default_value = "simulate-out")]
+    out: PathBuf,
+    /// PostgreSQL URL of an empty database for the ledger (default: the embedded in-memory ledger).
+    #[arg(long)]
+    database_url: Option<String>,
+    /// Seed of every random draw: the same seed gives the same report.
+    #[arg(long, default_value_t = 1)]
+    seed: u64,
+    /// Simulate only this much of the trace (e.g. 6h, 90m).
+    #[arg(long)]
+    until: Option<String>,
+    /// What-if: change a pool's node count: dedicated=+4, shared=-10, draft=8 (repeatable).
+    #[arg(long = "scale-pool", value_name = "POOL=±N")]
+    scale_pool: Vec<String>,
+    /// No progress lines on stderr.
+    #[arg(long)]
+    quiet: bool,
+}
+
+#[derive(Debug, Subcommand)]
+enum SimulateCommand {
+    /// Print what changed between two report.json files (A = before, B = after).
+    Compare {
+        /// Report A.
+        a: PathBuf,
+        /// Report B.
+        b: PathBuf,
+    },
+}
+
+#[derive(Debug, Args)]
 struct Db {
     /// PostgreSQL URL of the ledger.
     #[arg(long, env = "DATABASE_URL")]
@@ -82,6 +130,7 @@ async fn main() -> anyhow::Result<()> {
         .with_writer(std::io::stderr)
         .init();
     match Cli::parse().command {
+        Command::Simulate(args) => simulate(args).await?,
         Command::Run(args) => {
             if !(1..=30).contains(&args.meter_seconds) {
                 anyhow::bail!(
@@ -145,6 +194,67 @@ async fn main() -> anyhow::Result<()> {
             }
             println!("the books balance");
         }
+    }
+    Ok(())
+}
+
+async fn simulate(args: SimulateArgs) -> anyhow::Result<()> {
+    use sparkcap_scheduler::sim::{self, Report, Trace, default_day};
+    if let Some(SimulateCommand::Compare { a, b }) = args.command {
+        let read = |p: &PathBuf| -> anyhow::Result<Report> {
+            let text = std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display()))?;
+            serde_json::from_str(&text)
+                .with_context(|| format!("{} is not a sparkcap simulate report.json", p.display()))
+        };
+        print!("{}", sim::compare::compare(&read(&a)?, &read(&b)?));
+        return Ok(());
+    }
+    let (mut trace, origin) = match &args.trace {
+        Some(path) => (Trace::load(path)?, path.display().to_string()),
+        None => (default_day::trace(args.seed), "built-in default day".to_string()),
+    };
+    let mut origin = origin;
+    for spec in &args.scale_pool {
+        trace.scale_pool(spec).map_err(anyhow::Error::msg)?;
+        origin.push_str(&format!(", --scale-pool {spec}"));
+    }
+    if let Some(until) = &args.until {
+        let d: sim::trace::Dur = until.parse().map_err(|e| anyhow::anyhow!("--until {until:?}: {e}"))?;
+        trace.duration = d;
+        trace.events.retain(|e| e.at <= d);
+        trace.check().map_err(|e| anyhow::anyhow!("--until {until:?}: {e}"))?;
+        origin.push_str(&format!(", first {until}"));
+    }
+    let store: Arc<dyn LedgerStore> = match &args.database_url {
+        Some(url) => {
+            let store = PgStore::connect(url).await.context("connecting to the ledger")?;
+            store.migrate().await.context("migrating the ledger")?;
+            Arc::new(store)
+        }
+        None => Arc::new(sparkcap_ledger::MemoryStore::new()),
+    };
+    let options = sim::Options {
+        seed: args.seed,
+        origin,
+        progress: !args.quiet,
+    };
+    let wall = std::time::Instant::now();
+    let report = sim::run(&trace, store.as_ref(), &options).await?;
+    let elapsed = wall.elapsed();
+    let (json, html) = sim::write_outputs(&report, &args.out)
+        .with_context(|| format!("writing the report into {}", args.out.display()))?;
+    print!("{}", report.summary());
+    println!(
+        "\n  simulated {} h in {:.2} s ({} plan passes, {} admission reviews)\n  wrote {} and {}",
+        trace.duration.0 / 3600,
+        elapsed.as_secs_f64(),
+        report.engine.plan_passes,
+        report.engine.admission_reviews,
+        json.display(),
+        html.display()
+    );
+    if !report.checks_passed() {
+        anyhow::bail!("the simulation broke an invariant; see checks in {}", json.display());
     }
     Ok(())
 }

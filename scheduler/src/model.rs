@@ -237,6 +237,25 @@ pub struct TenantState {
     pub recent_utilisation: i64,
 }
 
+impl TenantState {
+    /// What the scheduler needs from a tenant's balance and the dedicated
+    /// units it holds.
+    pub fn from_balance(b: &sparkcap_ledger::Balance, dedicated_units: i64) -> Self {
+        use sparkcap_ledger::McSeconds;
+        let recent = if b.purchased > McSeconds::ZERO {
+            (b.consumed_last_24h.0.saturating_mul(1000) / b.purchased.0).clamp(0, 1000)
+        } else {
+            0
+        };
+        Self {
+            dedicated_units,
+            weight: b.purchased.0 / McSeconds::from_vcpu_hours(1).0,
+            exhausted: b.state == sparkcap_ledger::BalanceState::Exhausted,
+            recent_utilisation: recent,
+        }
+    }
+}
+
 /// Policy knobs.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Policy {

@@ -203,12 +203,18 @@ pub fn gang(pod: &Pod, conf: Option<&ConfigMap>) -> Option<GangSpec> {
         .get("spark.executor.memory")
         .and_then(|m| parse_memory(&spark_memory(m)).ok())
         .map_or(1 << 30, |b| b.0);
-    // Spark adds max(10 %, 384 MiB) of overhead to the executor's memory.
-    let memory = memory + (memory / 10).max(384 << 20);
+    let memory = with_spark_overhead(memory);
     Some(GangSpec {
         executors: executors.max(0),
         executor: Resources::pod(cpu, memory),
     })
+}
+
+/// The memory Spark requests for a JVM of `memory` bytes: it adds
+/// max(10 %, 384 MiB) of overhead, in whole MiB as Spark computes it.
+pub fn with_spark_overhead(memory: i64) -> i64 {
+    let mib = memory >> 20;
+    (mib + (mib / 10).max(384)) << 20
 }
 
 /// Spark's memory strings ("1g", "512m") as Kubernetes quantities.

@@ -7,6 +7,7 @@
 use crate::fit::{FreeIndex, Misfit, resource_misfit, static_misfit, unschedulable_message};
 use crate::model::{ClusterState, PendingPod, Reservation, Resources, Role};
 use chrono::{DateTime, Utc};
+use rustc_hash::{FxHashMap, FxHashSet};
 use sparkcap_ledger::{Pool, TenantId};
 use std::cmp::Reverse;
 use std::collections::{BTreeMap, BinaryHeap, HashMap};
@@ -93,18 +94,23 @@ struct Pass<'a> {
 /// Plans binds, evictions, reservations and events for the pending pods.
 pub fn plan(state: &ClusterState, queue: &[PendingPod], now: DateTime<Utc>) -> Vec<Action> {
     let mut used = vec![Resources::default(); state.nodes.len()];
-    let mut dedicated_used: HashMap<TenantId, i64> = HashMap::new();
-    let mut shared_used: HashMap<TenantId, i64> = HashMap::new();
+    // Summed by reference: cloning a tenant id per bound pod dominated large passes.
+    let mut dedicated_used: FxHashMap<&TenantId, i64> = FxHashMap::default();
+    let mut shared_used: FxHashMap<&TenantId, i64> = FxHashMap::default();
     for p in &state.bound {
         if let Some(u) = used.get_mut(p.node) {
             *u = u.plus(&p.requests);
         }
         match (p.pool, p.opportunistic) {
-            (Pool::Dedicated, false) => *dedicated_used.entry(p.tenant.clone()).or_default() += p.requests.cpu,
-            (Pool::Shared, false) => *shared_used.entry(p.tenant.clone()).or_default() += p.requests.cpu,
+            (Pool::Dedicated, false) => *dedicated_used.entry(&p.tenant).or_default() += p.requests.cpu,
+            (Pool::Shared, false) => *shared_used.entry(&p.tenant).or_default() += p.requests.cpu,
             _ => {}
         }
     }
+    let owned = |m: FxHashMap<&TenantId, i64>| -> HashMap<TenantId, i64> {
+        m.into_iter().map(|(t, v)| (t.clone(), v)).collect()
+    };
+    let (dedicated_used, shared_used) = (owned(dedicated_used), owned(shared_used));
     let index = FreeIndex::new(&state.nodes, &used);
     let mut pool_free: BTreeMap<Pool, Resources> = BTreeMap::new();
     for (i, n) in state.nodes.iter().enumerate() {
@@ -127,12 +133,24 @@ pub fn plan(state: &ClusterState, queue: &[PendingPod], now: DateTime<Utc>) -> V
         actions: Vec::new(),
         borrowed: None,
     };
-    let live_apps: std::collections::HashSet<&str> = state
-        .bound
-        .iter()
-        .filter_map(|p| p.app.as_deref())
-        .chain(queue.iter().filter_map(|p| p.app.as_deref()))
-        .collect();
+    // An application lives while its driver does (bound or waiting); only
+    // drivers are scanned, and only when some room is held.
+    let live_apps: FxHashSet<&str> = if state.reservations.is_empty() {
+        FxHashSet::default()
+    } else {
+        state
+            .bound
+            .iter()
+            .filter(|p| p.role == Role::Driver && !p.terminating)
+            .filter_map(|p| p.app.as_deref())
+            .chain(
+                queue
+                    .iter()
+                    .filter(|p| p.role == Role::Driver)
+                    .filter_map(|p| p.app.as_deref()),
+            )
+            .collect()
+    };
     for r in &state.reservations {
         if r.until <= now || !live_apps.contains(r.app.as_str()) {
             pass.actions.push(Action::Release { app: r.app.clone() });
@@ -315,9 +333,11 @@ impl<'a> Pass<'a> {
             }
         }
         let key = (target, opportunistic, Self::shape(pod), app_reservation.is_some());
-        if let Some((generation, smaller, _)) = self.failed.get(&key)
+        // A pod at least as big as one of the same shape that found no node
+        // in this generation finds none either; a smaller one may.
+        if let Some((generation, failed_need, _)) = self.failed.get(&key)
             && *generation == self.generation
-            && smaller.fits(&pod.requests)
+            && pod.requests.fits(failed_need)
         {
             return false;
         }
@@ -518,17 +538,26 @@ pub fn choose_victims(
     pod: &PendingPod,
 ) -> Option<Victims> {
     let mut best: Option<(usize, usize, DateTime<Utc>)> = None; // (entry, victims, oldest victim)
+    // A driver is admitted with its executors: free room for the whole gang
+    // on one node when a node can hold it (else for the driver alone).
+    let gang = match (pod.role, pod.gang) {
+        (Role::Driver, Some(g)) => Some(pod.requests.plus(&g.executor.times(g.executors))),
+        _ => None,
+    };
     for (entry, (node, victims)) in borrowed.by_node.iter().enumerate() {
+        let need = gang
+            .filter(|g| state.nodes[*node].allocatable.fits(g))
+            .unwrap_or(pod.requests);
         let mut room = free[*node];
         let mut count = 0;
         for v in victims {
-            if room.fits(&pod.requests) {
+            if room.fits(&need) {
                 break;
             }
             room = room.plus(&v.requests);
             count += 1;
         }
-        if count == 0 || !room.fits(&pod.requests) || best.is_some_and(|(_, n, _)| count > n) {
+        if count == 0 || !room.fits(&need) || best.is_some_and(|(_, n, _)| count > n) {
             continue;
         }
         if static_misfit(&state.nodes[*node], pod, Pool::Dedicated, false).is_some() {

@@ -15,7 +15,7 @@ use kube::runtime::reflector::{self, Store};
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Api, Client, ResourceExt};
 use serde_json::json;
-use sparkcap_ledger::{AccrualOutcome, AccrualRequest, BalanceState, LedgerError, LedgerStore, McSeconds, TenantId};
+use sparkcap_ledger::{AccrualOutcome, AccrualRequest, LedgerError, LedgerStore, TenantId};
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
@@ -223,20 +223,9 @@ pub async fn run_elected(
 async fn refresh_tenants(store: &dyn LedgerStore, memory: &mut Memory, now: DateTime<Utc>) -> anyhow::Result<()> {
     let mut tenants = HashMap::new();
     for s in store.summaries(now).await? {
-        let b = &s.balance;
-        let recent = if b.purchased > McSeconds::ZERO {
-            (b.consumed_last_24h.0.saturating_mul(1000) / b.purchased.0).clamp(0, 1000)
-        } else {
-            0
-        };
         tenants.insert(
             s.tenant.id.clone(),
-            TenantState {
-                dedicated_units: s.dedicated_units,
-                weight: b.purchased.0 / McSeconds::from_vcpu_hours(1).0,
-                exhausted: b.state == BalanceState::Exhausted,
-                recent_utilisation: recent,
-            },
+            TenantState::from_balance(&s.balance, s.dedicated_units),
         );
     }
     memory.tenants = tenants;

@@ -154,6 +154,33 @@ fn binds_into_the_pods_pool_and_explains_misfits_like_kube_scheduler() {
     assert!(events(&plan(&state, &[p], now())).is_empty());
 }
 
+/// Regression: a pod that found no node once made every smaller pod of the
+/// same shape in the pass skip the search too.
+#[test]
+fn a_bigger_pods_misfit_does_not_block_a_smaller_one() {
+    let state = ClusterState {
+        nodes: vec![node("x1", Pool::Draft, 16), node("x2", Pool::Draft, 16)],
+        bound: vec![
+            bound("b1", "acme", Pool::Draft, 0, 4000, false, 60),
+            bound("b2", "acme", Pool::Draft, 1, 4000, false, 60),
+        ],
+        tenants: tenants(&[("acme", 0, 100)]),
+        ..ClusterState::default()
+    };
+    // Same creation time: the uid orders them, the bigger first. 24 cores
+    // are free in the pool, but at most 12 on one node.
+    let queue = [
+        pending("a-big", "acme", Pool::Draft, Role::Driver, 13_000, 0),
+        pending("b-small", "acme", Pool::Draft, Role::Driver, 12_000, 0),
+    ];
+    let a = plan(&state, &queue, now());
+    let b = binds(&a);
+    assert_eq!(b.len(), 1, "{a:?}");
+    assert_eq!(b[0].0, "b-small");
+    assert_eq!(events(&a).len(), 1);
+    assert_eq!(events(&a)[0].0, "a-big");
+}
+
 #[test]
 fn dedicated_pods_preempt_the_fewest_newest_borrowed_pods() {
     let mut state = ClusterState {
@@ -274,6 +301,14 @@ fn gangs_are_all_or_nothing_and_their_room_is_held() {
         plan(&expired, &execs, now())
             .iter()
             .any(|x| matches!(x, Action::Release { .. }))
+    );
+    // So is one whose driver is gone, even with executors still waiting.
+    let mut orphaned = state.clone();
+    orphaned.bound.clear();
+    assert!(
+        plan(&orphaned, &execs, now())
+            .iter()
+            .any(|x| matches!(x, Action::Release { app } if app == "app-1"))
     );
 }
 

@@ -6,7 +6,7 @@
 use crate::spark::{APP_SELECTOR_LABEL, JOB_LABEL, POOL_LABEL, TENANT_LABEL};
 use crate::view::{LedgerFacts, RunningApp, TenantFacts, TenantView};
 use arc_swap::ArcSwap;
-use chrono::Utc;
+use chrono::{DateTime, Utc};
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::{Namespace, Pod};
 use kube::runtime::WatchStreamExt;
@@ -101,9 +101,9 @@ pub fn start(
     (handle, tasks)
 }
 
-/// Everything the ledger knows that admission reads, as of now.
-pub async fn load_ledger(store: &dyn LedgerStore) -> sparkcap_ledger::Result<LedgerFacts> {
-    let now = Utc::now();
+/// Everything the ledger knows that admission reads, as of `now` (the
+/// simulator passes its virtual time).
+pub async fn load_ledger(store: &dyn LedgerStore, now: DateTime<Utc>) -> sparkcap_ledger::Result<LedgerFacts> {
     let mut facts = LedgerFacts::default();
     let mut runs: HashMap<TenantId, HashMap<String, i64>> = HashMap::new();
     for s in store.job_stats(None).await? {
@@ -149,7 +149,7 @@ async fn load_tenant(store: &dyn LedgerStore, id: &TenantId) -> sparkcap_ledger:
 
 async fn full_reload(handle: &ViewHandle, store: &dyn LedgerStore) -> bool {
     let started = Utc::now();
-    match load_ledger(store).await {
+    match load_ledger(store, Utc::now()).await {
         Ok(facts) => {
             let facts = Arc::new(facts);
             handle.update(|v| {

@@ -350,9 +350,9 @@ impl LedgerStore for MemoryStore {
                 .iter()
                 .filter_map(|r| s.pods.get(&r.pod.uid).map(|p| (r.pod.uid.clone(), p.cp.clone())))
                 .collect();
-            let names: HashSet<TenantId> = batch.iter().map(|r| r.pod.tenant.clone()).collect();
+            let names: HashSet<&TenantId> = batch.iter().map(|r| &r.pod.tenant).collect();
             let accounts: HashMap<TenantId, Account> = names
-                .iter()
+                .into_iter()
                 .filter(|t| s.tenants.contains_key(*t))
                 .map(|t| (t.clone(), s.account(t)))
                 .collect();
