@@ -6,6 +6,7 @@
 pub mod fit;
 pub mod leader;
 pub mod meter;
+pub mod metrics;
 pub mod model;
 pub mod observe;
 pub mod plan;

@@ -75,6 +75,12 @@ struct RunArgs {
     /// Spark Unit size: cores (a dedicated unit's guarantee).
     #[arg(long, default_value_t = 4)]
     spark_unit_cores: i64,
+    /// Spark Unit size: GiB of memory.
+    #[arg(long, default_value_t = 16)]
+    spark_unit_memory_gib: i64,
+    /// Plain HTTP address of /metrics and /healthz.
+    #[arg(long, default_value = "0.0.0.0:9090")]
+    metrics_addr: std::net::SocketAddr,
 }
 
 #[derive(Debug, Args)]
@@ -161,7 +167,17 @@ async fn main() -> anyhow::Result<()> {
                 meter_period: chrono::TimeDelta::seconds(args.meter_seconds),
                 ..ShellConfig::default()
             };
-            config.policy.spark_unit.cpu = args.spark_unit_cores.saturating_mul(1000);
+            if !(1..=1024).contains(&args.spark_unit_cores) || !(1..=8192).contains(&args.spark_unit_memory_gib) {
+                anyhow::bail!(
+                    "--spark-unit-cores must be 1 to 1024 and --spark-unit-memory-gib 1 to 8192 (defaults 4 and 16)"
+                );
+            }
+            config.policy.spark_unit.cpu = args.spark_unit_cores * 1000;
+            config.policy.spark_unit.memory = args.spark_unit_memory_gib << 30;
+            let listener = tokio::net::TcpListener::bind(args.metrics_addr)
+                .await
+                .with_context(|| format!("listening on --metrics-addr {}", args.metrics_addr))?;
+            tokio::spawn(config.metrics.clone().serve(listener));
             // SIGTERM (Kubernetes) or Ctrl-C: stop and release the Lease.
             let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
                 .context("installing the SIGTERM handler")?;

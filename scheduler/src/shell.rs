@@ -4,6 +4,7 @@
 //! what the API server has not shown back yet (assumed binds).
 
 use crate::meter;
+use crate::metrics::Metrics;
 use crate::model::{ClusterState, GangSpec, Policy, Reservation, TenantState};
 use crate::observe::{self, SCHEDULER_NAME};
 use crate::plan::{Action, observe_dedicated_idle, plan};
@@ -15,7 +16,10 @@ use kube::runtime::reflector::{self, Store};
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Api, Client, ResourceExt};
 use serde_json::json;
-use sparkcap_ledger::{AccrualOutcome, AccrualRequest, LedgerError, LedgerStore, TenantId};
+use sparkcap_ledger::{
+    AccrualOutcome, AccrualRequest, Bytes, LedgerError, LedgerStore, Millicores, NodeAllocatable, PoolCapacity,
+    SparkUnitSize, TenantId,
+};
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
@@ -43,6 +47,8 @@ struct Memory {
     /// Pods whose close the ledger has taken.
     closed: std::collections::HashSet<String>,
     metered_at: Option<DateTime<Utc>>,
+    /// Pool sizes last written to the ledger (without their timestamp).
+    pools_written: Vec<PoolCapacity>,
 }
 
 /// The scheduler loop's settings.
@@ -58,6 +64,8 @@ pub struct ShellConfig {
     pub meter_period: TimeDelta,
     /// Who holds the ledger's writer epoch (pod name in a cluster).
     pub holder: String,
+    /// Where passes, binds, preemptions and accrual lag are counted.
+    pub metrics: Metrics,
 }
 
 impl Default for ShellConfig {
@@ -68,6 +76,7 @@ impl Default for ShellConfig {
             tenants_refresh: TimeDelta::seconds(5),
             meter_period: TimeDelta::seconds(10),
             holder: "sparkcap-scheduler".into(),
+            metrics: Metrics::default(),
         }
     }
 }
@@ -108,17 +117,28 @@ pub async fn run(
     let mut tick = tokio::time::interval(config.period);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     tokio::pin!(shutdown);
+    let metrics = config.metrics.clone();
     loop {
         tokio::select! {
             _ = &mut shutdown => return Ok(()),
             _ = tick.tick() => {}
         }
+        let timer = metrics.pass_duration.start_timer();
         if let Err(e) = pass(&client, store.as_ref(), &config, &nodes, &pods, &mut memory).await {
             tracing::warn!(error = %e, "scheduling pass failed");
         }
+        timer.observe_duration();
+        metrics.passes.inc();
         let now = Utc::now();
+        match sync_pools(store.as_ref(), epoch, &config, &nodes, &mut memory, now).await {
+            Ok(()) => {}
+            Err(e @ (LedgerError::StaleEpoch { .. } | LedgerError::EpochNotHeld { .. })) => {
+                return Err(anyhow::anyhow!("deposed: {e}; stopping"));
+            }
+            Err(e) => tracing::warn!(error = %e, "registering pool sizes failed; retrying next pass"),
+        }
         if memory.metered_at.is_none_or(|t| now - t >= config.meter_period) {
-            match meter(store.as_ref(), epoch, &pods, &mut memory, now).await {
+            match meter(store.as_ref(), epoch, &pods, &mut memory, &metrics, now).await {
                 Ok(()) => memory.metered_at = Some(now),
                 Err(e @ (LedgerError::StaleEpoch { .. } | LedgerError::EpochNotHeld { .. })) => {
                     return Err(anyhow::anyhow!("deposed: {e}; stopping"));
@@ -126,7 +146,61 @@ pub async fn run(
                 Err(e) => tracing::warn!(error = %e, "metering failed; retrying next period"),
             }
         }
+        metrics
+            .accrual_lag
+            .set(memory.metered_at.map_or(0, |t| (now - t).num_seconds().max(0)));
     }
+}
+
+/// Registers each pool's size in Spark Units whenever its ready nodes change
+/// (R1.1–R1.3): the webhook's draft check, the REST API and dedicated
+/// purchases (R1.5) read it from the ledger.
+async fn sync_pools(
+    store: &dyn LedgerStore,
+    epoch: sparkcap_ledger::Epoch,
+    config: &ShellConfig,
+    nodes: &Store<Node>,
+    memory: &mut Memory,
+    now: DateTime<Utc>,
+) -> Result<(), LedgerError> {
+    let unit = SparkUnitSize::new(
+        Millicores(config.policy.spark_unit.cpu),
+        Bytes(config.policy.spark_unit.memory),
+    )?;
+    let allocatable: Vec<NodeAllocatable> = nodes
+        .state()
+        .iter()
+        .filter_map(|n| {
+            let n = observe::node(n);
+            Some(NodeAllocatable {
+                pool: n.pool?,
+                cpu: Millicores(n.allocatable.cpu),
+                memory: Bytes(n.allocatable.memory),
+                ready: n.schedulable,
+                name: n.name,
+            })
+        })
+        .collect();
+    let sizes = PoolCapacity::from_nodes(unit, &allocatable, now);
+    let same = |a: &PoolCapacity, b: &PoolCapacity| {
+        (a.pool, a.nodes, a.cpu, a.memory, a.spark_units) == (b.pool, b.nodes, b.cpu, b.memory, b.spark_units)
+    };
+    if sizes.len() == memory.pools_written.len() && sizes.iter().zip(&memory.pools_written).all(|(a, b)| same(a, b)) {
+        return Ok(());
+    }
+    for cap in &sizes {
+        if !memory.pools_written.iter().any(|w| same(w, cap)) {
+            store.set_pool_capacity(epoch, cap).await?;
+            tracing::info!(pool = %cap.pool, nodes = cap.nodes, spark_units = cap.spark_units, "pool size registered");
+        }
+        config
+            .metrics
+            .spark_units
+            .with_label_values(&[cap.pool.as_str()])
+            .set(cap.spark_units);
+    }
+    memory.pools_written = sizes;
+    Ok(())
 }
 
 /// Accrues every metered pod up to now (or its end), closes finished and
@@ -136,6 +210,7 @@ async fn meter(
     epoch: sparkcap_ledger::Epoch,
     pods: &Store<Pod>,
     memory: &mut Memory,
+    metrics: &Metrics,
     now: DateTime<Utc>,
 ) -> Result<(), LedgerError> {
     let mut batch = Vec::new();
@@ -163,6 +238,7 @@ async fn meter(
     for (req, outcome) in batch.into_iter().zip(outcomes) {
         match outcome {
             AccrualOutcome::Rejected(e) => {
+                metrics.accrual_rejections.inc();
                 tracing::warn!(pod = %req.pod.name, error = %e, "ledger refused an accrual");
             }
             _ if req.finished => {
@@ -200,6 +276,8 @@ pub async fn run_elected(
         r = became_leader => r.map_err(|_| anyhow::anyhow!("leader election stopped"))?,
     }
     tracing::info!(%identity, "leading: scheduling and metering");
+    let leader_gauge = config.metrics.leader.clone();
+    leader_gauge.set(1);
     let mut rx_lost = rx.clone();
     let lost = async move {
         let _ = rx_lost.wait_for(|l| !*l).await;
@@ -214,6 +292,7 @@ pub async fn run_elected(
         _ = &mut shutdown => Ok(()),
     };
     elector.abort();
+    leader_gauge.set(0);
     if let Err(e) = crate::leader::release(&lease_api, &lease_cfg).await {
         tracing::warn!(error = %e, "could not release the lease; a standby takes over when it expires");
     }
@@ -324,6 +403,12 @@ async fn pass(
     memory.nominated.retain(|uid, _| live.contains(uid));
     memory.dedicated_idle_since = observe_dedicated_idle(&state, now);
     state.dedicated_idle_since = memory.dedicated_idle_since;
+    let metrics = &config.metrics;
+    for pool in sparkcap_ledger::Pool::ALL {
+        let waiting = queue.iter().filter(|p| p.pool == pool).count() as i64;
+        metrics.queue_depth.with_label_values(&[pool.as_str()]).set(waiting);
+    }
+    let pool_of: HashMap<String, sparkcap_ledger::Pool> = queue.iter().map(|p| (p.uid.clone(), p.pool)).collect();
     if queue.is_empty() && state.reservations.is_empty() {
         return Ok(());
     }
@@ -342,18 +427,28 @@ async fn pass(
                 let Some(p) = by_uid.get(&pod) else { continue };
                 match bind(client, p, &node, opportunistic).await {
                     Ok(()) => {
+                        let pool = pool_of.get(&pod).map_or("unknown", |p| p.as_str());
+                        let borrowed = if opportunistic { "true" } else { "false" };
+                        metrics.binds.with_label_values(&[pool, borrowed]).inc();
                         memory.assumed.insert(pod.clone(), (node, now + TimeDelta::seconds(30)));
                         memory.last_reason.remove(&pod);
                         memory.nominated.remove(&pod);
                     }
-                    Err(e) => tracing::warn!(pod = %p.name_any(), error = %e, "bind failed; will retry"),
+                    Err(e) => {
+                        metrics.bind_errors.inc();
+                        tracing::warn!(pod = %p.name_any(), error = %e, "bind failed; will retry");
+                    }
                 }
             }
             Action::Evict { pod, grace_seconds, .. } => {
-                if let Some(p) = all_pods.get(&pod)
-                    && let Err(e) = evict(client, p, grace_seconds).await
-                {
-                    tracing::warn!(pod = %p.name_any(), error = %e, "eviction failed");
+                if let Some(p) = all_pods.get(&pod) {
+                    match evict(client, p, grace_seconds).await {
+                        Ok(()) => {
+                            let tenant = p.labels().get(observe::TENANT_LABEL).cloned().unwrap_or_default();
+                            metrics.preemptions.with_label_values(&[tenant.as_str()]).inc();
+                        }
+                        Err(e) => tracing::warn!(pod = %p.name_any(), error = %e, "eviction failed"),
+                    }
                 }
             }
             Action::Reserve(r) => {
@@ -370,6 +465,7 @@ async fn pass(
                 let Some(p) = by_uid.get(&pod) else { continue };
                 match event(client, p, reason, &message, now).await {
                     Ok(()) => {
+                        metrics.events.with_label_values(&[reason]).inc();
                         memory.last_reason.insert(pod, message);
                     }
                     Err(e) => tracing::warn!(error = %e, "recording an event failed"),

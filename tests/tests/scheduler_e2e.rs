@@ -52,13 +52,24 @@ async fn cluster(name: &str) -> Cluster {
 
 /// Starts a scheduler replica; it stops when the returned sender is dropped.
 fn start_scheduler(server: &ApiServer, store: &Arc<dyn LedgerStore>, holder: &str) -> tokio::sync::oneshot::Sender<()> {
+    start_scheduler_with(
+        server,
+        store,
+        ShellConfig {
+            meter_period: chrono::TimeDelta::seconds(1),
+            holder: holder.into(),
+            ..ShellConfig::default()
+        },
+    )
+}
+
+fn start_scheduler_with(
+    server: &ApiServer,
+    store: &Arc<dyn LedgerStore>,
+    config: ShellConfig,
+) -> tokio::sync::oneshot::Sender<()> {
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let (client, store) = (server.client(), store.clone());
-    let config = ShellConfig {
-        meter_period: chrono::TimeDelta::seconds(1),
-        holder: holder.into(),
-        ..ShellConfig::default()
-    };
     tokio::spawn(async move {
         let stopped = async move {
             let _ = stopped.await;
@@ -106,6 +117,32 @@ async fn failed_scheduling(server: &ApiServer) -> String {
     .await
 }
 
+/// Every pod's pool, node and phase and every Event in tenant-acme, for a failure message.
+async fn explain(server: &ApiServer) -> String {
+    let pods: Api<Pod> = Api::namespaced(server.client(), "tenant-acme");
+    let events: Api<Event> = Api::namespaced(server.client(), "tenant-acme");
+    let mut out = String::new();
+    for p in pods.list(&ListParams::default()).await.unwrap().items {
+        out.push_str(&format!(
+            "pod {} pool={:?} scheduler={:?} node={:?} phase={:?} requests={:?}\n",
+            p.metadata.name.unwrap_or_default(),
+            p.metadata.labels.unwrap_or_default().get("sparkcap.io/pool"),
+            p.spec.as_ref().and_then(|s| s.scheduler_name.clone()),
+            p.spec.as_ref().and_then(|s| s.node_name.clone()),
+            p.status.and_then(|s| s.phase),
+            p.spec
+                .map(|s| s.containers.into_iter().map(|c| c.resources).collect::<Vec<_>>()),
+        ));
+    }
+    for e in events.list(&ListParams::default()).await.unwrap().items {
+        out.push_str(&format!(
+            "event {:?} {:?}: {:?}\n",
+            e.involved_object.name, e.reason, e.message
+        ));
+    }
+    out
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn spark_pods_are_bound_and_run_or_told_why_not() {
     let c = cluster("bind").await;
@@ -137,19 +174,28 @@ async fn spark_pods_are_bound_and_run_or_told_why_not() {
         "0/3 nodes are available: 1 Insufficient cpu, 2 node(s) didn't match pool draft."
     );
     // The Event and the bind are separate API calls in one pass; wait for both.
-    let bound = wait_for("ingest and the 14-core driver bound", async || {
-        let bound: Vec<String> = pods
+    let mut bound = Vec::new();
+    for _ in 0..150 {
+        bound = pods
             .list(&ListParams::default())
             .await
-            .ok()?
+            .unwrap()
             .items
             .into_iter()
             .filter(|p| p.spec.as_ref().and_then(|s| s.node_name.as_ref()).is_some())
             .map(|p| p.metadata.name.unwrap())
             .collect();
-        (bound.len() == 2).then_some(bound)
-    })
-    .await;
+        if bound.len() == 2 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(
+        bound.len(),
+        2,
+        "ingest and the 14-core driver: {bound:?}\n{}",
+        explain(&c.server).await
+    );
     assert!(!bound.contains(&"huge2".to_string()));
 }
 
@@ -333,4 +379,79 @@ async fn a_standby_takes_over_when_the_leader_goes() {
     task_b.await.unwrap();
     let released = leases.get("sparkcap-scheduler").await.unwrap().spec.unwrap();
     assert_eq!(released.holder_identity.as_deref(), Some(""), "{released:?}");
+}
+
+/// A node joining a pool is registered in the ledger in Spark Units within
+/// seconds (R1.1–R1.3), and /metrics counts binds, queue and pool sizes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pool_sizes_follow_nodes_and_metrics_count_binds() {
+    let mut c = cluster("pools").await;
+    // The cluster's own replica is replaced by one whose metrics we read.
+    let (tx, _) = tokio::sync::oneshot::channel();
+    c._stop = tx;
+    let metrics = sparkcap_scheduler::metrics::Metrics::new();
+    let _stop = start_scheduler_with(
+        &c.server,
+        &c.store,
+        ShellConfig {
+            holder: "scheduler-m".into(),
+            metrics: metrics.clone(),
+            ..ShellConfig::default()
+        },
+    );
+    let shared_units = async || {
+        c.store
+            .pools()
+            .await
+            .unwrap()
+            .into_iter()
+            .find(|p| p.pool == sparkcap_ledger::Pool::Shared)
+            .map_or(0, |p| p.spark_units)
+    };
+    assert_eq!(shared_units().await, 4, "one 16-core, 64 GiB shared node");
+    let mut spec = NodesFile::default_nodes()
+        .nodes
+        .into_iter()
+        .find(|n| n.name == "shared-1")
+        .unwrap();
+    spec.name = "shared-2".into();
+    register_node(&c.server, &spec).unwrap();
+    let started = std::time::Instant::now();
+    wait_for("the ledger to count the new node", async || {
+        (shared_units().await == 8).then_some(())
+    })
+    .await;
+    assert!(started.elapsed() < Duration::from_secs(5), "{:?}", started.elapsed());
+
+    let pods: Api<Pod> = Api::namespaced(c.server.client(), "tenant-acme");
+    pods.create(&PostParams::default(), &driver("counted", "1"))
+        .await
+        .unwrap();
+    wait_for("the pod to be bound", async || {
+        pods.get("counted").await.ok()?.spec?.node_name
+    })
+    .await;
+    let text = metrics.render();
+    for line in [
+        "sparkcap_scheduler_binds_total{borrowed=\"false\",pool=\"draft\"} 1",
+        "sparkcap_scheduler_spark_units{pool=\"shared\"} 8",
+        "sparkcap_scheduler_queue_depth{pool=\"dedicated\"} 0",
+    ] {
+        assert!(text.contains(line), "{line} missing from\n{text}");
+    }
+    assert!(text.contains("sparkcap_scheduler_passes_total "));
+    // Served over HTTP as Prometheus scrapes it.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(metrics.clone().serve(listener));
+    let body = reqwest::get(format!("http://{addr}/metrics"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        body.contains("sparkcap_scheduler_pass_duration_seconds_bucket"),
+        "{body}"
+    );
 }

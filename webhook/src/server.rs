@@ -36,10 +36,11 @@ pub fn respond(
     endpoint: Endpoint,
     body: &[u8],
     view: &crate::view::TenantView,
+    now: chrono::DateTime<Utc>,
 ) -> (StatusCode, Vec<u8>, Option<Decision>) {
     match review::decode(body) {
         Ok(req) => {
-            let decision = admit(endpoint, &req, view, Utc::now());
+            let decision = admit(endpoint, &req, view, now);
             let json = review::encode(&req.uid, &decision);
             (
                 StatusCode::OK,
@@ -54,7 +55,7 @@ pub fn respond(
 async fn handle(state: &AppState, endpoint: Endpoint, body: Bytes) -> Response {
     let started = Instant::now();
     let view = state.view.load();
-    let (status, out, decision) = respond(endpoint, &body, &view);
+    let (status, out, decision) = respond(endpoint, &body, &view, Utc::now());
     let name = match endpoint {
         Endpoint::Mutate => "mutate",
         Endpoint::Validate => "validate",

@@ -397,7 +397,7 @@ fn scheduled_applications_need_a_schedule_that_parses() {
 fn responses_echo_the_uid_and_word_denials_as_kubernetes_status() {
     let v = view();
     let body = serde_json::to_vec(&review(("", "v1", "pods"), "tenant-broke", "CREATE", &executor())).unwrap();
-    let (status, out, _) = sparkcap_webhook::server::respond(Endpoint::Validate, &body, &v);
+    let (status, out, _) = sparkcap_webhook::server::respond(Endpoint::Validate, &body, &v, now());
     assert_eq!(status, 200);
     let out: Value = serde_json::from_slice(&out).unwrap();
     assert_eq!(out["apiVersion"], "admission.k8s.io/v1");
@@ -407,7 +407,7 @@ fn responses_echo_the_uid_and_word_denials_as_kubernetes_status() {
         out["response"]["status"]["code"], 503,
         "executor without schedulerName: {out}"
     );
-    let (status, out, _) = sparkcap_webhook::server::respond(Endpoint::Mutate, &body, &v);
+    let (status, out, _) = sparkcap_webhook::server::respond(Endpoint::Mutate, &body, &v, now());
     assert_eq!(status, 200);
     let out: Value = serde_json::from_slice(&out).unwrap();
     assert_eq!(out["response"]["patchType"], "JSONPatch");
@@ -416,7 +416,7 @@ fn responses_echo_the_uid_and_word_denials_as_kubernetes_status() {
         b"not json",
         br#"{"apiVersion":"admission.k8s.io/v1","kind":"AdmissionReview"}"#,
     ] {
-        let (status, out, _) = sparkcap_webhook::server::respond(Endpoint::Validate, bad, &v);
+        let (status, out, _) = sparkcap_webhook::server::respond(Endpoint::Validate, bad, &v, now());
         assert_eq!(status, 400, "{}", String::from_utf8_lossy(&out));
     }
 }

@@ -96,7 +96,7 @@ fn graft(mut pod: Value, path: &[&str], noise: Value) -> Value {
 }
 
 fn check(endpoint: Endpoint, body: &[u8], view: &TenantView) -> Result<(), TestCaseError> {
-    let (status, out, _) = respond(endpoint, body, view);
+    let (status, out, _) = respond(endpoint, body, view, now());
     if status == 400 {
         return Ok(());
     }
@@ -163,7 +163,7 @@ fn named_edge_cases() {
         json!({"apiVersion": "admission.k8s.io/v1beta1", "kind": "AdmissionReview", "request": {}}),
     ] {
         assert_eq!(
-            respond(Endpoint::Validate, &serde_json::to_vec(&body).unwrap(), &view).0,
+            respond(Endpoint::Validate, &serde_json::to_vec(&body).unwrap(), &view, now()).0,
             400
         );
     }
@@ -173,7 +173,7 @@ fn named_edge_cases() {
         "CREATE",
         &json!({"spec": {}}),
     );
-    let (status, out, _) = respond(Endpoint::Validate, &serde_json::to_vec(&unknown).unwrap(), &view);
+    let (status, out, _) = respond(Endpoint::Validate, &serde_json::to_vec(&unknown).unwrap(), &view, now());
     assert_eq!(status, 200);
     assert_eq!(
         serde_json::from_slice::<Value>(&out).unwrap()["response"]["allowed"],
@@ -198,6 +198,7 @@ fn named_edge_cases() {
         Endpoint::Validate,
         &serde_json::to_vec(&review(("", "v1", "pods"), "tenant-acme", "CREATE", &pod)).unwrap(),
         &view,
+        now(),
     );
     assert!(decision.unwrap().allowed(), "{}", String::from_utf8_lossy(&out));
     pod["spec"]["containers"][99]["resources"]["requests"]["cpu"] = json!("4");
@@ -205,6 +206,7 @@ fn named_edge_cases() {
         Endpoint::Validate,
         &serde_json::to_vec(&review(("", "v1", "pods"), "tenant-acme", "CREATE", &pod)).unwrap(),
         &view,
+        now(),
     );
     let out: Value = serde_json::from_slice(&out).unwrap();
     assert!(
