@@ -168,8 +168,35 @@ pub fn plan(state: &ClusterState, queue: &[PendingPod], now: DateTime<Utc>) -> V
         pods.sort_by(|a, b| (a.created_at, &a.uid).cmp(&(b.created_at, &b.uid)));
     }
     let mut leftovers: Vec<&PendingPod> = Vec::new();
-    for pod in by_pool.remove(&Pool::Dedicated).unwrap_or_default() {
+    let mut dedicated = by_pool.remove(&Pool::Dedicated).unwrap_or_default();
+    // Room preemption frees belongs to the pod it was freed for (as
+    // kube-scheduler counts nominated pods on their nodes): it is held for
+    // it against every other placement until it binds or the nomination lapses.
+    let active = |p: &PendingPod| {
+        p.nominated
+            .filter(|(node, until)| *until > now && *node < state.nodes.len())
+            .map(|(node, _)| node)
+    };
+    let mut claims: HashMap<&str, (usize, Resources)> = HashMap::new();
+    for p in &dedicated {
+        if let Some(node) = active(p) {
+            let need = preemption_need(state, node, p);
+            pass.index.take(&state.nodes, node, &need);
+            claims.insert(p.uid.as_str(), (node, need));
+        }
+    }
+    dedicated.sort_by_key(|p| active(p).is_none());
+    for pod in dedicated {
+        let claim = claims.get(pod.uid.as_str()).copied();
+        if let Some((node, need)) = claim {
+            pass.index.give(&state.nodes, node, &need);
+            // Room grew: what failed before in this pass may fit now.
+            pass.generation += 1;
+        }
         if !pass.place(pod, false) {
+            if let Some((node, need)) = claim {
+                pass.index.take(&state.nodes, node, &need);
+            }
             pass.preempt_or_report(pod);
         }
     }
@@ -342,15 +369,21 @@ impl<'a> Pass<'a> {
             return false;
         }
         let spread = pod.role == Role::Driver && target != Pool::Dedicated;
-        let mut chosen = None;
-        for i in self.index.candidates(target, pod.requests.cpu, spread) {
-            let node = &self.state.nodes[i];
-            if static_misfit(node, pod, target, opportunistic).is_none()
+        let fits = |i: usize| {
+            static_misfit(&self.state.nodes[i], pod, target, opportunistic).is_none()
                 && resource_misfit(&self.index.free[i], &pod.requests).is_none()
-            {
-                chosen = Some(i);
-                break;
-            }
+        };
+        // The node preemption freed for the pod comes first: it was emptied for it.
+        let mut chosen = pod
+            .nominated
+            .filter(|(i, until)| *until > self.now && *i < self.state.nodes.len())
+            .map(|(i, _)| i)
+            .filter(|&i| fits(i));
+        if chosen.is_none() {
+            chosen = self
+                .index
+                .candidates(target, pod.requests.cpu, spread)
+                .find(|&i| fits(i));
         }
         let Some(i) = chosen else {
             self.failed.insert(key, (self.generation, pod.requests, String::new()));
@@ -456,10 +489,23 @@ impl<'a> Pass<'a> {
         {
             return; // victims are still terminating: their room is coming.
         }
-        let Some(Victims { node, pods: victims }) = self.choose_victims(pod) else {
+        let Some(chosen) = self.choose_victims(pod) else {
             self.report(pod, Pool::Dedicated);
             return;
         };
+        // The pod takes what is free on the node now (held against every
+        // other placement of this pass), then what earlier evictions of the
+        // pass free, then its own victims' room; the rest is left for others.
+        let node = chosen.node;
+        let from_free = least(&chosen.need, &self.index.free[node]);
+        self.index.take(&self.state.nodes, node, &from_free);
+        let borrowed = self.borrowed.as_mut().expect("built by choose_victims");
+        let incoming = borrowed.incoming.get(&node).copied().unwrap_or_default();
+        let still = chosen.need.minus(&from_free);
+        let from_incoming = least(&still, &incoming);
+        let from_victims = still.minus(&from_incoming);
+        borrowed.commit(&chosen, from_incoming.plus(&from_victims));
+        let victims = chosen.pods;
         let grace = self.state.policy.eviction_grace_seconds;
         for v in &victims {
             self.actions.push(Action::Evict {
@@ -477,12 +523,19 @@ impl<'a> Pass<'a> {
         self.event(
             pod,
             "Preempting",
-            format!(
-                "evicting {} borrowed pod(s) on {} to give tenant {} its dedicated capacity",
-                victims.len(),
-                self.state.nodes[node].name,
-                pod.tenant
-            ),
+            if victims.is_empty() {
+                format!(
+                    "borrowed pods being evicted on {} make room for tenant {}'s dedicated capacity",
+                    self.state.nodes[node].name, pod.tenant
+                )
+            } else {
+                format!(
+                    "evicting {} borrowed pod(s) on {} to give tenant {} its dedicated capacity",
+                    victims.len(),
+                    self.state.nodes[node].name,
+                    pod.tenant
+                )
+            },
         );
     }
 
@@ -499,15 +552,23 @@ impl<'a> Pass<'a> {
 pub struct Victims {
     /// Node index.
     pub node: usize,
-    /// The pods to evict.
+    /// The pods to evict (none when earlier evictions of this pass free enough).
     pub pods: Vec<(String, String)>,
+    /// What their eviction frees.
+    pub freed: Resources,
+    /// What the preempting pod needs there (with its gang when one node holds it).
+    pub need: Resources,
 }
 
 /// Live opportunistic pods per node, newest first: built once per pass so
-/// that each preemption decision only walks the dedicated nodes.
+/// that each preemption decision only walks the dedicated nodes. It also
+/// remembers this pass's evictions, so that two pods never count on the
+/// same victim and room one pod was promised is not promised again.
 #[derive(Debug, Default)]
 pub struct Borrowed<'a> {
     by_node: Vec<(usize, Vec<&'a crate::model::BoundPod>)>,
+    /// Room evictions chosen earlier in the pass free beyond what their pods take.
+    incoming: HashMap<usize, Resources>,
 }
 
 impl<'a> Borrowed<'a> {
@@ -524,7 +585,41 @@ impl<'a> Borrowed<'a> {
             v.sort_by(|a, b| b.bound_at.cmp(&a.bound_at).then_with(|| a.uid.cmp(&b.uid)));
         }
         by_node.sort_by_key(|(n, _)| *n);
-        Self { by_node }
+        Self {
+            by_node,
+            incoming: HashMap::new(),
+        }
+    }
+
+    /// Records `chosen` as decided: its victims are gone from the candidates
+    /// and what they free beyond `taken_from_them` waits for the next pod.
+    pub fn commit(&mut self, chosen: &Victims, taken_from_them: Resources) {
+        if let Some((_, victims)) = self.by_node.iter_mut().find(|(n, _)| *n == chosen.node) {
+            victims.retain(|v| !chosen.pods.iter().any(|(uid, _)| *uid == v.uid));
+        }
+        let e = self.incoming.entry(chosen.node).or_default();
+        *e = e.plus(&chosen.freed).minus(&taken_from_them);
+    }
+}
+
+/// What preemption frees on `node` for `pod`: a driver is admitted with its
+/// executors, so room for the whole gang when the node can hold it (else for
+/// the driver alone).
+fn preemption_need(state: &ClusterState, node: usize, pod: &PendingPod) -> Resources {
+    match (pod.role, pod.gang) {
+        (Role::Driver, Some(g)) => Some(pod.requests.plus(&g.executor.times(g.executors))),
+        _ => None,
+    }
+    .filter(|g| state.nodes[node].allocatable.fits(g))
+    .unwrap_or(pod.requests)
+}
+
+/// Per resource, the smaller of the two (negative counts as zero).
+fn least(a: &Resources, b: &Resources) -> Resources {
+    Resources {
+        cpu: a.cpu.min(b.cpu).max(0),
+        memory: a.memory.min(b.memory).max(0),
+        pods: a.pods.min(b.pods).max(0),
     }
 }
 
@@ -538,17 +633,10 @@ pub fn choose_victims(
     pod: &PendingPod,
 ) -> Option<Victims> {
     let mut best: Option<(usize, usize, DateTime<Utc>)> = None; // (entry, victims, oldest victim)
-    // A driver is admitted with its executors: free room for the whole gang
-    // on one node when a node can hold it (else for the driver alone).
-    let gang = match (pod.role, pod.gang) {
-        (Role::Driver, Some(g)) => Some(pod.requests.plus(&g.executor.times(g.executors))),
-        _ => None,
-    };
     for (entry, (node, victims)) in borrowed.by_node.iter().enumerate() {
-        let need = gang
-            .filter(|g| state.nodes[*node].allocatable.fits(g))
-            .unwrap_or(pod.requests);
-        let mut room = free[*node];
+        let need = preemption_need(state, *node, pod);
+        let incoming = borrowed.incoming.get(node).copied().unwrap_or_default();
+        let mut room = free[*node].plus(&incoming);
         let mut count = 0;
         for v in victims {
             if room.fits(&need) {
@@ -557,25 +645,34 @@ pub fn choose_victims(
             room = room.plus(&v.requests);
             count += 1;
         }
-        if count == 0 || !room.fits(&need) || best.is_some_and(|(_, n, _)| count > n) {
+        // Without victims, a node only helps if this pass's evictions free it.
+        let useful = count > 0 || incoming != Resources::default();
+        if !useful || !room.fits(&need) || best.is_some_and(|(_, n, _)| count > n) {
             continue;
         }
         if static_misfit(&state.nodes[*node], pod, Pool::Dedicated, false).is_some() {
             continue;
         }
-        let oldest = victims[count - 1].bound_at;
+        let oldest = victims
+            .get(count.wrapping_sub(1))
+            .map_or(DateTime::<Utc>::MAX_UTC, |v| v.bound_at);
         if best.is_none_or(|(_, n, o)| count < n || oldest > o) {
             best = Some((entry, count, oldest));
         }
     }
     best.map(|(entry, count, _)| {
         let (node, victims) = &borrowed.by_node[entry];
+        let need = preemption_need(state, *node, pod);
         Victims {
             node: *node,
             pods: victims[..count]
                 .iter()
                 .map(|v| (v.uid.clone(), v.name.clone()))
                 .collect(),
+            freed: victims[..count]
+                .iter()
+                .fold(Resources::default(), |a, v| a.plus(&v.requests)),
+            need,
         }
     })
 }

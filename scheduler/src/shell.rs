@@ -38,6 +38,9 @@ struct Memory {
     dedicated_idle_since: Option<DateTime<Utc>>,
     /// Binds sent but not yet seen in the watch: uid → (node, until).
     assumed: HashMap<String, (String, DateTime<Utc>)>,
+    /// Evictions sent: those pods count as terminating even before the
+    /// watch shows it, or the next pass would choose them as victims again.
+    evicting: HashMap<String, DateTime<Utc>>,
     /// Gangs read from drivers' ConfigMaps, by pod uid.
     gangs: HashMap<String, Option<GangSpec>>,
     tenants: HashMap<TenantId, TenantState>,
@@ -355,7 +358,9 @@ async fn pass(
                 memory.assumed.remove(&uid); // the bind is visible now
             }
             if let Some(&i) = index.get(&n) {
-                state.bound.push(observe::bound(&pod, i));
+                let mut b = observe::bound(&pod, i);
+                b.terminating |= memory.evicting.contains_key(&uid);
+                state.bound.push(b);
             }
             continue;
         }
@@ -401,6 +406,7 @@ async fn pass(
     memory.gangs.retain(|uid, _| live.contains(uid));
     memory.last_reason.retain(|uid, _| live.contains(uid));
     memory.nominated.retain(|uid, _| live.contains(uid));
+    memory.evicting.retain(|uid, until| live.contains(uid) && *until > now);
     memory.dedicated_idle_since = observe_dedicated_idle(&state, now);
     state.dedicated_idle_since = memory.dedicated_idle_since;
     let metrics = &config.metrics;
@@ -444,6 +450,9 @@ async fn pass(
                 if let Some(p) = all_pods.get(&pod) {
                     match evict(client, p, grace_seconds).await {
                         Ok(()) => {
+                            memory
+                                .evicting
+                                .insert(pod.clone(), now + TimeDelta::seconds(grace_seconds + 30));
                             let tenant = p.labels().get(observe::TENANT_LABEL).cloned().unwrap_or_default();
                             metrics.preemptions.with_label_values(&[tenant.as_str()]).inc();
                         }

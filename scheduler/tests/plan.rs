@@ -221,6 +221,64 @@ fn dedicated_pods_preempt_the_fewest_newest_borrowed_pods() {
     assert_eq!(binds(&a), vec![("ded".into(), "d2".into(), false)]);
 }
 
+/// Regression: several dedicated pods preempting in one pass each chose the
+/// same victim and the same free room, so some needed a second round (a
+/// second grace period, past 30 s).
+#[test]
+fn pods_preempting_in_one_pass_share_out_victims_and_room() {
+    let mut state = ClusterState {
+        nodes: vec![node("d1", Pool::Dedicated, 16)],
+        tenants: tenants(&[("acme", 3, 0), ("beta", 0, 100)]),
+        ..ClusterState::default()
+    };
+    // 2 cores free, two 7-core borrowed pods.
+    state.bound = vec![
+        bound("o1", "beta", Pool::Shared, 0, 7000, true, 200),
+        bound("o2", "beta", Pool::Shared, 0, 7000, true, 100),
+    ];
+    let queue: Vec<PendingPod> = ["p1", "p2", "p3"]
+        .iter()
+        .map(|u| pending(u, "acme", Pool::Dedicated, Role::Executor, 4000, 0))
+        .collect();
+    let a = plan(&state, &queue, now());
+    let evicted: Vec<String> = a
+        .iter()
+        .filter_map(|x| match x {
+            Action::Evict { pod, .. } => Some(pod.clone()),
+            _ => None,
+        })
+        .collect();
+    // p1 takes the 2 free cores and 2 of o2's 7; p2 the other 4 of o2's;
+    // p3 needs o1 too. 2 + 14 = 16 cores hold all three (12).
+    assert_eq!(evicted, vec!["o2".to_string(), "o1".to_string()], "{a:?}");
+    let nominated = a
+        .iter()
+        .filter(|x| matches!(x, Action::Nominate { node: 0, .. }))
+        .count();
+    assert_eq!(nominated, 3, "{a:?}");
+    assert!(binds(&a).is_empty());
+    // Once both are gone all three bind in one pass.
+    state.bound.clear();
+    assert_eq!(binds(&plan(&state, &queue, now())).len(), 3);
+}
+
+/// Regression: room freed by preemption went to whichever dedicated pod came
+/// first in the queue, and the pod it was freed for preempted again.
+#[test]
+fn room_freed_by_preemption_goes_to_the_pod_it_was_freed_for() {
+    let state = ClusterState {
+        nodes: vec![node("d1", Pool::Dedicated, 8), node("d2", Pool::Dedicated, 8)],
+        tenants: tenants(&[("acme", 4, 0)]),
+        bound: vec![bound("busy", "acme", Pool::Dedicated, 1, 8000, false, 60)],
+        ..ClusterState::default()
+    };
+    let older = pending("a-older", "acme", Pool::Dedicated, Role::Executor, 6000, 30);
+    let mut nominated = pending("b-nominated", "acme", Pool::Dedicated, Role::Executor, 6000, 5);
+    nominated.nominated = Some((0, now() + TimeDelta::seconds(20)));
+    let a = plan(&state, &[older, nominated], now());
+    assert_eq!(binds(&a), vec![("b-nominated".into(), "d1".into(), false)], "{a:?}");
+}
+
 #[test]
 fn dedicated_pods_beyond_the_tenants_units_wait() {
     let state = ClusterState {

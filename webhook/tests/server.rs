@@ -153,13 +153,24 @@ async fn serves_reviews_over_tls_with_limits_and_metrics() {
         .await
         .unwrap();
     assert_eq!(r.status(), 200);
-    let r = client
+    // The server answers 413 from the Content-Length and closes without
+    // reading 9 MiB; the client may see that answer, or the closed socket
+    // while it is still writing (which of the two is a race).
+    match client
         .post(format!("{}/validate", s.url))
         .body(vec![b' '; 9 << 20])
         .send()
         .await
-        .unwrap();
-    assert_eq!(r.status(), 413);
+    {
+        Ok(r) => assert_eq!(r.status(), 413),
+        Err(e) => {
+            let chain = format!("{e:?}");
+            assert!(
+                chain.contains("BrokenPipe") || chain.contains("ConnectionReset"),
+                "{chain}"
+            );
+        }
+    }
     // Plain HTTP on the TLS port is not served.
     assert!(
         reqwest::get(format!("{}/validate", s.url.replace("https", "http")))

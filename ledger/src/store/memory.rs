@@ -346,10 +346,16 @@ impl LedgerStore for MemoryStore {
         let (outcomes, changed) = {
             let mut s = self.lock();
             s.check_epoch(epoch)?;
-            let checkpoints: HashMap<String, PodCheckpoint> = batch
-                .iter()
-                .filter_map(|r| s.pods.get(&r.pod.uid).map(|p| (r.pod.uid.clone(), p.cp.clone())))
-                .collect();
+            // Checkpoints are moved out and back (every one comes back in the
+            // plan), not cloned: a simulated day accrues millions of them.
+            let mut journal: HashMap<String, (McSeconds, u64)> = HashMap::with_capacity(batch.len());
+            let mut checkpoints: HashMap<String, PodCheckpoint> = HashMap::with_capacity(batch.len());
+            for r in batch {
+                if let Some(row) = s.pods.remove(&r.pod.uid) {
+                    journal.insert(r.pod.uid.clone(), (row.interval_sum, row.intervals));
+                    checkpoints.insert(r.pod.uid.clone(), row.cp);
+                }
+            }
             let names: HashSet<&TenantId> = batch.iter().map(|r| &r.pod.tenant).collect();
             let accounts: HashMap<TenantId, Account> = names
                 .into_iter()
@@ -359,15 +365,19 @@ impl LedgerStore for MemoryStore {
             let known: HashSet<TenantId> = accounts.keys().cloned().collect();
             let plan = plan_accruals(checkpoints, &accounts, &known, batch);
 
-            for cp in plan.new_pods.into_iter().chain(plan.updated_pods) {
+            for cp in plan.new_pods.into_iter().chain(plan.updated_pods).chain(plan.untouched) {
                 let uid = cp.pod.uid.clone();
-                let row = s.pods.entry(uid).or_insert_with(|| PodRow {
-                    cp: cp.clone(),
-                    interval_sum: McSeconds::ZERO,
-                    intervals: 0,
-                });
-                row.cp = cp;
+                let (interval_sum, intervals) = journal.remove(&uid).unwrap_or((McSeconds::ZERO, 0));
+                s.pods.insert(
+                    uid,
+                    PodRow {
+                        cp,
+                        interval_sum,
+                        intervals,
+                    },
+                );
             }
+            debug_assert!(journal.is_empty(), "every checkpoint comes back from the plan");
             for iv in &plan.intervals {
                 if let Some(row) = s.pods.get_mut(&iv.pod_uid) {
                     row.interval_sum += iv.charged + iv.opportunistic;

@@ -127,6 +127,7 @@ struct Sim<'a> {
     seq: u64,
     state: ClusterState,
     node_used: Vec<Resources>,
+    node_index: HashMap<String, usize>,
     bound_pos: HashMap<PodId, usize>,
     queue: Vec<PendingPod>,
     queue_pos: HashMap<PodId, usize>,
@@ -213,6 +214,7 @@ impl<'a> Sim<'a> {
                 ..ClusterState::default()
             },
             node_used: Vec::new(),
+            node_index: HashMap::new(),
             bound_pos: HashMap::new(),
             queue: Vec::new(),
             queue_pos: HashMap::new(),
@@ -306,6 +308,7 @@ impl<'a> Sim<'a> {
                        "conditions": [{"type": "Ready", "status": "True"}]}
         }))
         .expect("a valid Node");
+        self.node_index.insert(name.to_string(), self.state.nodes.len());
         self.state.nodes.push(observe::node(&node));
         self.node_used.push(Resources::default());
         self.rec.nodes_changed(&self.state.nodes);
@@ -764,7 +767,7 @@ impl<'a> Sim<'a> {
 
     fn bind(&mut self, id: PodId, node_name: &str, opportunistic: bool) {
         let Some(pending) = self.dequeue(id) else { return };
-        let Some(node) = self.state.nodes.iter().position(|n| n.name == node_name) else {
+        let Some(&node) = self.node_index.get(node_name) else {
             return;
         };
         let used = self.node_used[node].plus(&pending.requests);
