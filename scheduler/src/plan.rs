@@ -275,10 +275,13 @@ impl<'a> Pass<'a> {
         };
         let mut usage: HashMap<&TenantId, i64> = HashMap::new();
         let mut heap = BinaryHeap::new();
+        // Ordered by each tenant's usage per weight *after* its next pod (the
+        // virtual finish time of weighted fair queueing): with usage before
+        // the pod, every tenant took one pod first whatever its weight.
         for (t, q) in &per_tenant {
             let u = self.shared_used.get(*t).copied().unwrap_or(0);
             usage.insert(t, u);
-            heap.push(Reverse((key(t, u, q[0]), q[0].created_at, *t)));
+            heap.push(Reverse((key(t, u + q[0].requests.cpu, q[0]), q[0].created_at, *t)));
         }
         let mut out = Vec::new();
         while let Some(Reverse((_, _, t))) = heap.pop() {
@@ -289,7 +292,7 @@ impl<'a> Pass<'a> {
             let u = usage.entry(t).or_default();
             *u += pod.requests.cpu;
             if let Some(next) = q.front() {
-                heap.push(Reverse((key(t, *u, next), next.created_at, t)));
+                heap.push(Reverse((key(t, *u + next.requests.cpu, next), next.created_at, t)));
             }
         }
         out

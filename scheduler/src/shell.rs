@@ -111,15 +111,23 @@ pub async fn run(
 ) -> anyhow::Result<()> {
     let nodes = spawn_reflector(Api::<Node>::all(client.clone()));
     let pods = spawn_reflector(Api::<Pod>::all(client.clone()));
-    nodes.wait_until_ready().await?;
-    pods.wait_until_ready().await?;
-    // The ledger refuses writes from any older epoch: a deposed scheduler
-    // cannot charge anything once another has claimed.
-    let epoch = store.claim_epoch(&config.holder).await?;
+    tokio::pin!(shutdown);
+    // A replica told to stop while starting must not claim the epoch: it
+    // would depose the replica that replaced it.
+    let start = async {
+        nodes.wait_until_ready().await?;
+        pods.wait_until_ready().await?;
+        // The ledger refuses writes from any older epoch: a deposed scheduler
+        // cannot charge anything once another has claimed.
+        anyhow::Ok(store.claim_epoch(&config.holder).await?)
+    };
+    let epoch = tokio::select! {
+        _ = &mut shutdown => return Ok(()),
+        epoch = start => epoch?,
+    };
     let mut memory = Memory::default();
     let mut tick = tokio::time::interval(config.period);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    tokio::pin!(shutdown);
     let metrics = config.metrics.clone();
     loop {
         tokio::select! {

@@ -571,6 +571,43 @@ fn arb_state() -> impl Strategy<Value = (ClusterState, Vec<PendingPod>)> {
 proptest! {
     #![proptest_config(ProptestConfig { cases: 500, failure_persistence: None, ..ProptestConfig::default() })]
 
+    /// Shared-pool tenants that all want more than the pool converge to their
+    /// weights: weighted fair queueing's bound — a tenant of weight w among n
+    /// gets its share of the cores, at most n·w/W pods over, under n short.
+    #[test]
+    fn fair_shares_converge_to_the_weights(
+        weights in prop::collection::vec(1i64..1000, 2..6),
+        node_count in 1usize..8,
+    ) {
+        let names: Vec<String> = (0..weights.len()).map(|i| format!("t{i}")).collect();
+        let list: Vec<(&str, i64, i64)> = names.iter().zip(&weights).map(|(n, w)| (n.as_str(), 0, *w)).collect();
+        let state = ClusterState {
+            nodes: (0..node_count).map(|i| node(&format!("s{i}"), Pool::Shared, 8)).collect(),
+            tenants: tenants(&list),
+            ..ClusterState::default()
+        };
+        let cores = node_count as i64 * 8;
+        let mut queue = Vec::new();
+        for n in &names {
+            for k in 0..=cores {
+                queue.push(pending(&format!("{n}-{k:03}"), n, Pool::Shared, Role::Executor, 1000, 0));
+            }
+        }
+        let b = binds(&plan(&state, &queue, now()));
+        prop_assert_eq!(b.len() as i64, cores);
+        let total: i64 = weights.iter().sum();
+        for (n, w) in names.iter().zip(&weights) {
+            let got = b.iter().filter(|(p, ..)| p.starts_with(&format!("{n}-"))).count() as f64;
+            let share = (cores * w) as f64 / total as f64;
+            let tenants_n = weights.len() as f64;
+            let over = tenants_n * *w as f64 / total as f64;
+            prop_assert!(
+                got <= share + over + 1e-9 && got > share - tenants_n,
+                "{n}: {got} cores for a share of {share:.2}"
+            );
+        }
+    }
+
     /// No node is overcommitted; every bind is in the pod's pool (or borrowed
     /// dedicated capacity, executors only); dedicated tenants stay within
     /// their units; gangs bind their driver only with room for all executors.

@@ -4,6 +4,7 @@
 pub mod apiserver;
 pub mod devcluster;
 pub mod kubelet;
+pub mod scheduler;
 pub mod spark;
 pub mod tls;
 pub mod webhook;

@@ -68,17 +68,7 @@ fn start_scheduler_with(
     store: &Arc<dyn LedgerStore>,
     config: ShellConfig,
 ) -> tokio::sync::oneshot::Sender<()> {
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let (client, store) = (server.client(), store.clone());
-    tokio::spawn(async move {
-        let stopped = async move {
-            let _ = stopped.await;
-        };
-        if let Err(e) = shell::run(client, store, config, stopped).await {
-            eprintln!("scheduler stopped: {e:#}");
-        }
-    });
-    stop
+    sparkcap_testkit::scheduler::start(server, store, config)
 }
 
 fn driver(name: &str, cpu: &str) -> Pod {
@@ -453,111 +443,6 @@ async fn pool_sizes_follow_nodes_and_metrics_count_binds() {
     assert!(
         body.contains("sparkcap_scheduler_pass_duration_seconds_bucket"),
         "{body}"
-    );
-}
-
-/// 100 dedicated drivers arrive while borrowed executors fill every
-/// dedicated node: each gets its capacity within 30 s (R8.4), no driver
-/// needs a second round of evictions, and no borrowed pod is evicted twice.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_hundred_preemptions_each_free_room_within_30_seconds() {
-    use sparkcap_testkit::devcluster::NodeSpec;
-    let server = ApiServer::new();
-    let mut nodes = NodesFile::default_nodes();
-    nodes.nodes.retain(|n| n.pool.as_deref() != Some("dedicated"));
-    for i in 0..100 {
-        let mut n = NodesFile::default_nodes().nodes.remove(0);
-        assert_eq!(n.pool.as_deref(), Some("dedicated"));
-        n.name = format!("ded-{i:03}");
-        nodes.nodes.push(NodeSpec { ..n });
-    }
-    for n in &nodes.nodes {
-        register_node(&server, n).unwrap();
-    }
-    let _kubelets: Vec<Kubelet> = nodes.nodes.iter().map(|n| Kubelet::start(&server, &n.name)).collect();
-    let store: Arc<dyn LedgerStore> = Arc::new(MemoryStore::new());
-    let tenants =
-        TenantsFile::parse("tenants:\n- id: owner\n  dedicated_units: 400\n- id: borrower\n  vcpu_hours: 1000\n")
-            .unwrap();
-    seed(&server, store.as_ref(), &nodes, &tenants).await.unwrap();
-    let toleration =
-        json!([{"key": "sparkcap.io/pool", "operator": "Equal", "value": "dedicated", "effect": "NoSchedule"}]);
-    // Two 7-core borrowed executors on every 16-core dedicated node, as a
-    // previous leader placed them.
-    let borrowed: Api<Pod> = Api::namespaced(server.client(), "tenant-borrower");
-    for i in 0..100 {
-        for k in 0..2 {
-            let pod: Pod = serde_json::from_value(json!({
-                "metadata": {"name": format!("exec-{i:03}-{k}"), "labels": {
-                    "spark-role": "executor", "spark-app-selector": format!("spark-b{i}"),
-                    "sparkcap.io/tenant": "borrower", "sparkcap.io/pool": "shared",
-                    "sparkcap.io/opportunistic": "true"}},
-                "spec": {"nodeName": format!("ded-{i:03}"), "schedulerName": "sparkcap-scheduler",
-                         "tolerations": toleration,
-                         "containers": [{"name": "spark-kubernetes-executor", "image": "apache/spark:3.5.3",
-                                         "resources": {"requests": {"cpu": "7", "memory": "8Gi"}}}]}
-            }))
-            .unwrap();
-            borrowed.create(&PostParams::default(), &pod).await.unwrap();
-        }
-    }
-    // From here on the webhook routes what tenants create, as in a cluster.
-    let dir = std::env::temp_dir().join(format!("sparkcap-sched-preempt-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let _webhook = sparkcap_testkit::webhook::start(&server, store.clone(), Settings::default(), &dir)
-        .await
-        .unwrap();
-    let _stop = start_scheduler(&server, &store, "scheduler-p");
-    let owner: Api<Pod> = Api::namespaced(server.client(), "tenant-owner");
-    let created = std::time::Instant::now();
-    for i in 0..100 {
-        let pod: Pod = serde_json::from_value(json!({
-            "metadata": {"name": format!("report-{i:03}"), "labels": {
-                "spark-role": "driver", "spark-app-selector": format!("spark-o{i}"), "spark-app-name": "report"},
-                "annotations": {"sparkcap.io/executor-instances": "0"}},
-            "spec": {"containers": [{"name": "spark-kubernetes-driver", "image": "apache/spark:3.5.3",
-                                     "resources": {"requests": {"cpu": "4", "memory": "4Gi"}}}]}
-        }))
-        .unwrap();
-        owner.create(&PostParams::default(), &pod).await.unwrap();
-    }
-    let mut bound_after = std::collections::HashMap::new();
-    while bound_after.len() < 100 && created.elapsed() < Duration::from_secs(60) {
-        for p in owner.list(&ListParams::default()).await.unwrap().items {
-            if p.spec.and_then(|s| s.node_name).is_some() {
-                bound_after.entry(p.metadata.name.unwrap()).or_insert(created.elapsed());
-            }
-        }
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-    assert_eq!(bound_after.len(), 100, "{}", bound_after.len());
-    let routed = owner.get("report-000").await.unwrap();
-    assert_eq!(
-        routed.metadata.labels.unwrap()["sparkcap.io/pool"],
-        "dedicated",
-        "the webhook's choice"
-    );
-    let worst = bound_after.values().max().unwrap();
-    assert!(*worst < Duration::from_secs(30), "worst {worst:?}");
-    let events: Api<Event> = Api::namespaced(server.client(), "tenant-owner");
-    let mut preempting = std::collections::BTreeMap::<String, Vec<String>>::new();
-    for e in events.list(&ListParams::default()).await.unwrap().items {
-        if e.reason.as_deref() == Some("Preempting") {
-            preempting
-                .entry(e.involved_object.name.unwrap_or_default())
-                .or_default()
-                .push(e.message.unwrap_or_default());
-        }
-    }
-    let twice: Vec<_> = preempting.iter().filter(|(_, m)| m.len() > 1).collect();
-    assert!(twice.is_empty(), "preempted more than once: {twice:?}");
-    let left = borrowed.list(&ListParams::default()).await.unwrap().items.len();
-    let evicted = 200 - left;
-    // One eviction frees 7 cores: with the 2 free, room for two drivers.
-    assert!((50..=100).contains(&evicted), "{evicted} evicted");
-    eprintln!(
-        "100 preemptions: worst {worst:?} from creation to bind, {evicted} borrowed pods evicted, {} drivers preempted",
-        preempting.len()
     );
 }
 

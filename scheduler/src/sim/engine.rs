@@ -159,7 +159,7 @@ fn pod_id(uid: &str) -> PodId {
 }
 
 fn k8s_time(t: DateTime<Utc>) -> Time {
-    serde_json::from_value(Value::String(t.to_rfc3339_opts(SecondsFormat::Secs, true))).expect("a valid time")
+    Time(k8s_openapi::jiff::Timestamp::from_second(t.timestamp()).expect("a time within jiff's range"))
 }
 
 /// Runs `trace` over `store` (which must hold no tenants yet).
