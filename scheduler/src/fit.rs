@@ -132,10 +132,24 @@ impl FreeIndex {
     /// Nodes of `pool` with at least `cpu` free: tightest first (packing) or
     /// loosest first (spreading).
     pub fn candidates(&self, pool: Pool, cpu: i64, spread: bool) -> Box<dyn Iterator<Item = usize> + '_> {
+        self.candidates_below(pool, cpu, i64::MAX, spread)
+    }
+
+    /// [`Self::candidates`] with less than `below` cpu free.
+    pub fn candidates_below(
+        &self,
+        pool: Pool,
+        cpu: i64,
+        below: i64,
+        spread: bool,
+    ) -> Box<dyn Iterator<Item = usize> + '_> {
         let Some(set) = self.by_pool.get(&pool) else {
             return Box::new(std::iter::empty());
         };
-        let range = set.range((cpu, 0)..);
+        if below <= cpu {
+            return Box::new(std::iter::empty());
+        }
+        let range = set.range((cpu, 0)..(below, 0));
         if spread {
             Box::new(range.rev().map(|(_, i)| *i))
         } else {

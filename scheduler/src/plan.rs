@@ -74,9 +74,9 @@ struct Pass<'a> {
     now: DateTime<Utc>,
     index: FreeIndex,
     /// Non-opportunistic dedicated cpu in use (+ held room) per tenant.
-    dedicated_used: HashMap<TenantId, i64>,
+    dedicated_used: FxHashMap<&'a TenantId, i64>,
     /// Shared-pool cpu per tenant.
-    shared_used: HashMap<TenantId, i64>,
+    shared_used: FxHashMap<&'a TenantId, i64>,
     /// Live reservations by app.
     reservations: HashMap<String, Reservation>,
     /// Held room per pool (not usable by others).
@@ -92,9 +92,9 @@ struct Pass<'a> {
 }
 
 /// Plans binds, evictions, reservations and events for the pending pods.
-pub fn plan(state: &ClusterState, queue: &[PendingPod], now: DateTime<Utc>) -> Vec<Action> {
+pub fn plan<'a>(state: &'a ClusterState, queue: &'a [PendingPod], now: DateTime<Utc>) -> Vec<Action> {
     let mut used = vec![Resources::default(); state.nodes.len()];
-    // Summed by reference: cloning a tenant id per bound pod dominated large passes.
+    // Keyed by reference: cloning tenant ids per pass dominated the simulator.
     let mut dedicated_used: FxHashMap<&TenantId, i64> = FxHashMap::default();
     let mut shared_used: FxHashMap<&TenantId, i64> = FxHashMap::default();
     for p in &state.bound {
@@ -107,10 +107,7 @@ pub fn plan(state: &ClusterState, queue: &[PendingPod], now: DateTime<Utc>) -> V
             _ => {}
         }
     }
-    let owned = |m: FxHashMap<&TenantId, i64>| -> HashMap<TenantId, i64> {
-        m.into_iter().map(|(t, v)| (t.clone(), v)).collect()
-    };
-    let (dedicated_used, shared_used) = (owned(dedicated_used), owned(shared_used));
+
     let index = FreeIndex::new(&state.nodes, &used);
     let mut pool_free: BTreeMap<Pool, Resources> = BTreeMap::new();
     for (i, n) in state.nodes.iter().enumerate() {
@@ -156,7 +153,7 @@ pub fn plan(state: &ClusterState, queue: &[PendingPod], now: DateTime<Utc>) -> V
             pass.actions.push(Action::Release { app: r.app.clone() });
             continue;
         }
-        pass.hold(r);
+        pass.hold(r.pool, &r.tenant, &r.room);
         pass.reservations.insert(r.app.clone(), r.clone());
     }
 
@@ -230,19 +227,19 @@ pub fn plan(state: &ClusterState, queue: &[PendingPod], now: DateTime<Utc>) -> V
 }
 
 impl<'a> Pass<'a> {
-    fn hold(&mut self, r: &Reservation) {
-        let e = self.held.entry(r.pool).or_default();
-        *e = e.plus(&r.room);
-        if r.pool == Pool::Dedicated {
-            *self.dedicated_used.entry(r.tenant.clone()).or_default() += r.room.cpu;
+    fn hold(&mut self, pool: Pool, tenant: &'a TenantId, room: &Resources) {
+        let e = self.held.entry(pool).or_default();
+        *e = e.plus(room);
+        if pool == Pool::Dedicated {
+            *self.dedicated_used.entry(tenant).or_default() += room.cpu;
         }
     }
 
-    fn unhold(&mut self, pool: Pool, tenant: &TenantId, r: &Resources) {
+    fn unhold(&mut self, pool: Pool, tenant: &'a TenantId, r: &Resources) {
         let e = self.held.entry(pool).or_default();
         *e = e.minus(r);
         if pool == Pool::Dedicated {
-            *self.dedicated_used.entry(tenant.clone()).or_default() -= r.cpu;
+            *self.dedicated_used.entry(tenant).or_default() -= r.cpu;
         }
     }
 
@@ -307,7 +304,7 @@ impl<'a> Pass<'a> {
     }
 
     /// Places one pod if it may and can; records why not otherwise.
-    fn place(&mut self, pod: &PendingPod, opportunistic: bool) -> bool {
+    fn place(&mut self, pod: &'a PendingPod, opportunistic: bool) -> bool {
         let tenant = self.state.tenants.get(&pod.tenant).cloned().unwrap_or_default();
         let target = if opportunistic { Pool::Dedicated } else { pod.pool };
         let app_reservation = pod
@@ -315,7 +312,9 @@ impl<'a> Pass<'a> {
             .as_ref()
             .filter(|_| pod.role == Role::Executor && !opportunistic)
             .and_then(|a| self.reservations.get(a))
-            .filter(|r| r.room.fits(&pod.requests))
+            // Held room is its own tenant's: an app id copied into another
+            // tenant's pod labels does not unlock it.
+            .filter(|r| r.tenant == pod.tenant && r.room.fits(&pod.requests))
             .cloned();
         // The money check at bind: admission may be minutes old.
         if pod.role == Role::Driver && pod.pool != Pool::Dedicated && tenant.exhausted {
@@ -364,12 +363,20 @@ impl<'a> Pass<'a> {
         }
         let key = (target, opportunistic, Self::shape(pod), app_reservation.is_some());
         // A pod at least as big as one of the same shape that found no node
-        // in this generation finds none either; a smaller one may.
+        // in this generation finds none either; a smaller one may. One that
+        // is smaller only in cpu need only look at nodes the other could not
+        // use for cpu: every node with more free was refused for a reason
+        // (a taint, a selector, memory, pod slots) that holds for it too.
+        let mut below = i64::MAX;
         if let Some((generation, failed_need, _)) = self.failed.get(&key)
             && *generation == self.generation
-            && pod.requests.fits(failed_need)
         {
-            return false;
+            if pod.requests.fits(failed_need) {
+                return false;
+            }
+            if pod.requests.memory >= failed_need.memory && pod.requests.pods >= failed_need.pods {
+                below = failed_need.cpu;
+            }
         }
         let spread = pod.role == Role::Driver && target != Pool::Dedicated;
         let fits = |i: usize| {
@@ -385,7 +392,7 @@ impl<'a> Pass<'a> {
         if chosen.is_none() {
             chosen = self
                 .index
-                .candidates(target, pod.requests.cpu, spread)
+                .candidates_below(target, pod.requests.cpu, below, spread)
                 .find(|&i| fits(i));
         }
         let Some(i) = chosen else {
@@ -398,16 +405,17 @@ impl<'a> Pass<'a> {
         *pf = pf.minus(&pod.requests);
         match (target, opportunistic) {
             (Pool::Dedicated, false) if app_reservation.is_none() => {
-                *self.dedicated_used.entry(pod.tenant.clone()).or_default() += pod.requests.cpu
+                *self.dedicated_used.entry(&pod.tenant).or_default() += pod.requests.cpu
             }
-            (Pool::Shared, _) => *self.shared_used.entry(pod.tenant.clone()).or_default() += pod.requests.cpu,
+            (Pool::Shared, _) => *self.shared_used.entry(&pod.tenant).or_default() += pod.requests.cpu,
             _ => {}
         }
         if let Some(mut r) = app_reservation {
             // The executor's room was held for it: move it from held to used.
-            self.unhold(r.pool, &r.tenant, &pod.requests);
+            // (The reservation is the pod's application's: the same tenant.)
+            self.unhold(r.pool, &pod.tenant, &pod.requests);
             if r.pool == Pool::Dedicated {
-                *self.dedicated_used.entry(pod.tenant.clone()).or_default() += pod.requests.cpu;
+                *self.dedicated_used.entry(&pod.tenant).or_default() += pod.requests.cpu;
             }
             r.room = r.room.minus(&pod.requests);
             if r.room.pods <= 0 || r.room.cpu <= 0 {
@@ -431,7 +439,7 @@ impl<'a> Pass<'a> {
                 room: gang_room,
                 until: self.now + self.state.policy.reservation_ttl,
             };
-            self.hold(&r);
+            self.hold(r.pool, &pod.tenant, &r.room);
             self.reservations.insert(app.clone(), r.clone());
             self.actions.push(Action::Reserve(r));
         }
@@ -485,7 +493,7 @@ impl<'a> Pass<'a> {
 
     /// A dedicated pod that does not fit: evict the fewest, newest borrowed
     /// pods on one node so that it does, unless that is already under way.
-    fn preempt_or_report(&mut self, pod: &PendingPod) {
+    fn preempt_or_report(&mut self, pod: &'a PendingPod) {
         if let Some((node, until)) = pod.nominated
             && until > self.now
             && self.state.bound.iter().any(|b| b.node == node && b.terminating)
