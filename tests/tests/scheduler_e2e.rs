@@ -91,6 +91,33 @@ async fn wait_for<T>(what: &str, mut f: impl AsyncFnMut() -> Option<T>) -> T {
     panic!("timed out waiting for {what}");
 }
 
+/// The ledger's closed checkpoint of the pod with `uid`, once it is there.
+async fn closed_checkpoint(store: &Arc<dyn LedgerStore>, uid: &str) -> sparkcap_ledger::PodCheckpoint {
+    wait_for("the pod's close in the ledger", async || {
+        store
+            .pod_checkpoint(uid)
+            .await
+            .ok()
+            .flatten()
+            .filter(|cp| cp.finished_at.is_some())
+    })
+    .await
+}
+
+/// A finished pod's own start and container end.
+fn run_window(pod: &Pod) -> (chrono::DateTime<chrono::Utc>, chrono::DateTime<chrono::Utc>) {
+    let status = pod.status.as_ref().unwrap();
+    let start = sparkcap_scheduler::observe::time(status.start_time.as_ref().unwrap());
+    let end = status.container_statuses.as_ref().unwrap()[0]
+        .state
+        .as_ref()
+        .and_then(|s| s.terminated.as_ref())
+        .and_then(|t| t.finished_at.as_ref())
+        .map(sparkcap_scheduler::observe::time)
+        .unwrap();
+    (start, end)
+}
+
 /// The first FailedScheduling Event's message in tenant-acme.
 async fn failed_scheduling(server: &ApiServer) -> String {
     let events: Api<Event> = Api::namespaced(server.client(), "tenant-acme");
@@ -220,29 +247,8 @@ async fn metering_is_exact_across_a_scheduler_restart() {
         (p.status.as_ref()?.phase.as_deref() == Some("Succeeded")).then_some(p)
     })
     .await;
-    let cp = wait_for("the pod's close in the ledger", async || {
-        c.store
-            .pod_checkpoint(&uid)
-            .await
-            .ok()
-            .flatten()
-            .filter(|cp| cp.finished_at.is_some())
-    })
-    .await;
-    let status = done.status.unwrap();
-    let start = sparkcap_scheduler::observe::time(status.start_time.as_ref().unwrap());
-    let end = sparkcap_scheduler::observe::time(
-        status.container_statuses.unwrap()[0]
-            .state
-            .as_ref()
-            .unwrap()
-            .terminated
-            .as_ref()
-            .unwrap()
-            .finished_at
-            .as_ref()
-            .unwrap(),
-    );
+    let cp = closed_checkpoint(&c.store, &uid).await;
+    let (start, end) = run_window(&done);
     assert_eq!(cp.finished_at, Some(end));
     assert_eq!(
         cp.charged.0,
@@ -477,24 +483,8 @@ async fn the_ledger_equals_the_analytic_sum_across_scheduler_kills() {
     let mut expected_total = 0;
     for p in &finished {
         let uid = p.metadata.uid.clone().unwrap();
-        let cp = wait_for("the pod's close in the ledger", async || {
-            c.store
-                .pod_checkpoint(&uid)
-                .await
-                .ok()
-                .flatten()
-                .filter(|cp| cp.finished_at.is_some())
-        })
-        .await;
-        let status = p.status.as_ref().unwrap();
-        let start = sparkcap_scheduler::observe::time(status.start_time.as_ref().unwrap());
-        let end = status.container_statuses.as_ref().unwrap()[0]
-            .state
-            .as_ref()
-            .and_then(|s| s.terminated.as_ref())
-            .and_then(|t| t.finished_at.as_ref())
-            .map(sparkcap_scheduler::observe::time)
-            .unwrap();
+        let cp = closed_checkpoint(&c.store, &uid).await;
+        let (start, end) = run_window(p);
         let cpu = sparkcap_scheduler::observe::requests(p).cpu;
         let expected = cpu * (end - start).num_seconds();
         assert_eq!(cp.charged.0, expected, "{}", p.metadata.name.as_deref().unwrap_or(""));

@@ -50,6 +50,24 @@ fn fmt_num(v: f64) -> String {
     }
 }
 
+/// Horizontal grid lines and labels from `y0` to `y1` every `step`.
+fn y_grid(svg: &mut String, (y0, y1, step): (f64, f64, f64), unit: &str, sy: &dyn Fn(f64) -> f64) {
+    let mut y = y0;
+    while y <= y1 + step / 2.0 {
+        let _ = write!(
+            svg,
+            r##"<line x1="{LEFT}" x2="{}" y1="{py:.1}" y2="{py:.1}" stroke="#ddd"/><text x="{}" y="{:.1}" text-anchor="end">{}{}</text>"##,
+            W - RIGHT,
+            LEFT - 6.0,
+            sy(y) + 4.0,
+            fmt_num(y),
+            unit,
+            py = sy(y)
+        );
+        y += step;
+    }
+}
+
 /// A line chart of `series` over `x_hours`; `unit` follows y tick labels.
 fn line_chart(title: &str, x_hours: &[f64], series: &[(String, Vec<f64>)], unit: &str) -> String {
     let mut svg = String::new();
@@ -69,20 +87,7 @@ fn line_chart(title: &str, x_hours: &[f64], series: &[(String, Vec<f64>)], unit:
         esc(title),
         esc(title)
     );
-    let mut y = y0;
-    while y <= y1 + step / 2.0 {
-        let _ = write!(
-            svg,
-            r##"<line x1="{LEFT}" x2="{}" y1="{py:.1}" y2="{py:.1}" stroke="#ddd"/><text x="{}" y="{:.1}" text-anchor="end">{}{}</text>"##,
-            W - RIGHT,
-            LEFT - 6.0,
-            sy(y) + 4.0,
-            fmt_num(y),
-            unit,
-            py = sy(y)
-        );
-        y += step;
-    }
+    y_grid(&mut svg, (y0, y1, step), unit, &sy);
     let xstep = nice_step(x_max, 8.0).max(1.0);
     let mut x = 0.0;
     while x <= x_max + 1e-9 {
@@ -139,20 +144,7 @@ fn bar_chart(title: &str, labels: &[String], values: &[i64], unit: &str) -> Stri
         esc(title),
         esc(title)
     );
-    let mut y = 0.0;
-    while y <= y1 + step / 2.0 {
-        let _ = write!(
-            svg,
-            r##"<line x1="{LEFT}" x2="{}" y1="{py:.1}" y2="{py:.1}" stroke="#ddd"/><text x="{}" y="{:.1}" text-anchor="end">{}{}</text>"##,
-            W - RIGHT,
-            LEFT - 6.0,
-            sy(y) + 4.0,
-            fmt_num(y),
-            unit,
-            py = sy(y)
-        );
-        y += step;
-    }
+    y_grid(&mut svg, (0.0, y1, step), unit, &sy);
     let n = values.len().max(1) as f64;
     let bw = pw / n;
     let every = (values.len() / 16).max(1);
