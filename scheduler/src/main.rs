@@ -225,11 +225,10 @@ async fn simulate(args: SimulateArgs) -> anyhow::Result<()> {
         print!("{}", sim::compare::compare(&read(&a)?, &read(&b)?));
         return Ok(());
     }
-    let (mut trace, origin) = match &args.trace {
+    let (mut trace, mut origin) = match &args.trace {
         Some(path) => (Trace::load(path)?, path.display().to_string()),
         None => (default_day::trace(args.seed), "built-in default day".to_string()),
     };
-    let mut origin = origin;
     for spec in &args.scale_pool {
         trace.scale_pool(spec).map_err(anyhow::Error::msg)?;
         origin.push_str(&format!(", --scale-pool {spec}"));

@@ -290,6 +290,37 @@ impl Default for Policy {
     }
 }
 
+impl Policy {
+    /// The Spark Unit as the ledger counts it.
+    pub fn spark_unit_size(&self) -> sparkcap_ledger::Result<sparkcap_ledger::SparkUnitSize> {
+        sparkcap_ledger::SparkUnitSize::new(
+            sparkcap_ledger::Millicores(self.spark_unit.cpu),
+            sparkcap_ledger::Bytes(self.spark_unit.memory),
+        )
+    }
+}
+
+/// Each pool's size in Spark Units from its nodes, as the ledger registers it.
+pub fn pool_capacities(
+    nodes: &[Node],
+    unit: sparkcap_ledger::SparkUnitSize,
+    now: DateTime<Utc>,
+) -> Vec<sparkcap_ledger::PoolCapacity> {
+    let allocatable: Vec<sparkcap_ledger::NodeAllocatable> = nodes
+        .iter()
+        .filter_map(|n| {
+            Some(sparkcap_ledger::NodeAllocatable {
+                name: n.name.clone(),
+                pool: n.pool?,
+                cpu: sparkcap_ledger::Millicores(n.allocatable.cpu),
+                memory: sparkcap_ledger::Bytes(n.allocatable.memory),
+                ready: n.schedulable,
+            })
+        })
+        .collect();
+    sparkcap_ledger::PoolCapacity::from_nodes(unit, &allocatable, now)
+}
+
 /// Everything `plan` reads.
 #[derive(Debug, Clone, Default)]
 pub struct ClusterState {

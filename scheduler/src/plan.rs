@@ -643,7 +643,7 @@ pub fn choose_victims(
     free: &[Resources],
     pod: &PendingPod,
 ) -> Option<Victims> {
-    let mut best: Option<(usize, usize, DateTime<Utc>)> = None; // (entry, victims, oldest victim)
+    let mut best: Option<(usize, usize, DateTime<Utc>, Resources)> = None; // (entry, victims, oldest victim, need)
     for (entry, (node, victims)) in borrowed.by_node.iter().enumerate() {
         let need = preemption_need(state, *node, pod);
         let incoming = borrowed.incoming.get(node).copied().unwrap_or_default();
@@ -658,7 +658,7 @@ pub fn choose_victims(
         }
         // Without victims, a node only helps if this pass's evictions free it.
         let useful = count > 0 || incoming != Resources::default();
-        if !useful || !room.fits(&need) || best.is_some_and(|(_, n, _)| count > n) {
+        if !useful || !room.fits(&need) || best.is_some_and(|(_, n, _, _)| count > n) {
             continue;
         }
         if static_misfit(&state.nodes[*node], pod, Pool::Dedicated, false).is_some() {
@@ -667,13 +667,12 @@ pub fn choose_victims(
         let oldest = victims
             .get(count.wrapping_sub(1))
             .map_or(DateTime::<Utc>::MAX_UTC, |v| v.bound_at);
-        if best.is_none_or(|(_, n, o)| count < n || oldest > o) {
-            best = Some((entry, count, oldest));
+        if best.is_none_or(|(_, n, o, _)| count < n || oldest > o) {
+            best = Some((entry, count, oldest, need));
         }
     }
-    best.map(|(entry, count, _)| {
+    best.map(|(entry, count, _, need)| {
         let (node, victims) = &borrowed.by_node[entry];
-        let need = preemption_need(state, *node, pod);
         Victims {
             node: *node,
             pods: victims[..count]

@@ -16,10 +16,7 @@ use kube::runtime::reflector::{self, Store};
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Api, Client, ResourceExt};
 use serde_json::json;
-use sparkcap_ledger::{
-    AccrualOutcome, AccrualRequest, Bytes, LedgerError, LedgerStore, Millicores, NodeAllocatable, PoolCapacity,
-    SparkUnitSize, TenantId,
-};
+use sparkcap_ledger::{AccrualOutcome, AccrualRequest, LedgerError, LedgerStore, PoolCapacity, TenantId};
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
@@ -134,20 +131,22 @@ pub async fn run(
             _ = &mut shutdown => return Ok(()),
             _ = tick.tick() => {}
         }
-        let timer = metrics.pass_duration.start_timer();
-        if let Err(e) = pass(&client, store.as_ref(), &config, &nodes, &pods, &mut memory).await {
-            tracing::warn!(error = %e, "scheduling pass failed");
-        }
-        timer.observe_duration();
-        metrics.passes.inc();
         let now = Utc::now();
-        match sync_pools(store.as_ref(), epoch, &config, &nodes, &mut memory, now).await {
+        // Observed once: the pool sizes and the pass both read them.
+        let observed: Vec<crate::model::Node> = nodes.state().iter().map(|n| observe::node(n)).collect();
+        match sync_pools(store.as_ref(), epoch, &config, &observed, &mut memory, now).await {
             Ok(()) => {}
             Err(e @ (LedgerError::StaleEpoch { .. } | LedgerError::EpochNotHeld { .. })) => {
                 return Err(anyhow::anyhow!("deposed: {e}; stopping"));
             }
             Err(e) => tracing::warn!(error = %e, "registering pool sizes failed; retrying next pass"),
         }
+        let timer = metrics.pass_duration.start_timer();
+        if let Err(e) = pass(&client, store.as_ref(), &config, observed, &pods, &mut memory).await {
+            tracing::warn!(error = %e, "scheduling pass failed");
+        }
+        timer.observe_duration();
+        metrics.passes.inc();
         if memory.metered_at.is_none_or(|t| now - t >= config.meter_period) {
             match meter(store.as_ref(), epoch, &pods, &mut memory, &metrics, now).await {
                 Ok(()) => memory.metered_at = Some(now),
@@ -170,35 +169,14 @@ async fn sync_pools(
     store: &dyn LedgerStore,
     epoch: sparkcap_ledger::Epoch,
     config: &ShellConfig,
-    nodes: &Store<Node>,
+    nodes: &[crate::model::Node],
     memory: &mut Memory,
     now: DateTime<Utc>,
 ) -> Result<(), LedgerError> {
-    let unit = SparkUnitSize::new(
-        Millicores(config.policy.spark_unit.cpu),
-        Bytes(config.policy.spark_unit.memory),
-    )?;
-    let allocatable: Vec<NodeAllocatable> = nodes
-        .state()
-        .iter()
-        .filter_map(|n| {
-            let n = observe::node(n);
-            Some(NodeAllocatable {
-                pool: n.pool?,
-                cpu: Millicores(n.allocatable.cpu),
-                memory: Bytes(n.allocatable.memory),
-                ready: n.schedulable,
-                name: n.name,
-            })
-        })
-        .collect();
-    let sizes = PoolCapacity::from_nodes(unit, &allocatable, now);
+    let sizes = crate::model::pool_capacities(nodes, config.policy.spark_unit_size()?, now);
     let same = |a: &PoolCapacity, b: &PoolCapacity| {
         (a.pool, a.nodes, a.cpu, a.memory, a.spark_units) == (b.pool, b.nodes, b.cpu, b.memory, b.spark_units)
     };
-    if sizes.len() == memory.pools_written.len() && sizes.iter().zip(&memory.pools_written).all(|(a, b)| same(a, b)) {
-        return Ok(());
-    }
     for cap in &sizes {
         if !memory.pools_written.iter().any(|w| same(w, cap)) {
             store.set_pool_capacity(epoch, cap).await?;
@@ -327,7 +305,7 @@ async fn pass(
     client: &Client,
     store: &dyn LedgerStore,
     config: &ShellConfig,
-    nodes: &Store<Node>,
+    nodes: Vec<crate::model::Node>,
     pods: &Store<Pod>,
     memory: &mut Memory,
 ) -> anyhow::Result<()> {
@@ -336,7 +314,7 @@ async fn pass(
         refresh_tenants(store, memory, now).await?;
     }
     let mut state = ClusterState {
-        nodes: nodes.state().iter().map(|n| observe::node(n)).collect(),
+        nodes,
         tenants: memory.tenants.clone(),
         reservations: memory.reservations.clone(),
         dedicated_idle_since: memory.dedicated_idle_since,
@@ -422,10 +400,10 @@ async fn pass(
         let waiting = queue.iter().filter(|p| p.pool == pool).count() as i64;
         metrics.queue_depth.with_label_values(&[pool.as_str()]).set(waiting);
     }
-    let pool_of: HashMap<String, sparkcap_ledger::Pool> = queue.iter().map(|p| (p.uid.clone(), p.pool)).collect();
     if queue.is_empty() && state.reservations.is_empty() {
         return Ok(());
     }
+    let pool_of: HashMap<String, sparkcap_ledger::Pool> = queue.iter().map(|p| (p.uid.clone(), p.pool)).collect();
     let all_pods: HashMap<String, Arc<Pod>> = pods
         .state()
         .into_iter()

@@ -5,7 +5,7 @@
 //! Time jumps from event to event; nothing sleeps.
 
 use crate::meter;
-use crate::model::{BoundPod, ClusterState, Node, PendingPod, Policy, Resources, Role, TenantState};
+use crate::model::{BoundPod, ClusterState, PendingPod, Policy, Resources, Role, TenantState};
 use crate::observe;
 use crate::plan::{Action, observe_dedicated_idle, plan};
 use crate::sim::report::{Recorder, Report};
@@ -19,8 +19,7 @@ use rand::{Rng, SeedableRng};
 use rand_distr::{Distribution, LogNormal};
 use serde_json::{Value, json};
 use sparkcap_ledger::{
-    AccrualOutcome, Epoch, LedgerError, LedgerStore, NewTenant, NodeAllocatable, Pool, PoolCapacity, PurchaseRequest,
-    SparkUnitSize, TenantId,
+    AccrualOutcome, Epoch, LedgerError, LedgerStore, NewTenant, Pool, PurchaseRequest, SparkUnitSize, TenantId,
 };
 use sparkcap_webhook::admit::{Endpoint, admit};
 use sparkcap_webhook::review::{Decision, Gvr, Operation, Request};
@@ -311,31 +310,16 @@ impl<'a> Sim<'a> {
         self.node_index.insert(name.to_string(), self.state.nodes.len());
         self.state.nodes.push(observe::node(&node));
         self.node_used.push(Resources::default());
-        self.rec.nodes_changed(&self.state.nodes);
     }
 
     /// Registers pool sizes in the ledger, as the scheduler does on node changes.
     async fn register_pools(&mut self) -> Result<(), SimError> {
-        let unit = self.view.settings.spark_unit;
-        let nodes: Vec<NodeAllocatable> = self
-            .state
-            .nodes
-            .iter()
-            .filter_map(|n| {
-                Some(NodeAllocatable {
-                    name: n.name.clone(),
-                    pool: n.pool?,
-                    cpu: sparkcap_ledger::Millicores(n.allocatable.cpu),
-                    memory: sparkcap_ledger::Bytes(n.allocatable.memory),
-                    ready: n.schedulable,
-                })
-            })
-            .collect();
         let now = self.at(self.now);
-        for cap in PoolCapacity::from_nodes(unit, &nodes, now) {
-            self.store.set_pool_capacity(self.epoch, &cap).await?;
-            self.rec.spark_units(cap.pool, cap.spark_units);
+        let caps = crate::model::pool_capacities(&self.state.nodes, self.view.settings.spark_unit, now);
+        for cap in &caps {
+            self.store.set_pool_capacity(self.epoch, cap).await?;
         }
+        self.rec.pools(&caps);
         Ok(())
     }
 
@@ -1026,7 +1010,6 @@ impl<'a> Sim<'a> {
                 self.add_node(add.pool, &name, add.group.cpu.0, add.group.memory.0, 110);
             }
         }
-        self.rec.nodes_changed(&self.state.nodes);
         self.dedicated_changed = true;
         self.register_pools().await?;
         self.refresh().await?;
@@ -1135,17 +1118,4 @@ impl LabelRef for Pod {
     fn labels_ref(&self, key: &str) -> Option<String> {
         self.metadata.labels.as_ref()?.get(key).cloned()
     }
-}
-
-/// Nodes of `state` by pool: count and allocatable cpu of the schedulable ones.
-pub(crate) fn pool_sizes(nodes: &[Node]) -> BTreeMap<Pool, (i64, i64)> {
-    let mut out = BTreeMap::new();
-    for n in nodes {
-        if let (Some(pool), true) = (n.pool, n.schedulable) {
-            let e: &mut (i64, i64) = out.entry(pool).or_default();
-            e.0 += 1;
-            e.1 += n.allocatable.cpu;
-        }
-    }
-    out
 }

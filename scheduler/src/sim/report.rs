@@ -3,8 +3,7 @@
 //! from virtual time and the seed, never the wall clock, so the same trace
 //! and seed give the same file byte for byte.
 
-use crate::model::Node;
-use crate::sim::engine::{Options, pool_sizes};
+use crate::sim::engine::Options;
 use crate::sim::trace::Trace;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
@@ -343,17 +342,14 @@ impl Recorder {
         }
     }
 
-    pub(crate) fn nodes_changed(&mut self, nodes: &[Node]) {
-        let sizes = pool_sizes(nodes);
-        for (pool, rec) in &mut self.pools {
-            let (n, cpu) = sizes.get(pool).copied().unwrap_or_default();
-            rec.nodes = n;
-            rec.alloc = cpu;
+    /// The pools' sizes, as just registered in the ledger.
+    pub(crate) fn pools(&mut self, caps: &[sparkcap_ledger::PoolCapacity]) {
+        for cap in caps {
+            let rec = self.pools.entry(cap.pool).or_default();
+            rec.nodes = cap.nodes;
+            rec.alloc = cap.cpu.0;
+            rec.spark_units = cap.spark_units;
         }
-    }
-
-    pub(crate) fn spark_units(&mut self, pool: Pool, su: i64) {
-        self.pools.entry(pool).or_default().spark_units = su;
     }
 
     pub(crate) fn integrate(&mut self, dt: i64) {
