@@ -114,7 +114,8 @@ fn tenant(pod: &Pod) -> TenantId {
         .unwrap_or_else(|| TenantId::new("unowned").expect("valid id"))
 }
 
-fn pool(pod: &Pod) -> Pool {
+/// The pool the webhook routed the pod to (shared when unlabelled).
+pub fn pool(pod: &Pod) -> Pool {
     pod.labels()
         .get(POOL_LABEL)
         .and_then(|p| p.parse().ok())

@@ -14,6 +14,7 @@ use crate::sim::trace::{DurationDist, Trace};
 use chrono::{DateTime, SecondsFormat, TimeDelta, Utc};
 use k8s_openapi::api::core::v1::{ContainerState, ContainerStateTerminated, ContainerStatus, Pod, PodStatus};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use kube::ResourceExt;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use rand_distr::{Distribution, LogNormal};
@@ -605,15 +606,11 @@ impl<'a> Sim<'a> {
             }
             Ok(pod) => {
                 let gang = observe::gang(&pod, Some(&conf));
-                let pool = pod
-                    .labels_ref(sparkcap_ledger::pool::POOL_LABEL)
-                    .and_then(|p| p.parse().ok())
-                    .unwrap_or(Pool::Shared);
                 Arc::make_mut(&mut self.view.apps).insert(
                     (namespace, app_id),
                     RunningApp {
-                        pool,
-                        job: pod.labels_ref("sparkcap.io/job"),
+                        pool: observe::pool(&pod),
+                        job: pod.labels().get(sparkcap_webhook::spark::JOB_LABEL).cloned(),
                         pods: 1,
                     },
                 );
@@ -1107,15 +1104,5 @@ impl RunState {
     /// Whether the run's driver was placed.
     pub(crate) fn started(self) -> bool {
         self == RunState::Running
-    }
-}
-
-trait LabelRef {
-    fn labels_ref(&self, key: &str) -> Option<String>;
-}
-
-impl LabelRef for Pod {
-    fn labels_ref(&self, key: &str) -> Option<String> {
-        self.metadata.labels.as_ref()?.get(key).cloned()
     }
 }

@@ -21,12 +21,9 @@ pub struct AppPods<'a> {
     pub executors: (i64, i64, i64),
 }
 
+/// As Kubernetes writes cpu: "2", "1500m".
 fn cpu_text(mc: i64) -> String {
-    if mc % 1000 == 0 {
-        (mc / 1000).to_string()
-    } else {
-        format!("{mc}m")
-    }
+    sparkcap_ledger::Millicores(mc).to_string()
 }
 
 fn mib(bytes: i64) -> String {
