@@ -44,13 +44,7 @@ async fn run(store: &PgStore, quick: bool) -> anyhow::Result<()> {
     let start = now() - TimeDelta::days(90);
     for t in &tenants {
         store
-            .create_tenant(
-                NewTenant {
-                    id: t.clone(),
-                    display_name: String::new(),
-                },
-                start,
-            )
+            .create_tenant(NewTenant::new(t.clone(), String::new()), start)
             .await?;
         for m in 0..4 {
             store
@@ -114,6 +108,7 @@ async fn accrual_throughput(
             pod: p.clone(),
             until: base + TimeDelta::seconds(30),
             finished: false,
+            outcome: None,
         })
         .collect();
     for c in first.chunks(batch) {
@@ -129,6 +124,7 @@ async fn accrual_throughput(
                 pod: p.clone(),
                 until,
                 finished: false,
+                outcome: None,
             })
             .collect();
         let t = Instant::now();
@@ -241,12 +237,16 @@ async fn history_queries(store: &PgStore, tenants: &[TenantId], quick: bool) -> 
         usage_lat.push(t.elapsed());
         let t = Instant::now();
         let job = format!("job-{}", i % jobs);
-        store
-            .job_runs(tenant, Some(&job), now() - TimeDelta::days(90), now(), 100)
-            .await?;
-        store
-            .job_runs(tenant, None, now() - TimeDelta::days(90), now(), 100)
-            .await?;
+        for job in [Some(job.as_str()), None] {
+            let query = RunQuery {
+                job,
+                from: now() - TimeDelta::days(90),
+                to: now(),
+                after: None,
+                limit: 100,
+            };
+            store.job_runs(tenant, &query).await?;
+        }
         runs_lat.push(t.elapsed());
     }
     usage_lat.sort();

@@ -47,6 +47,45 @@ pub struct PodUsage {
     pub started_at: DateTime<Utc>,
 }
 
+/// How a pod ended: what a run's history shows as its outcome (R11.1).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum PodOutcome {
+    /// Phase Succeeded.
+    Succeeded,
+    /// Phase Failed (not by eviction).
+    Failed,
+    /// Evicted to return borrowed capacity, or by node pressure.
+    Preempted,
+    /// Deleted while running (by its owner or with its node).
+    Deleted,
+}
+
+impl PodOutcome {
+    /// The lowercase name used in the API and database.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Succeeded => "succeeded",
+            Self::Failed => "failed",
+            Self::Preempted => "preempted",
+            Self::Deleted => "deleted",
+        }
+    }
+}
+
+impl std::str::FromStr for PodOutcome {
+    type Err = LedgerError;
+    fn from_str(s: &str) -> Result<Self, LedgerError> {
+        match s {
+            "succeeded" => Ok(Self::Succeeded),
+            "failed" => Ok(Self::Failed),
+            "preempted" => Ok(Self::Preempted),
+            "deleted" => Ok(Self::Deleted),
+            other => Err(LedgerError::Corrupt(format!("unknown pod outcome {other:?}"))),
+        }
+    }
+}
+
 /// Charge `pod` up to `until`; `finished` closes the pod at `until`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct AccrualRequest {
@@ -56,6 +95,9 @@ pub struct AccrualRequest {
     pub until: DateTime<Utc>,
     /// The pod ended at `until`.
     pub finished: bool,
+    /// How it ended, when `finished` (recorded once, with the close).
+    #[serde(default)]
+    pub outcome: Option<PodOutcome>,
 }
 
 /// What the ledger holds for one pod.
@@ -67,6 +109,9 @@ pub struct PodCheckpoint {
     pub charged_until: DateTime<Utc>,
     /// Set once the pod ended.
     pub finished_at: Option<DateTime<Utc>>,
+    /// How it ended, when known.
+    #[serde(default)]
+    pub outcome: Option<PodOutcome>,
     /// Usage charged to the tenant.
     pub charged: McSeconds,
     /// Usage recorded on borrowed capacity, not charged.
@@ -285,6 +330,7 @@ pub fn plan_accruals(
                                 pod,
                                 charged_until: started,
                                 finished_at: None,
+                                outcome: None,
                                 charged: McSeconds::ZERO,
                                 opportunistic: McSeconds::ZERO,
                             },
@@ -368,6 +414,7 @@ pub fn plan_accruals(
             cp.opportunistic += opportunistic;
             if closes {
                 cp.finished_at = Some(until);
+                cp.outcome = req.outcome;
             }
             slot.fresh = false;
             slot.touched = true;
@@ -447,6 +494,7 @@ mod tests {
             pod: p.clone(),
             until: t(until),
             finished,
+            outcome: None,
         }
     }
 
@@ -508,6 +556,7 @@ mod tests {
                 pod: p.clone(),
                 charged_until: t(100),
                 finished_at: Some(t(100)),
+                outcome: None,
                 charged: McSeconds(100_000),
                 opportunistic: McSeconds::ZERO,
             },

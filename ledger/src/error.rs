@@ -57,6 +57,16 @@ pub enum LedgerError {
         /// Its current tenant.
         owner: TenantId,
     },
+    /// Unbinding a namespace the tenant does not own.
+    #[error(
+        "namespace {namespace} is not bound to tenant {tenant}; only a tenant's own namespaces can be unbound from it"
+    )]
+    NotTenantsNamespace {
+        /// The namespace.
+        namespace: String,
+        /// The tenant named.
+        tenant: TenantId,
+    },
     /// A namespace with no tenant binding.
     #[error("namespace {0} is not bound to any tenant")]
     UnboundNamespace(String),

@@ -19,12 +19,15 @@ pub mod time;
 pub mod units;
 
 pub use account::{Account, Balance, BalanceState, Lot};
-pub use accrual::{AccrualOutcome, AccrualRequest, PodCheckpoint, PodUsage};
+pub use accrual::{AccrualOutcome, AccrualRequest, PodCheckpoint, PodOutcome, PodUsage};
 pub use error::{LedgerError, Result};
 pub use feed::{ChangeKind, LedgerChange};
 pub use ids::TenantId;
 pub use pool::{NodeAllocatable, Pool, PoolCapacity, SparkUnitSize};
 pub use purchase::{Period, Purchase, PurchaseKind, PurchaseReceipt, PurchaseRequest};
-pub use store::{Epoch, Granularity, JobStats, LedgerStore, MemoryStore, PgStore, TenantSummary};
-pub use tenant::{NamespaceBinding, NewTenant, Tenant, TenantStatus};
+pub use store::{
+    Epoch, Granularity, JobRun, JobStats, JobSummary, LedgerStore, MemoryStore, PgStore, RunCursor, RunOutcome,
+    RunQuery, TenantSummary, UsageBucket,
+};
+pub use tenant::{NamespaceBinding, NewTenant, Tenant, TenantPatch, TenantRecord, TenantStatus, Tier};
 pub use units::{Bytes, McSeconds, Millicores};

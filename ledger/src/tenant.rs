@@ -71,6 +71,44 @@ impl FromStr for TenantStatus {
     }
 }
 
+/// A tenant's service tier: what its API rate limit is (R13.5).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Tier {
+    /// The default.
+    #[default]
+    Standard,
+    /// Higher API limits.
+    Premium,
+}
+
+impl Tier {
+    /// The lowercase name used in the API and database.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Standard => "standard",
+            Self::Premium => "premium",
+        }
+    }
+}
+
+impl fmt::Display for Tier {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for Tier {
+    type Err = LedgerError;
+    fn from_str(s: &str) -> Result<Self> {
+        match s {
+            "standard" => Ok(Self::Standard),
+            "premium" => Ok(Self::Premium),
+            other => Err(LedgerError::Corrupt(format!("unknown tenant tier {other:?}"))),
+        }
+    }
+}
+
 /// A tenant as stored.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Tenant {
@@ -80,40 +118,155 @@ pub struct Tenant {
     pub display_name: String,
     /// Lifecycle state.
     pub status: TenantStatus,
+    /// Service tier.
+    #[serde(default)]
+    pub tier: Tier,
     /// When it was created.
     pub created_at: DateTime<Utc>,
 }
 
-/// What an admin sends to create a tenant.
+/// What an admin sends to create a tenant. Its namespaces are bound in the
+/// same transaction: a tenant never exists half-onboarded.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct NewTenant {
     /// Stable id.
     pub id: TenantId,
     /// Name for people; defaults to the id when empty.
     pub display_name: String,
+    /// Service tier.
+    #[serde(default)]
+    pub tier: Tier,
+    /// Namespaces to bind.
+    #[serde(default)]
+    pub namespaces: Vec<String>,
+}
+
+/// Longest display name accepted.
+const MAX_DISPLAY_NAME: usize = 200;
+
+fn check_display_name(id: &TenantId, name: &str) -> Result<String> {
+    let name = name.trim();
+    if name.chars().count() > MAX_DISPLAY_NAME {
+        return Err(LedgerError::InvalidTenantId {
+            value: id.to_string(),
+            reason: "display name is longer than 200 characters",
+        });
+    }
+    Ok(if name.is_empty() {
+        id.to_string()
+    } else {
+        name.to_owned()
+    })
 }
 
 impl NewTenant {
+    /// A standard-tier tenant with no namespaces yet.
+    pub fn new(id: TenantId, display_name: impl Into<String>) -> Self {
+        Self {
+            id,
+            display_name: display_name.into(),
+            tier: Tier::Standard,
+            namespaces: Vec::new(),
+        }
+    }
+
     /// A tenant with the display name checked and defaulted.
     pub fn into_tenant(self, now: DateTime<Utc>) -> Result<Tenant> {
-        let display_name = self.display_name.trim().to_owned();
-        if display_name.chars().count() > 200 {
-            return Err(LedgerError::InvalidTenantId {
-                value: self.id.to_string(),
-                reason: "display name is longer than 200 characters",
-            });
-        }
         Ok(Tenant {
-            display_name: if display_name.is_empty() {
-                self.id.to_string()
-            } else {
-                display_name
-            },
+            display_name: check_display_name(&self.id, &self.display_name)?,
             id: self.id,
             status: TenantStatus::Active,
+            tier: self.tier,
             created_at: now,
         })
     }
+}
+
+/// An admin's change to a tenant, applied in one transaction: every field
+/// or none. Absent fields stay as they are.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TenantPatch {
+    /// New display name.
+    #[serde(default)]
+    pub display_name: Option<String>,
+    /// New lifecycle state.
+    #[serde(default)]
+    pub status: Option<TenantStatus>,
+    /// New tier.
+    #[serde(default)]
+    pub tier: Option<Tier>,
+    /// Namespaces to bind to the tenant (idempotent).
+    #[serde(default)]
+    pub bind_namespaces: Vec<String>,
+    /// Namespaces to unbind; each must belong to the tenant.
+    #[serde(default)]
+    pub unbind_namespaces: Vec<String>,
+}
+
+impl TenantPatch {
+    /// Applies the scalar fields to `tenant`, checking each; namespaces are
+    /// the store's part.
+    pub fn apply(&self, tenant: &mut Tenant) -> Result<()> {
+        if let Some(name) = &self.display_name {
+            tenant.display_name = check_display_name(&tenant.id, name)?;
+        }
+        if let Some(status) = self.status {
+            tenant.status = tenant.status.transition(&tenant.id, status)?;
+        }
+        if let Some(tier) = self.tier {
+            tenant.tier = tier;
+        }
+        if tenant.status == TenantStatus::Deleted && !self.bind_namespaces.is_empty() {
+            return Err(LedgerError::TenantDeleted(tenant.id.clone()));
+        }
+        if let Some(ns) = self.bind_namespaces.iter().find(|n| self.unbind_namespaces.contains(n)) {
+            return Err(LedgerError::InvalidNamespace {
+                value: ns.clone(),
+                reason: "listed both to bind and to unbind",
+            });
+        }
+        Ok(())
+    }
+}
+
+/// Checks the namespace part of a patch (or of a new tenant's list) against
+/// the current owners: names valid, none owned by another tenant, every
+/// namespace to unbind owned by `tenant`.
+pub fn check_namespace_changes(
+    tenant: &TenantId,
+    bind: &[String],
+    unbind: &[String],
+    owner_of: impl Fn(&str) -> Option<TenantId>,
+) -> Result<()> {
+    for ns in bind.iter().chain(unbind) {
+        crate::ids::validate_namespace(ns)?;
+    }
+    for ns in bind {
+        if let Some(owner) = owner_of(ns).filter(|o| o != tenant) {
+            return Err(LedgerError::NamespaceTaken {
+                namespace: ns.clone(),
+                owner,
+            });
+        }
+    }
+    for ns in unbind {
+        if owner_of(ns).as_ref() != Some(tenant) {
+            return Err(LedgerError::NotTenantsNamespace {
+                namespace: ns.clone(),
+                tenant: tenant.clone(),
+            });
+        }
+    }
+    Ok(())
+}
+
+/// A tenant with the namespaces bound to it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TenantRecord {
+    /// The tenant.
+    pub tenant: Tenant,
+    /// Its namespaces, sorted.
+    pub namespaces: Vec<String>,
 }
 
 /// A namespace owned by a tenant: every Spark pod in it is the tenant's.

@@ -32,13 +32,7 @@ fn req(tenant: &str, kind: PurchaseKind, quantity: i64, key: &str) -> PurchaseRe
 async fn concurrent_retries_record_one_purchase() {
     let (db, store) = setup().await;
     store
-        .create_tenant(
-            NewTenant {
-                id: TenantId::new("acme").unwrap(),
-                display_name: String::new(),
-            },
-            t0(),
-        )
+        .create_tenant(NewTenant::new(TenantId::new("acme").unwrap(), String::new()), t0())
         .await
         .unwrap();
     let r = req("acme", PurchaseKind::VcpuHours, 500, "invoice-42");
@@ -80,10 +74,7 @@ async fn racing_dedicated_sales_never_oversell() {
     for i in 0..20 {
         store
             .create_tenant(
-                NewTenant {
-                    id: TenantId::new(format!("t{i}")).unwrap(),
-                    display_name: String::new(),
-                },
+                NewTenant::new(TenantId::new(format!("t{i}")).unwrap(), String::new()),
                 t0(),
             )
             .await

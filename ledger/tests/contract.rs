@@ -6,6 +6,7 @@ use chrono::{DateTime, TimeDelta, TimeZone, Utc};
 use futures::StreamExt;
 use sparkcap_ledger::store::testdb::TestDatabase;
 use sparkcap_ledger::store::{Epoch, Granularity};
+use sparkcap_ledger::tenant::TenantPatch;
 use sparkcap_ledger::*;
 
 fn t0() -> DateTime<Utc> {
@@ -22,13 +23,7 @@ fn tid(s: &str) -> TenantId {
 
 async fn tenant(store: &dyn LedgerStore, id: &str) -> TenantId {
     store
-        .create_tenant(
-            NewTenant {
-                id: tid(id),
-                display_name: format!("{id} corp"),
-            },
-            t0(),
-        )
+        .create_tenant(NewTenant::new(tid(id), format!("{id} corp")), t0())
         .await
         .unwrap();
     tid(id)
@@ -67,6 +62,7 @@ fn acc(p: &PodUsage, until: i64, finished: bool) -> AccrualRequest {
         pod: p.clone(),
         until: at(until),
         finished,
+        outcome: finished.then_some(PodOutcome::Succeeded),
     }
 }
 
@@ -78,13 +74,7 @@ async fn assert_books(store: &dyn LedgerStore) {
 async fn tenants_lifecycle(s: &dyn LedgerStore) {
     let a = tenant(s, "acme").await;
     let err = s
-        .create_tenant(
-            NewTenant {
-                id: a.clone(),
-                display_name: String::new(),
-            },
-            t0(),
-        )
+        .create_tenant(NewTenant::new(a.clone(), String::new()), t0())
         .await
         .unwrap_err();
     assert!(matches!(err, LedgerError::TenantExists(_)), "{err}");
@@ -296,11 +286,24 @@ async fn accrual_is_exact(s: &dyn LedgerStore) {
         Err(LedgerError::InvalidRange { .. })
     ));
     let runs = s
-        .job_runs(&a, Some("ingest-orders"), t0(), at(86_400), 10)
+        .job_runs(
+            &a,
+            &RunQuery {
+                job: Some("ingest-orders"),
+                from: t0(),
+                to: at(86_400),
+                after: None,
+                limit: 10,
+            },
+        )
         .await
         .unwrap();
     assert_eq!(runs.len(), 2);
     assert!(runs.iter().all(|r| r.finished_at.is_some() && r.pods == 1));
+    assert!(
+        runs.iter().all(|r| r.outcome == RunOutcome::Unknown),
+        "no driver: {runs:?}"
+    );
     assert!(s.open_pods().await.unwrap().is_empty());
     let cp = s.pod_checkpoint("d1").await.unwrap().unwrap();
     assert_eq!(
@@ -586,6 +589,178 @@ async fn finished_driver_runs_are_counted_once(s: &dyn LedgerStore) {
     assert_books(s).await;
 }
 
+async fn tenant_patch_is_all_or_nothing(s: &dyn LedgerStore) {
+    let mut new = NewTenant::new(tid("acme"), "Acme");
+    new.namespaces = vec!["acme-etl".into(), "acme-ml".into()];
+    new.tier = Tier::Premium;
+    let acme = s.create_tenant(new, t0()).await.unwrap();
+    assert_eq!(acme.tier, Tier::Premium);
+    // A new tenant claiming a taken namespace is not created at all.
+    let mut clash = NewTenant::new(tid("beta"), "");
+    clash.namespaces = vec!["beta-etl".into(), "acme-ml".into()];
+    let err = s.create_tenant(clash, t0()).await.unwrap_err();
+    assert!(matches!(err, LedgerError::NamespaceTaken { .. }), "{err}");
+    assert!(s.tenant(&tid("beta")).await.unwrap().is_none());
+    assert!(
+        s.namespace_bindings()
+            .await
+            .unwrap()
+            .iter()
+            .all(|b| b.namespace != "beta-etl")
+    );
+    let beta = tenant(s, "beta").await;
+    // A patch with one bad part changes nothing.
+    let bad = TenantPatch {
+        status: Some(TenantStatus::Suspended),
+        bind_namespaces: vec!["beta-new".into(), "acme-etl".into()],
+        ..TenantPatch::default()
+    };
+    let err = s.update_tenant(&beta, &bad).await.unwrap_err();
+    assert!(
+        err.to_string().contains("acme-etl already belongs to tenant acme"),
+        "{err}"
+    );
+    let unchanged = s.tenant(&beta).await.unwrap().unwrap();
+    assert_eq!(unchanged.status, TenantStatus::Active);
+    let not_mine = TenantPatch {
+        unbind_namespaces: vec!["acme-ml".into()],
+        ..TenantPatch::default()
+    };
+    let err = s.update_tenant(&beta, &not_mine).await.unwrap_err();
+    assert!(matches!(err, LedgerError::NotTenantsNamespace { .. }), "{err}");
+    // A good patch applies every part.
+    let good = TenantPatch {
+        display_name: Some("Beta GmbH".into()),
+        status: Some(TenantStatus::Suspended),
+        tier: Some(Tier::Premium),
+        bind_namespaces: vec!["beta-etl".into(), "beta-ml".into()],
+        unbind_namespaces: vec![],
+    };
+    let rec = s.update_tenant(&beta, &good).await.unwrap();
+    assert_eq!(
+        (rec.tenant.display_name.as_str(), rec.tenant.status, rec.tenant.tier),
+        ("Beta GmbH", TenantStatus::Suspended, Tier::Premium)
+    );
+    assert_eq!(rec.namespaces, vec!["beta-etl".to_owned(), "beta-ml".to_owned()]);
+    assert_eq!(
+        s.update_tenant(&beta, &good).await.unwrap(),
+        rec,
+        "a retried patch is idempotent"
+    );
+    let rec = s
+        .update_tenant(
+            &beta,
+            &TenantPatch {
+                unbind_namespaces: vec!["beta-ml".into()],
+                ..TenantPatch::default()
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(rec.namespaces, vec!["beta-etl".to_owned()]);
+    let gone = s
+        .update_tenant(
+            &beta,
+            &TenantPatch {
+                status: Some(TenantStatus::Deleted),
+                ..TenantPatch::default()
+            },
+        )
+        .await
+        .unwrap();
+    assert!(gone.namespaces.is_empty(), "deleting unbinds");
+    assert_eq!(s.tenant(&beta).await.unwrap().unwrap().tier, Tier::Premium);
+    assert_books(s).await;
+}
+
+async fn runs_page_with_outcomes(s: &dyn LedgerStore) {
+    let a = tenant(s, "acme").await;
+    let e = s.claim_epoch("w").await.unwrap();
+    // Five runs of "orders", two sharing a start second; one still running,
+    // one failed, one preempted.
+    let run = |i: usize, start: i64| {
+        let base = PodUsage {
+            app_id: Some(format!("spark-{i}")),
+            job: Some("orders".into()),
+            ..pod(&format!("{i}d"), &a, 1000, start)
+        };
+        let driver = PodUsage {
+            role: Some("driver".into()),
+            ..base.clone()
+        };
+        let exec = PodUsage {
+            uid: format!("{i}x"),
+            ..base
+        };
+        (driver, exec)
+    };
+    let outcomes = [
+        Some(PodOutcome::Succeeded),
+        Some(PodOutcome::Failed),
+        Some(PodOutcome::Preempted),
+        Some(PodOutcome::Succeeded),
+        None,
+    ];
+    let starts = [0, 100, 100, 200, 300];
+    let mut batch = Vec::new();
+    for (i, (start, outcome)) in starts.iter().zip(outcomes).enumerate() {
+        let (d, x) = run(i, *start);
+        let mut rd = acc(&d, start + 50, outcome.is_some());
+        rd.outcome = outcome;
+        batch.push(rd);
+        batch.push(acc(&x, start + 50, outcome.is_some()));
+    }
+    s.accrue(e, &batch).await.unwrap();
+    let mut seen = Vec::new();
+    let mut after = None;
+    loop {
+        let page = s
+            .job_runs(
+                &a,
+                &RunQuery {
+                    job: Some("orders"),
+                    from: t0(),
+                    to: at(86_400),
+                    after: after.clone(),
+                    limit: 2,
+                },
+            )
+            .await
+            .unwrap();
+        if page.is_empty() {
+            break;
+        }
+        after = page.last().map(|r| RunCursor {
+            started_at: r.started_at,
+            app_id: r.app_id.clone(),
+        });
+        seen.extend(page);
+    }
+    let got: Vec<(&str, RunOutcome)> = seen.iter().map(|r| (r.app_id.as_str(), r.outcome)).collect();
+    assert_eq!(
+        got,
+        vec![
+            ("spark-4", RunOutcome::Running),
+            ("spark-3", RunOutcome::Succeeded),
+            ("spark-1", RunOutcome::Failed),
+            ("spark-2", RunOutcome::Preempted),
+            ("spark-0", RunOutcome::Succeeded),
+        ]
+    );
+    assert!(seen.iter().all(|r| r.pods == 2));
+    let jobs = s.jobs(&a).await.unwrap();
+    assert_eq!(jobs.len(), 1, "{jobs:?}");
+    assert_eq!(
+        (jobs[0].job.as_str(), jobs[0].finished_runs, jobs[0].running_runs),
+        ("orders", 4, 1)
+    );
+    assert!(matches!(
+        s.jobs(&tid("nobody")).await,
+        Err(LedgerError::UnknownTenant(_))
+    ));
+    assert_books(s).await;
+}
+
 macro_rules! contract {
     ($($name:ident),* $(,)?) => {
         mod memory {
@@ -628,6 +803,8 @@ contract!(
     change_feed_reports_writes,
     summaries_cover_live_tenants,
     finished_driver_runs_are_counted_once,
+    tenant_patch_is_all_or_nothing,
+    runs_page_with_outcomes,
 );
 
 /// Postgres only: the writer remembers checkpoints between batches, so the
@@ -681,6 +858,7 @@ async fn postgres_prune_drops_old_partitions() {
         pod: old,
         until: t0() - TimeDelta::days(19),
         finished: true,
+        outcome: None,
     };
     s.accrue(e, &[old_req, acc(&pod("b1", &t, 1000, 0), 100, true)])
         .await
@@ -705,6 +883,7 @@ async fn postgres_prune_drops_old_partitions() {
             pod: late,
             until: t0() - TimeDelta::days(2),
             finished: false,
+            outcome: None,
         }],
     )
     .await

@@ -72,13 +72,7 @@ async fn check(store: &dyn LedgerStore, epoch: Epoch, case: Case) -> Result<(), 
     let tenants: Vec<TenantId> = (0..3).map(|i| TenantId::new(format!("c{n}-t{i}")).unwrap()).collect();
     for t in &tenants {
         store
-            .create_tenant(
-                NewTenant {
-                    id: t.clone(),
-                    display_name: String::new(),
-                },
-                t0(),
-            )
+            .create_tenant(NewTenant::new(t.clone(), String::new()), t0())
             .await
             .unwrap();
     }
@@ -127,6 +121,7 @@ async fn check(store: &dyn LedgerStore, epoch: Epoch, case: Case) -> Result<(), 
                 pod: pod.clone(),
                 until: t0() + TimeDelta::seconds(t),
                 finished,
+                outcome: None,
             });
             if finished {
                 break;

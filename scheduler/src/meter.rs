@@ -7,7 +7,7 @@ use chrono::{DateTime, Utc};
 use k8s_openapi::api::core::v1::Pod;
 use kube::ResourceExt;
 use sparkcap_ledger::pool::POOL_LABEL;
-use sparkcap_ledger::{AccrualRequest, Millicores, PodUsage, Pool, TenantId};
+use sparkcap_ledger::{AccrualRequest, Millicores, PodOutcome, PodUsage, Pool, TenantId};
 
 /// The accrual for `pod` at `now`: up to now while it runs, up to its
 /// containers' end once it has finished. None for pods sparkcap does not
@@ -47,14 +47,36 @@ pub fn accrual(pod: &Pod, now: DateTime<Utc>) -> Option<AccrualRequest> {
         },
         until: until.max(started_at),
         finished,
+        outcome: finished.then(|| outcome(pod)),
     })
 }
 
-/// A pod that vanished (deleted) while open: closed at `seen_gone`.
-pub fn close_vanished(last: &AccrualRequest, seen_gone: DateTime<Utc>) -> AccrualRequest {
+/// How a finished pod ended. An eviction (ours, or the kubelet's under node
+/// pressure) shows as reason `Evicted` or a `DisruptionTarget` condition.
+fn outcome(pod: &Pod) -> PodOutcome {
+    let status = pod.status.as_ref();
+    let evicted = status.and_then(|s| s.reason.as_deref()) == Some("Evicted")
+        || status
+            .and_then(|s| s.conditions.as_ref())
+            .is_some_and(|cs| cs.iter().any(|c| c.type_ == "DisruptionTarget" && c.status == "True"));
+    match status.and_then(|s| s.phase.as_deref()) {
+        _ if evicted => PodOutcome::Preempted,
+        Some("Succeeded") => PodOutcome::Succeeded,
+        _ => PodOutcome::Failed,
+    }
+}
+
+/// A pod that vanished (deleted) while open: closed at `seen_gone`;
+/// `evicted` when sparkcap evicted it to take capacity back.
+pub fn close_vanished(last: &AccrualRequest, seen_gone: DateTime<Utc>, evicted: bool) -> AccrualRequest {
     AccrualRequest {
         pod: last.pod.clone(),
         until: seen_gone.max(last.until),
         finished: true,
+        outcome: Some(if evicted {
+            PodOutcome::Preempted
+        } else {
+            PodOutcome::Deleted
+        }),
     }
 }

@@ -216,7 +216,7 @@ async fn meter(
     }
     for (uid, last) in &memory.open {
         if !seen.contains(uid) {
-            batch.push(meter::close_vanished(last, now));
+            batch.push(meter::close_vanished(last, now, memory.evicting.contains_key(uid)));
         }
     }
     memory.closed.retain(|uid| seen.contains(uid));
@@ -392,7 +392,9 @@ async fn pass(
     memory.gangs.retain(|uid, _| live.contains(uid));
     memory.last_reason.retain(|uid, _| live.contains(uid));
     memory.nominated.retain(|uid, _| live.contains(uid));
-    memory.evicting.retain(|uid, until| live.contains(uid) && *until > now);
+    // Kept past the pod's disappearance (until the grace bound) so that
+    // metering closes it as preempted rather than deleted.
+    memory.evicting.retain(|_, until| *until > now);
     memory.dedicated_idle_since = observe_dedicated_idle(&state, now);
     state.dedicated_idle_since = memory.dedicated_idle_since;
     let metrics = &config.metrics;

@@ -157,13 +157,7 @@ pub async fn seed(
         let id = TenantId::new(t.id.clone())?;
         if store.tenant(&id).await?.is_none() {
             store
-                .create_tenant(
-                    NewTenant {
-                        id: id.clone(),
-                        display_name: t.name.clone(),
-                    },
-                    now,
-                )
+                .create_tenant(NewTenant::new(id.clone(), t.name.clone()), now)
                 .await?;
         }
         let period: Period = t.period.parse()?;

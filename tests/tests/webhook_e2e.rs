@@ -54,10 +54,7 @@ async fn setup(name: &str) -> Env {
     for t in ["acme", "broke"] {
         store
             .create_tenant(
-                NewTenant {
-                    id: TenantId::new(t).unwrap(),
-                    display_name: t.into(),
-                },
+                NewTenant::new(TenantId::new(t).unwrap(), t),
                 Utc::now() - TimeDelta::days(2),
             )
             .await
@@ -86,6 +83,7 @@ async fn setup(name: &str) -> Env {
                 },
                 until: start + TimeDelta::hours(2),
                 finished: true,
+                outcome: None,
             }],
         )
         .await

@@ -3,17 +3,19 @@
 //! every call atomic, as one transaction is in Postgres.
 
 use super::{
-    AuditReport, Epoch, Granularity, JobRun, JobStats, LedgerStore, PruneReport, TenantSummary, UsageBucket,
-    check_range,
+    AuditReport, Epoch, Granularity, JobRun, JobStats, JobSummary, LedgerStore, PruneReport, RunOutcome, RunQuery,
+    TenantSummary, UsageBucket, check_range,
 };
 use crate::account::{Account, Balance, Lot};
-use crate::accrual::{AccrualOutcome, AccrualRequest, HourlyDelta, PodCheckpoint, plan_accruals};
+use crate::accrual::{AccrualOutcome, AccrualRequest, HourlyDelta, PodCheckpoint, PodOutcome, plan_accruals};
 use crate::error::{LedgerError, Result};
 use crate::feed::{ChangeKind, LedgerChange};
 use crate::ids::{TenantId, validate_namespace};
 use crate::pool::{Pool, PoolCapacity};
 use crate::purchase::{Purchase, PurchaseKind, PurchaseReceipt, PurchaseRequest, check_dedicated_room};
-use crate::tenant::{NamespaceBinding, NewTenant, Tenant, TenantStatus};
+use crate::tenant::{
+    NamespaceBinding, NewTenant, Tenant, TenantPatch, TenantRecord, TenantStatus, check_namespace_changes,
+};
 use crate::time::{hour_of, rate_window_start, trunc_secs};
 use crate::units::McSeconds;
 use async_trait::async_trait;
@@ -160,11 +162,16 @@ impl MemoryStore {
 #[async_trait]
 impl LedgerStore for MemoryStore {
     async fn create_tenant(&self, new: NewTenant, now: DateTime<Utc>) -> Result<Tenant> {
+        let namespaces = new.namespaces.clone();
         let tenant = new.into_tenant(trunc_secs(now))?;
         {
             let mut s = self.lock();
             if s.tenants.contains_key(&tenant.id) {
                 return Err(LedgerError::TenantExists(tenant.id));
+            }
+            check_namespace_changes(&tenant.id, &namespaces, &[], |ns| s.bindings.get(ns).cloned())?;
+            for ns in namespaces.iter().cloned() {
+                s.bindings.insert(ns, tenant.id.clone());
             }
             s.tenants.insert(
                 tenant.id.clone(),
@@ -180,6 +187,9 @@ impl LedgerStore for MemoryStore {
             );
         }
         self.notify(LedgerChange::of(ChangeKind::Tenant, &tenant.id));
+        if !namespaces.is_empty() {
+            self.notify(LedgerChange::of(ChangeKind::Binding, &tenant.id));
+        }
         Ok(tenant)
     }
 
@@ -207,6 +217,37 @@ impl LedgerStore for MemoryStore {
         };
         self.notify(LedgerChange::of(ChangeKind::Tenant, id));
         Ok(tenant)
+    }
+
+    async fn update_tenant(&self, id: &TenantId, patch: &TenantPatch) -> Result<TenantRecord> {
+        let record = {
+            let mut s = self.lock();
+            let mut tenant = s.tenant_row(id)?.tenant.clone();
+            patch.apply(&mut tenant)?;
+            check_namespace_changes(id, &patch.bind_namespaces, &patch.unbind_namespaces, |ns| {
+                s.bindings.get(ns).cloned()
+            })?;
+            for ns in &patch.unbind_namespaces {
+                s.bindings.remove(ns);
+            }
+            for ns in &patch.bind_namespaces {
+                s.bindings.insert(ns.clone(), id.clone());
+            }
+            if tenant.status == TenantStatus::Deleted {
+                s.bindings.retain(|_, owner| owner != id);
+            }
+            s.tenants.get_mut(id).expect("checked above").tenant = tenant.clone();
+            let namespaces = s
+                .bindings
+                .iter()
+                .filter(|(_, t)| *t == id)
+                .map(|(ns, _)| ns.clone())
+                .collect();
+            TenantRecord { tenant, namespaces }
+        };
+        self.notify(LedgerChange::of(ChangeKind::Tenant, id));
+        self.notify(LedgerChange::of(ChangeKind::Binding, id));
+        Ok(record)
     }
 
     async fn bind_namespace(&self, namespace: &str, tenant: &TenantId) -> Result<NamespaceBinding> {
@@ -507,18 +548,12 @@ impl LedgerStore for MemoryStore {
         Ok(out.into_values().collect())
     }
 
-    async fn job_runs(
-        &self,
-        tenant: &TenantId,
-        job: Option<&str>,
-        from: DateTime<Utc>,
-        to: DateTime<Utc>,
-        limit: i64,
-    ) -> Result<Vec<JobRun>> {
+    async fn job_runs(&self, tenant: &TenantId, q: &RunQuery<'_>) -> Result<Vec<JobRun>> {
+        let (job, from, to) = (q.job, q.from, q.to);
         check_range(from, to)?;
         let s = self.lock();
         s.tenant_row(tenant)?;
-        let mut runs: HashMap<&str, (JobRun, bool)> = HashMap::new();
+        let mut runs: HashMap<&str, (JobRun, bool, Option<PodOutcome>)> = HashMap::new();
         for row in s.pods.values() {
             let p = &row.cp.pod;
             let (Some(app), Some(j)) = (p.app_id.as_deref(), p.job.as_deref()) else {
@@ -528,7 +563,7 @@ impl LedgerStore for MemoryStore {
             if &p.tenant != tenant || job.is_some_and(|want| want != j) || p.started_at < from || p.started_at >= to {
                 continue;
             }
-            let (run, open) = runs.entry(app).or_insert_with(|| {
+            let (run, open, driver) = runs.entry(app).or_insert_with(|| {
                 (
                     JobRun {
                         app_id: app.to_owned(),
@@ -539,10 +574,15 @@ impl LedgerStore for MemoryStore {
                         pods: 0,
                         charged: McSeconds::ZERO,
                         opportunistic: McSeconds::ZERO,
+                        outcome: RunOutcome::Running,
                     },
                     false,
+                    None,
                 )
             });
+            if p.role.as_deref() == Some("driver") {
+                *driver = driver.or(row.cp.outcome);
+            }
             run.started_at = run.started_at.min(p.started_at);
             run.finished_at = run.finished_at.max(row.cp.finished_at);
             *open |= row.cp.finished_at.is_none();
@@ -552,16 +592,52 @@ impl LedgerStore for MemoryStore {
         }
         let mut out: Vec<JobRun> = runs
             .into_values()
-            .map(|(mut r, open)| {
+            .map(|(mut r, open, driver)| {
                 if open {
                     r.finished_at = None;
                 }
+                r.outcome = RunOutcome::of(!open, driver);
                 r
             })
+            .filter(|r| q.after.as_ref().is_none_or(|c| c.precedes(r)))
             .collect();
         out.sort_by(|a, b| b.started_at.cmp(&a.started_at).then(a.app_id.cmp(&b.app_id)));
-        out.truncate(limit.max(0) as usize);
+        out.truncate(q.limit.max(0) as usize);
         Ok(out)
+    }
+
+    async fn jobs(&self, tenant: &TenantId) -> Result<Vec<JobSummary>> {
+        let s = self.lock();
+        s.tenant_row(tenant)?;
+        let mut jobs: BTreeMap<&str, (JobSummary, HashSet<&str>)> = BTreeMap::new();
+        for ((t, job), (n, at)) in &s.jobs {
+            if t == tenant {
+                let e = jobs
+                    .entry(job.as_str())
+                    .or_insert_with(|| (JobSummary::named(job), HashSet::new()));
+                e.0.finished_runs = *n;
+                e.0.last_finished_at = Some(*at);
+            }
+        }
+        for row in s.pods.values() {
+            let p = &row.cp.pod;
+            if &p.tenant != tenant || row.cp.finished_at.is_some() {
+                continue;
+            }
+            if let (Some(job), Some(app)) = (p.job.as_deref(), p.app_id.as_deref()) {
+                jobs.entry(job)
+                    .or_insert_with(|| (JobSummary::named(job), HashSet::new()))
+                    .1
+                    .insert(app);
+            }
+        }
+        Ok(jobs
+            .into_values()
+            .map(|(mut j, running)| {
+                j.running_runs = running.len() as i64;
+                j
+            })
+            .collect())
     }
 
     async fn job_stats(&self, tenant: Option<&TenantId>) -> Result<Vec<JobStats>> {

@@ -6,13 +6,13 @@ pub mod postgres;
 pub mod testdb;
 
 use crate::account::Balance;
-use crate::accrual::{AccrualOutcome, AccrualRequest, PodCheckpoint};
+use crate::accrual::{AccrualOutcome, AccrualRequest, PodCheckpoint, PodOutcome};
 use crate::error::{LedgerError, Result};
 use crate::feed::LedgerChange;
 use crate::ids::TenantId;
 use crate::pool::{Pool, PoolCapacity};
 use crate::purchase::{Purchase, PurchaseReceipt, PurchaseRequest};
-use crate::tenant::{NamespaceBinding, NewTenant, Tenant, TenantStatus};
+use crate::tenant::{NamespaceBinding, NewTenant, Tenant, TenantPatch, TenantRecord, TenantStatus};
 use crate::units::McSeconds;
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
@@ -70,6 +70,96 @@ pub struct JobRun {
     pub charged: McSeconds,
     /// Opportunistic, not charged.
     pub opportunistic: McSeconds,
+    /// How it ended.
+    pub outcome: RunOutcome,
+}
+
+/// How a run ended: its driver's outcome (R11.1).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RunOutcome {
+    /// Some pod still runs.
+    Running,
+    /// The driver succeeded.
+    Succeeded,
+    /// The driver failed.
+    Failed,
+    /// The driver was evicted.
+    Preempted,
+    /// The driver was deleted while running.
+    Deleted,
+    /// Every pod ended but no driver outcome was recorded.
+    Unknown,
+}
+
+impl RunOutcome {
+    /// A run's outcome from whether it has ended and its driver's outcome.
+    pub fn of(finished: bool, driver: Option<PodOutcome>) -> Self {
+        match (finished, driver) {
+            (false, _) => Self::Running,
+            (true, Some(PodOutcome::Succeeded)) => Self::Succeeded,
+            (true, Some(PodOutcome::Failed)) => Self::Failed,
+            (true, Some(PodOutcome::Preempted)) => Self::Preempted,
+            (true, Some(PodOutcome::Deleted)) => Self::Deleted,
+            (true, None) => Self::Unknown,
+        }
+    }
+}
+
+/// Where a page of runs starts: after this run in newest-first order.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RunCursor {
+    /// The last run's start.
+    pub started_at: DateTime<Utc>,
+    /// The last run's app id (breaks ties).
+    pub app_id: String,
+}
+
+impl RunCursor {
+    /// Whether `run` comes after the cursor in newest-first order.
+    pub fn precedes(&self, run: &JobRun) -> bool {
+        run.started_at < self.started_at || (run.started_at == self.started_at && run.app_id > self.app_id)
+    }
+}
+
+/// Which runs to list.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RunQuery<'a> {
+    /// One job, or all of the tenant's.
+    pub job: Option<&'a str>,
+    /// Runs that started at or after this.
+    pub from: DateTime<Utc>,
+    /// Runs that started before this.
+    pub to: DateTime<Utc>,
+    /// Continue after this run.
+    pub after: Option<RunCursor>,
+    /// At most this many.
+    pub limit: i64,
+}
+
+/// One of a tenant's jobs, as its history shows it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct JobSummary {
+    /// Job name.
+    pub job: String,
+    /// Driver runs that have finished.
+    pub finished_runs: i64,
+    /// When the latest finished.
+    pub last_finished_at: Option<DateTime<Utc>>,
+    /// Runs with pods still running.
+    pub running_runs: i64,
+}
+
+impl JobSummary {
+    /// A job with no runs counted yet.
+    pub fn named(job: &str) -> Self {
+        Self {
+            job: job.to_owned(),
+            finished_runs: 0,
+            last_finished_at: None,
+            running_runs: 0,
+        }
+    }
 }
 
 /// Everything a webhook replica keeps in memory about one tenant.
@@ -134,7 +224,7 @@ pub const HISTORY_DAYS: i64 = 90;
 /// The ledger's contract. Every method is atomic: it writes all or nothing.
 #[async_trait]
 pub trait LedgerStore: Send + Sync + std::fmt::Debug {
-    /// Creates a tenant.
+    /// Creates a tenant and binds its namespaces, all or nothing.
     async fn create_tenant(&self, new: NewTenant, now: DateTime<Utc>) -> Result<Tenant>;
     /// One tenant.
     async fn tenant(&self, id: &TenantId) -> Result<Option<Tenant>>;
@@ -142,6 +232,9 @@ pub trait LedgerStore: Send + Sync + std::fmt::Debug {
     async fn tenants(&self) -> Result<Vec<Tenant>>;
     /// Suspends, reactivates or deletes a tenant.
     async fn set_tenant_status(&self, id: &TenantId, status: TenantStatus) -> Result<Tenant>;
+    /// Applies an admin's change to a tenant (status, tier, name, namespaces)
+    /// in one transaction.
+    async fn update_tenant(&self, id: &TenantId, patch: &TenantPatch) -> Result<TenantRecord>;
     /// Binds a namespace to a tenant (idempotent for the same tenant).
     async fn bind_namespace(&self, namespace: &str, tenant: &TenantId) -> Result<NamespaceBinding>;
     /// Removes a namespace's binding; false when it had none.
@@ -181,16 +274,11 @@ pub trait LedgerStore: Send + Sync + std::fmt::Debug {
         to: DateTime<Utc>,
         granularity: Granularity,
     ) -> Result<Vec<UsageBucket>>;
-    /// A tenant's runs of one job (or all jobs), newest first: each run summed over
-    /// its pods that started in `[from, to)`.
-    async fn job_runs(
-        &self,
-        tenant: &TenantId,
-        job: Option<&str>,
-        from: DateTime<Utc>,
-        to: DateTime<Utc>,
-        limit: i64,
-    ) -> Result<Vec<JobRun>>;
+    /// A tenant's runs of one job (or all jobs), newest first (then by app
+    /// id): each run summed over its pods that started in `[from, to)`.
+    async fn job_runs(&self, tenant: &TenantId, query: &RunQuery<'_>) -> Result<Vec<JobRun>>;
+    /// A tenant's jobs by name: finished runs (`job_stats`) and runs still going.
+    async fn jobs(&self, tenant: &TenantId) -> Result<Vec<JobSummary>>;
 
     /// Finished-run counts of a tenant's jobs, or of every tenant's.
     async fn job_stats(&self, tenant: Option<&TenantId>) -> Result<Vec<JobStats>>;

@@ -9,18 +9,20 @@
 //! (`statement_timeout`, `idle_in_transaction_session_timeout`).
 
 use super::{
-    AuditReport, Epoch, Granularity, JobRun, JobStats, LedgerStore, PruneReport, TenantBooks, TenantSummary,
-    UsageBucket, check_range, pod_violations, tenant_violations,
+    AuditReport, Epoch, Granularity, JobRun, JobStats, JobSummary, LedgerStore, PruneReport, RunOutcome, RunQuery,
+    TenantBooks, TenantSummary, UsageBucket, check_range, pod_violations, tenant_violations,
 };
 use crate::account::{Account, Balance, Lot};
-use crate::accrual::{AccrualOutcome, AccrualRequest, PodCheckpoint, PodUsage, plan_accruals};
+use crate::accrual::{AccrualOutcome, AccrualRequest, PodCheckpoint, PodOutcome, PodUsage, plan_accruals};
 use crate::error::{LedgerError, Result};
 use crate::feed::{CHANNEL, ChangeKind, LedgerChange};
 use crate::ids::{TenantId, validate_namespace};
 use crate::pool::PoolCapacity;
 use crate::purchase::{Purchase, PurchaseKind, PurchaseReceipt, PurchaseRequest, check_dedicated_room};
 use crate::store::memory::check_epoch;
-use crate::tenant::{NamespaceBinding, NewTenant, Tenant, TenantStatus};
+use crate::tenant::{
+    NamespaceBinding, NewTenant, Tenant, TenantPatch, TenantRecord, TenantStatus, check_namespace_changes,
+};
 use crate::time::{rate_window_start, trunc_secs};
 use crate::units::{Bytes, McSeconds, Millicores};
 use async_trait::async_trait;
@@ -213,6 +215,7 @@ fn tenant_from_row(r: &sqlx::postgres::PgRow) -> Result<Tenant> {
         id: TenantId::new(r.try_get::<String, _>("id")?)?,
         display_name: r.try_get("display_name")?,
         status: r.try_get::<String, _>("status")?.parse()?,
+        tier: r.try_get::<String, _>("tier")?.parse()?,
         created_at: r.try_get("created_at")?,
     })
 }
@@ -249,6 +252,10 @@ fn checkpoint_from_row(r: &sqlx::postgres::PgRow) -> Result<PodCheckpoint> {
         },
         charged_until: r.try_get("charged_until")?,
         finished_at: r.try_get("finished_at")?,
+        outcome: r
+            .try_get::<Option<String>, _>("outcome")?
+            .map(|o| o.parse())
+            .transpose()?,
         charged: McSeconds(r.try_get("charged_mcs")?),
         opportunistic: McSeconds(r.try_get("opportunistic_mcs")?),
     })
@@ -265,11 +272,11 @@ fn is_unique_violation(e: &sqlx::Error) -> bool {
 fn checkpoint_sql(filter: &str) -> String {
     format!(
         "SELECT pod_uid, tenant_id, namespace, pod_name, app_id, job, role, pool, cpu_mc, opportunistic, started_at, \
-         charged_until, finished_at, \
+         charged_until, finished_at, outcome, \
          CASE WHEN finished_at IS NOT NULL THEN charged_mcs WHEN opportunistic THEN 0 ELSE usage END AS charged_mcs, \
          CASE WHEN finished_at IS NOT NULL THEN opportunistic_mcs WHEN opportunistic THEN usage ELSE 0 END AS opportunistic_mcs \
          FROM (SELECT p.pod_uid, p.tenant_id, p.namespace, p.pod_name, p.app_id, p.job, p.role, p.pool, p.cpu_mc, \
-               p.opportunistic, p.started_at, p.finished_at, p.charged_mcs, p.opportunistic_mcs, j.cu AS charged_until, \
+               p.opportunistic, p.started_at, p.finished_at, p.outcome, p.charged_mcs, p.opportunistic_mcs, j.cu AS charged_until, \
                p.cpu_mc * EXTRACT(EPOCH FROM j.cu - p.started_at)::bigint AS usage \
                FROM pod_usage p CROSS JOIN LATERAL (SELECT CASE WHEN p.finished_at IS NOT NULL THEN p.charged_until \
                    ELSE COALESCE((SELECT u.to_ts FROM usage_intervals u WHERE u.pod_uid = p.pod_uid \
@@ -280,28 +287,36 @@ fn checkpoint_sql(filter: &str) -> String {
 #[async_trait]
 impl LedgerStore for PgStore {
     async fn create_tenant(&self, new: NewTenant, now: DateTime<Utc>) -> Result<Tenant> {
+        let namespaces = new.namespaces.clone();
         let tenant = new.into_tenant(trunc_secs(now))?;
+        check_namespace_changes(&tenant.id, &namespaces, &[], |_| None)?;
         let mut tx = self.pool.begin().await?;
         let inserted = sqlx::query(
-            "INSERT INTO tenants (id, display_name, status, created_at) VALUES ($1, $2, $3, $4) \
+            "INSERT INTO tenants (id, display_name, status, tier, created_at) VALUES ($1, $2, $3, $4, $5) \
              ON CONFLICT (id) DO NOTHING",
         )
         .bind(tenant.id.as_str())
         .bind(&tenant.display_name)
         .bind(tenant.status.as_str())
+        .bind(tenant.tier.as_str())
         .bind(tenant.created_at)
         .execute(&mut *tx)
         .await?;
         if inserted.rows_affected() == 0 {
             return Err(LedgerError::TenantExists(tenant.id));
         }
-        Self::notify(&mut tx, &[LedgerChange::of(ChangeKind::Tenant, &tenant.id)]).await?;
+        Self::bind_all(&mut tx, &tenant.id, &namespaces).await?;
+        let mut changes = vec![LedgerChange::of(ChangeKind::Tenant, &tenant.id)];
+        if !namespaces.is_empty() {
+            changes.push(LedgerChange::of(ChangeKind::Binding, &tenant.id));
+        }
+        Self::notify(&mut tx, &changes).await?;
         tx.commit().await?;
         Ok(tenant)
     }
 
     async fn tenant(&self, id: &TenantId) -> Result<Option<Tenant>> {
-        sqlx::query("SELECT id, display_name, status, created_at FROM tenants WHERE id = $1")
+        sqlx::query("SELECT id, display_name, status, tier, created_at FROM tenants WHERE id = $1")
             .bind(id.as_str())
             .fetch_optional(&self.pool)
             .await?
@@ -310,7 +325,7 @@ impl LedgerStore for PgStore {
     }
 
     async fn tenants(&self) -> Result<Vec<Tenant>> {
-        sqlx::query("SELECT id, display_name, status, created_at FROM tenants ORDER BY id")
+        sqlx::query("SELECT id, display_name, status, tier, created_at FROM tenants ORDER BY id")
             .fetch_all(&self.pool)
             .await?
             .iter()
@@ -320,11 +335,12 @@ impl LedgerStore for PgStore {
 
     async fn set_tenant_status(&self, id: &TenantId, status: TenantStatus) -> Result<Tenant> {
         let mut tx = self.pool.begin().await?;
-        let row = sqlx::query("SELECT id, display_name, status, created_at FROM tenants WHERE id = $1 FOR UPDATE")
-            .bind(id.as_str())
-            .fetch_optional(&mut *tx)
-            .await?
-            .ok_or_else(|| LedgerError::UnknownTenant(id.clone()))?;
+        let row =
+            sqlx::query("SELECT id, display_name, status, tier, created_at FROM tenants WHERE id = $1 FOR UPDATE")
+                .bind(id.as_str())
+                .fetch_optional(&mut *tx)
+                .await?
+                .ok_or_else(|| LedgerError::UnknownTenant(id.clone()))?;
         let mut tenant = tenant_from_row(&row)?;
         tenant.status = tenant.status.transition(id, status)?;
         sqlx::query("UPDATE tenants SET status = $2 WHERE id = $1")
@@ -341,6 +357,64 @@ impl LedgerStore for PgStore {
         Self::notify(&mut tx, &[LedgerChange::of(ChangeKind::Tenant, id)]).await?;
         tx.commit().await?;
         Ok(tenant)
+    }
+
+    async fn update_tenant(&self, id: &TenantId, patch: &TenantPatch) -> Result<TenantRecord> {
+        let mut tx = self.pool.begin().await?;
+        let row =
+            sqlx::query("SELECT id, display_name, status, tier, created_at FROM tenants WHERE id = $1 FOR UPDATE")
+                .bind(id.as_str())
+                .fetch_optional(&mut *tx)
+                .await?
+                .ok_or_else(|| LedgerError::UnknownTenant(id.clone()))?;
+        let mut tenant = tenant_from_row(&row)?;
+        patch.apply(&mut tenant)?;
+        let mentioned: Vec<&str> = patch
+            .bind_namespaces
+            .iter()
+            .chain(&patch.unbind_namespaces)
+            .map(String::as_str)
+            .collect();
+        let owners: HashMap<String, String> =
+            sqlx::query("SELECT namespace, tenant_id FROM namespace_bindings WHERE namespace = ANY($1) FOR UPDATE")
+                .bind(&mentioned)
+                .fetch_all(&mut *tx)
+                .await?
+                .into_iter()
+                .map(|r| Ok((r.try_get("namespace")?, r.try_get("tenant_id")?)))
+                .collect::<Result<_>>()?;
+        check_namespace_changes(id, &patch.bind_namespaces, &patch.unbind_namespaces, |ns| {
+            owners.get(ns).and_then(|t| TenantId::new(t.clone()).ok())
+        })?;
+        sqlx::query("UPDATE tenants SET display_name = $2, status = $3, tier = $4 WHERE id = $1")
+            .bind(id.as_str())
+            .bind(&tenant.display_name)
+            .bind(tenant.status.as_str())
+            .bind(tenant.tier.as_str())
+            .execute(&mut *tx)
+            .await?;
+        sqlx::query("DELETE FROM namespace_bindings WHERE tenant_id = $1 AND (namespace = ANY($2) OR $3)")
+            .bind(id.as_str())
+            .bind(&patch.unbind_namespaces)
+            .bind(tenant.status == TenantStatus::Deleted)
+            .execute(&mut *tx)
+            .await?;
+        Self::bind_all(&mut tx, id, &patch.bind_namespaces).await?;
+        let namespaces: Vec<String> =
+            sqlx::query_scalar("SELECT namespace FROM namespace_bindings WHERE tenant_id = $1 ORDER BY namespace")
+                .bind(id.as_str())
+                .fetch_all(&mut *tx)
+                .await?;
+        Self::notify(
+            &mut tx,
+            &[
+                LedgerChange::of(ChangeKind::Tenant, id),
+                LedgerChange::of(ChangeKind::Binding, id),
+            ],
+        )
+        .await?;
+        tx.commit().await?;
+        Ok(TenantRecord { tenant, namespaces })
     }
 
     async fn bind_namespace(&self, namespace: &str, tenant: &TenantId) -> Result<NamespaceBinding> {
@@ -557,7 +631,7 @@ impl LedgerStore for PgStore {
     async fn summaries(&self, now: DateTime<Utc>) -> Result<Vec<TenantSummary>> {
         let now = trunc_secs(now);
         let rows = sqlx::query(
-            "SELECT id, display_name, status, created_at, debt_mcs, debt_since FROM tenants \
+            "SELECT id, display_name, status, tier, created_at, debt_mcs, debt_since FROM tenants \
              WHERE status <> 'deleted' ORDER BY id",
         )
         .fetch_all(&self.pool)
@@ -642,35 +716,37 @@ impl LedgerStore for PgStore {
         })
     }
 
-    async fn job_runs(
-        &self,
-        tenant: &TenantId,
-        job: Option<&str>,
-        from: DateTime<Utc>,
-        to: DateTime<Utc>,
-        limit: i64,
-    ) -> Result<Vec<JobRun>> {
-        check_range(from, to)?;
+    async fn job_runs(&self, tenant: &TenantId, q: &RunQuery<'_>) -> Result<Vec<JobRun>> {
+        check_range(q.from, q.to)?;
         self.require_tenant(tenant).await?;
         sqlx::query(sqlx::AssertSqlSafe(format!(
-            "SELECT app_id, min(job) AS job, min(pool) AS pool, min(started_at) AS started_at, \
+            "SELECT * FROM (SELECT app_id, min(job) AS job, min(pool) AS pool, min(started_at) AS started_at, \
              CASE WHEN bool_and(finished_at IS NOT NULL) THEN max(finished_at) END AS finished_at, \
+             bool_and(finished_at IS NOT NULL) AS ended, min(outcome) FILTER (WHERE role = 'driver') AS driver_outcome, \
              count(*) AS pods, SUM(charged_mcs)::bigint AS charged, SUM(opportunistic_mcs)::bigint AS opportunistic \
-             FROM ({}) c GROUP BY app_id ORDER BY started_at DESC, app_id LIMIT $5",
+             FROM ({}) c GROUP BY app_id) r \
+             WHERE $6::timestamptz IS NULL OR r.started_at < $6 OR (r.started_at = $6 AND r.app_id > $7) \
+             ORDER BY started_at DESC, app_id LIMIT $5",
             checkpoint_sql(
                 "WHERE p.tenant_id = $1 AND ($2::text IS NULL OR p.job = $2) AND p.job IS NOT NULL \
                  AND p.app_id IS NOT NULL AND p.started_at >= $3 AND p.started_at < $4"
             )
         )))
         .bind(tenant.as_str())
-        .bind(job)
-        .bind(from)
-        .bind(to)
-        .bind(limit.max(0))
+        .bind(q.job)
+        .bind(q.from)
+        .bind(q.to)
+        .bind(q.limit.max(0))
+        .bind(q.after.as_ref().map(|c| c.started_at))
+        .bind(q.after.as_ref().map(|c| c.app_id.as_str()))
         .fetch_all(&self.pool)
         .await?
         .into_iter()
         .map(|r| {
+            let driver: Option<PodOutcome> = r
+                .try_get::<Option<String>, _>("driver_outcome")?
+                .map(|o| o.parse())
+                .transpose()?;
             Ok(JobRun {
                 app_id: r.try_get("app_id")?,
                 job: r.try_get("job")?,
@@ -680,6 +756,33 @@ impl LedgerStore for PgStore {
                 pods: r.try_get("pods")?,
                 charged: McSeconds(r.try_get("charged")?),
                 opportunistic: McSeconds(r.try_get("opportunistic")?),
+                outcome: RunOutcome::of(r.try_get("ended")?, driver),
+            })
+        })
+        .collect()
+    }
+
+    async fn jobs(&self, tenant: &TenantId) -> Result<Vec<JobSummary>> {
+        self.require_tenant(tenant).await?;
+        sqlx::query(
+            "SELECT job, max(finished_runs)::bigint AS finished_runs, max(last_finished_at) AS last_finished_at, \
+             count(DISTINCT app_id) AS running_runs FROM ( \
+               SELECT job, finished_runs, last_finished_at, NULL::text AS app_id FROM job_stats WHERE tenant_id = $1 \
+               UNION ALL \
+               SELECT job, 0, NULL, app_id FROM pod_usage \
+               WHERE tenant_id = $1 AND finished_at IS NULL AND job IS NOT NULL AND app_id IS NOT NULL \
+             ) u GROUP BY job ORDER BY job",
+        )
+        .bind(tenant.as_str())
+        .fetch_all(&self.pool)
+        .await?
+        .into_iter()
+        .map(|r| {
+            Ok(JobSummary {
+                job: r.try_get("job")?,
+                finished_runs: r.try_get("finished_runs")?,
+                last_finished_at: r.try_get("last_finished_at")?,
+                running_runs: r.try_get("running_runs")?,
             })
         })
         .collect()
@@ -1000,6 +1103,36 @@ impl PgStore {
 
 impl PgStore {
     /// Refuses a read for a tenant that does not exist.
+    /// Binds `namespaces` to `tenant` inside `tx`, refusing any another tenant owns.
+    async fn bind_all(tx: &mut Transaction<'_, Postgres>, tenant: &TenantId, namespaces: &[String]) -> Result<()> {
+        if namespaces.is_empty() {
+            return Ok(());
+        }
+        sqlx::query(
+            "INSERT INTO namespace_bindings (namespace, tenant_id) SELECT n, $2 FROM UNNEST($1::text[]) n \
+             ON CONFLICT DO NOTHING",
+        )
+        .bind(namespaces)
+        .bind(tenant.as_str())
+        .execute(&mut **tx)
+        .await?;
+        let taken: Option<(String, String)> = sqlx::query_as(
+            "SELECT namespace, tenant_id FROM namespace_bindings WHERE namespace = ANY($1) AND tenant_id <> $2 \
+             ORDER BY namespace LIMIT 1",
+        )
+        .bind(namespaces)
+        .bind(tenant.as_str())
+        .fetch_optional(&mut **tx)
+        .await?;
+        match taken {
+            Some((namespace, owner)) => Err(LedgerError::NamespaceTaken {
+                namespace,
+                owner: TenantId::new(owner)?,
+            }),
+            None => Ok(()),
+        }
+    }
+
     async fn require_tenant(&self, tenant: &TenantId) -> Result<()> {
         match self.tenant(tenant).await? {
             Some(_) => Ok(()),
@@ -1105,10 +1238,10 @@ async fn write_plan(
         let p = &plan.new_pods;
         sqlx::query(
             "INSERT INTO pod_usage (pod_uid, tenant_id, namespace, pod_name, app_id, job, role, pool, cpu_mc, \
-             opportunistic, started_at, charged_until, finished_at, charged_mcs, opportunistic_mcs, epoch) \
+             opportunistic, started_at, charged_until, finished_at, charged_mcs, opportunistic_mcs, outcome, epoch) \
              SELECT u.*, $16 FROM UNNEST($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], \
              $7::text[], $8::text[], $9::bigint[], $10::bool[], $11::timestamptz[], $12::timestamptz[], \
-             $13::timestamptz[], $14::bigint[], $15::bigint[]) AS u",
+             $13::timestamptz[], $14::bigint[], $15::bigint[], $17::text[]) AS u",
         )
         .bind(p.iter().map(|c| c.pod.uid.as_str()).collect::<Vec<_>>())
         .bind(p.iter().map(|c| c.pod.tenant.as_str()).collect::<Vec<_>>())
@@ -1126,6 +1259,7 @@ async fn write_plan(
         .bind(p.iter().map(|c| c.charged.0).collect::<Vec<_>>())
         .bind(p.iter().map(|c| c.opportunistic.0).collect::<Vec<_>>())
         .bind(epoch.0)
+        .bind(p.iter().map(|c| c.outcome.map(PodOutcome::as_str)).collect::<Vec<_>>())
         .execute(&mut **tx)
         .await?;
     }
@@ -1141,9 +1275,9 @@ async fn write_plan(
         let p = &closing;
         let closed = sqlx::query(
             "UPDATE pod_usage p SET charged_until = u.charged_until, finished_at = u.finished_at, \
-             charged_mcs = u.charged, opportunistic_mcs = u.opp, epoch = $6 \
-             FROM UNNEST($1::text[], $2::timestamptz[], $3::timestamptz[], $4::bigint[], $5::bigint[]) \
-             AS u(uid, charged_until, finished_at, charged, opp) WHERE p.pod_uid = u.uid AND p.finished_at IS NULL",
+             charged_mcs = u.charged, opportunistic_mcs = u.opp, outcome = u.outcome, epoch = $6 \
+             FROM UNNEST($1::text[], $2::timestamptz[], $3::timestamptz[], $4::bigint[], $5::bigint[], $7::text[]) \
+             AS u(uid, charged_until, finished_at, charged, opp, outcome) WHERE p.pod_uid = u.uid AND p.finished_at IS NULL",
         )
         .bind(p.iter().map(|c| c.pod.uid.as_str()).collect::<Vec<_>>())
         .bind(p.iter().map(|c| c.charged_until).collect::<Vec<_>>())
@@ -1151,6 +1285,7 @@ async fn write_plan(
         .bind(p.iter().map(|c| c.charged.0).collect::<Vec<_>>())
         .bind(p.iter().map(|c| c.opportunistic.0).collect::<Vec<_>>())
         .bind(epoch.0)
+        .bind(p.iter().map(|c| c.outcome.map(PodOutcome::as_str)).collect::<Vec<_>>())
         .execute(&mut **tx)
         .await?
         .rows_affected();

@@ -251,13 +251,7 @@ impl<'a> Sim<'a> {
         for (i, t) in trace.tenants.iter().enumerate() {
             let ns = format!("tenant-{}", t.id);
             store
-                .create_tenant(
-                    NewTenant {
-                        id: t.id.clone(),
-                        display_name: String::new(),
-                    },
-                    start,
-                )
+                .create_tenant(NewTenant::new(t.id.clone(), String::new()), start)
                 .await?;
             store.bind_namespace(&ns, &t.id).await?;
             namespaces.insert(ns.clone(), Some(t.id.to_string()));

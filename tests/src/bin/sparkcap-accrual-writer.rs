@@ -27,13 +27,7 @@ async fn main() -> anyhow::Result<()> {
     let store = PgStore::connect(&args.database_url).await.context("connect")?;
     for t in tenants(10) {
         match store
-            .create_tenant(
-                NewTenant {
-                    id: t.clone(),
-                    display_name: String::new(),
-                },
-                epoch_start(),
-            )
+            .create_tenant(NewTenant::new(t.clone(), String::new()), epoch_start())
             .await
         {
             Ok(_) | Err(LedgerError::TenantExists(_)) => {}
@@ -67,6 +61,7 @@ async fn main() -> anyhow::Result<()> {
                 pod: l.pod.clone(),
                 until: epoch_start() + chrono::TimeDelta::seconds(tick.min(l.end)),
                 finished: tick >= l.end,
+                outcome: None,
             })
             .collect();
         for chunk in batch.chunks(1000) {

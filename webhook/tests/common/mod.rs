@@ -64,6 +64,7 @@ pub(crate) fn tenant(id: &str, status: TenantStatus, balance: Balance, purchases
             id: TenantId::new(id).unwrap(),
             display_name: id.into(),
             status,
+            tier: Default::default(),
             created_at: now() - TimeDelta::days(30),
         },
         balance,
