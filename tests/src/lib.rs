@@ -1,6 +1,7 @@
 //! sparkcap's workspace-level test support: deterministic workloads and the
 //! processes the end-to-end and fault tests drive.
 
+pub mod api_env;
 pub mod apiserver;
 pub mod devcluster;
 pub mod kubelet;

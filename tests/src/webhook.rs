@@ -7,6 +7,9 @@ use crate::apiserver::resources::find;
 use crate::tls::TestCa;
 use serde_json::{Value, json};
 use sparkcap_ledger::LedgerStore;
+use sparkcap_webhook::api::auth::{Authenticator, TokenReviewConfig};
+use sparkcap_webhook::api::oidc::{Oidc, OidcConfig};
+use sparkcap_webhook::api::{ApiState, RateLimits};
 use sparkcap_webhook::certs::CertFiles;
 use sparkcap_webhook::metrics::Metrics;
 use sparkcap_webhook::run::{Listeners, run};
@@ -26,7 +29,48 @@ pub struct RunningWebhook {
     pub url: String,
     /// Its plain /healthz, /readyz, /metrics base URL.
     pub ops_url: String,
+    /// The REST API's HTTPS base URL, when served.
+    pub api_url: Option<String>,
+    /// The CA that signed its certificate, PEM.
+    pub ca_pem: String,
     _stop: tokio::sync::oneshot::Sender<()>,
+}
+
+impl RunningWebhook {
+    /// An HTTPS client that trusts the webhook's CA.
+    pub fn client(&self) -> reqwest::Client {
+        reqwest::Client::builder()
+            .add_root_certificate(reqwest::Certificate::from_pem(self.ca_pem.as_bytes()).expect("CA PEM"))
+            .build()
+            .expect("HTTP client")
+    }
+}
+
+/// How the REST API is set up in a test.
+#[derive(Debug, Clone)]
+pub struct ApiOptions {
+    /// Accept ServiceAccount tokens for this audience (TokenReview on the test control plane).
+    pub token_audience: Option<String>,
+    /// Send TokenReviews to this API server URL instead (e.g. a dead address).
+    pub token_review_url: Option<String>,
+    /// Accept OIDC tokens.
+    pub oidc: Option<OidcConfig>,
+    /// Admin groups.
+    pub admin_groups: Vec<String>,
+    /// Rate limits.
+    pub limits: RateLimits,
+}
+
+impl Default for ApiOptions {
+    fn default() -> Self {
+        Self {
+            token_audience: Some("sparkcap".into()),
+            token_review_url: None,
+            oidc: None,
+            admin_groups: vec!["system:serviceaccounts:sparkcap-admin".into()],
+            limits: RateLimits::default(),
+        }
+    }
 }
 
 /// Starts the webhook (certificate files go to `dir`), waits until it is
@@ -36,6 +80,17 @@ pub async fn start(
     store: Arc<dyn LedgerStore>,
     settings: Settings,
     dir: &Path,
+) -> anyhow::Result<RunningWebhook> {
+    start_with_api(server, store, settings, dir, None).await
+}
+
+/// [`start`], also serving the REST API when `api` is given.
+pub async fn start_with_api(
+    server: &ApiServer,
+    store: Arc<dyn LedgerStore>,
+    settings: Settings,
+    dir: &Path,
+    api: Option<ApiOptions>,
 ) -> anyhow::Result<RunningWebhook> {
     let ca = TestCa::new();
     let cert = ca.issue(&["127.0.0.1", "localhost"]);
@@ -51,13 +106,37 @@ pub async fn start(
     let ops_url = format!("http://{}", ops.local_addr()?);
     let (view, tasks) = sync::start(
         TenantView::new(settings),
-        store,
+        store.clone(),
         server.client(),
         SyncConfig {
             full_reload: Duration::from_secs(1),
             ..SyncConfig::default()
         },
     );
+    let metrics = Metrics::new();
+    let mut api_url = None;
+    let api = match api {
+        None => None,
+        Some(o) => {
+            let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
+            api_url = Some(format!("https://{}", listener.local_addr()?));
+            let client = match &o.token_review_url {
+                None => server.client(),
+                Some(url) => kube::Client::try_from(kube::Config::new(url.parse()?))?,
+            };
+            let token_review = o.token_audience.map(|audience| TokenReviewConfig {
+                client,
+                audience,
+                timeout: Duration::from_secs(2),
+            });
+            let oidc = o.oidc.map(Oidc::new).transpose().map_err(anyhow::Error::msg)?;
+            let auth = Authenticator::new(token_review, oidc, o.admin_groups);
+            Some((
+                listener,
+                ApiState::new(store, view.clone(), auth, o.limits, metrics.clone()),
+            ))
+        }
+    };
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     tokio::spawn(async move {
         let _tasks = tasks;
@@ -65,11 +144,11 @@ pub async fn start(
             let _ = stopped.await;
         };
         if let Err(e) = run(
-            Listeners { admission, ops },
+            Listeners { admission, ops, api },
             files,
             Duration::from_millis(200),
             view,
-            Metrics::new(),
+            metrics,
             shutdown,
         )
         .await
@@ -82,6 +161,8 @@ pub async fn start(
     Ok(RunningWebhook {
         url,
         ops_url,
+        api_url,
+        ca_pem: ca.ca_pem(),
         _stop: stop,
     })
 }

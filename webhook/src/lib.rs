@@ -1,9 +1,11 @@
 //! sparkcap's admission webhook: routes every Spark pod in a tenant namespace
 //! to sparkcap's scheduler and refuses, with a message a person can act on,
 //! what the tenant has not paid for. The decision ([`admit::admit`]) is pure;
-//! everything else here feeds it or carries its answer.
+//! everything else here feeds it or carries its answer. [`api`] serves the
+//! tenant REST API from the same tenant view.
 
 pub mod admit;
+pub mod api;
 pub mod certs;
 pub mod metrics;
 pub mod operator;

@@ -1,12 +1,13 @@
 //! `sparkcap-webhook`: the admission webhook (every Spark pod checked against
-//! its tenant's balance and routed to sparkcap's scheduler).
-//!
-//! The tenant REST API arrives with its own issue and is not offered until it
-//! does something real.
+//! its tenant's balance and routed to sparkcap's scheduler) and the tenant
+//! REST API on its own HTTPS port.
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 use sparkcap_ledger::{Bytes, LedgerStore, Millicores, PgStore, SparkUnitSize};
+use sparkcap_webhook::api::auth::{Authenticator, TokenReviewConfig};
+use sparkcap_webhook::api::oidc::{Oidc, OidcConfig, parse_algorithm};
+use sparkcap_webhook::api::{ApiState, RateLimits};
 use sparkcap_webhook::certs::CertFiles;
 use sparkcap_webhook::metrics::Metrics;
 use sparkcap_webhook::run::{Listeners, run};
@@ -22,9 +23,9 @@ use std::time::Duration;
     version,
     about = "sparkcap's admission webhook",
     long_about = "sparkcap's admission webhook.\n\n\
-        `serve`: AdmissionReview /mutate and /validate over TLS; /healthz, /readyz and /metrics on a plain port.\n\
-        `migrate`: apply the ledger schema.\n\
-        Coming: the tenant REST API."
+        `serve`: AdmissionReview /mutate and /validate over TLS; the tenant REST API (/api/v1) over TLS on its own \
+        port; /healthz, /readyz and /metrics on a plain port.\n\
+        `migrate`: apply the ledger schema."
 )]
 struct Cli {
     #[command(subcommand)]
@@ -34,7 +35,7 @@ struct Cli {
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Serve admission reviews.
-    Serve(ServeArgs),
+    Serve(Box<ServeArgs>),
     /// Apply the ledger's migrations (under a Postgres advisory lock) and exit.
     Migrate {
         /// PostgreSQL URL of the ledger.
@@ -81,6 +82,85 @@ struct ServeArgs {
     /// Spark Unit size: GiB of memory.
     #[arg(long, default_value_t = 16)]
     spark_unit_memory_gib: i64,
+    #[command(flatten)]
+    api: ApiArgs,
+}
+
+#[derive(Debug, clap::Args)]
+struct ApiArgs {
+    /// HTTPS address of the tenant REST API (same certificate); "off" to not serve it.
+    #[arg(long, default_value = "0.0.0.0:8444")]
+    api_listen: String,
+    /// Audience ServiceAccount tokens must be minted for (`kubectl create token SA --audience ...`).
+    #[arg(long, default_value = "sparkcap")]
+    token_audience: String,
+    /// Do not accept ServiceAccount tokens (OIDC only).
+    #[arg(long)]
+    no_token_review: bool,
+    /// OIDC issuer URL; enables OIDC JWTs.
+    #[arg(long)]
+    oidc_issuer: Option<String>,
+    /// Audience OIDC tokens must carry.
+    #[arg(long, default_value = "sparkcap")]
+    oidc_audience: String,
+    /// JWKS URL (default: discovered from the issuer).
+    #[arg(long)]
+    oidc_jwks_url: Option<String>,
+    /// Accepted JWT algorithms, comma-separated (asymmetric only).
+    #[arg(long, default_value = "RS256,ES256")]
+    oidc_algorithms: String,
+    /// Claim naming the caller's tenant.
+    #[arg(long, default_value = "sparkcap_tenant")]
+    oidc_tenant_claim: String,
+    /// Claim listing the caller's groups.
+    #[arg(long, default_value = "groups")]
+    oidc_groups_claim: String,
+    /// Claim used as the user name.
+    #[arg(long, default_value = "sub")]
+    oidc_username_claim: String,
+    /// Groups whose members are sparkcap admins (repeat or comma-separate). A
+    /// ServiceAccount's groups are `system:serviceaccounts:<namespace>`.
+    #[arg(long, value_delimiter = ',', default_value = "sparkcap:admins")]
+    admin_group: Vec<String>,
+    /// API requests per minute of a standard-tier tenant (burst: a third of it).
+    #[arg(long, default_value_t = 100)]
+    rate_limit_standard: u32,
+    /// API requests per minute of a premium-tier tenant.
+    #[arg(long, default_value_t = 500)]
+    rate_limit_premium: u32,
+    /// API requests per minute of each admin identity.
+    #[arg(long, default_value_t = 1000)]
+    rate_limit_admin: u32,
+}
+
+fn authenticator(args: &ApiArgs, kube: &kube::Client) -> anyhow::Result<Authenticator> {
+    let token_review = (!args.no_token_review).then(|| TokenReviewConfig {
+        client: kube.clone(),
+        audience: args.token_audience.clone(),
+        timeout: Duration::from_secs(5),
+    });
+    let oidc = match &args.oidc_issuer {
+        None => None,
+        Some(issuer) => {
+            let mut c = OidcConfig::new(issuer.clone(), args.oidc_audience.clone());
+            c.jwks_url = args.oidc_jwks_url.clone();
+            c.algorithms = args
+                .oidc_algorithms
+                .split(',')
+                .filter(|a| !a.trim().is_empty())
+                .map(parse_algorithm)
+                .collect::<Result<_, _>>()
+                .map_err(|e| anyhow::anyhow!("--oidc-algorithms: {e}"))?;
+            c.tenant_claim = args.oidc_tenant_claim.clone();
+            c.groups_claim = args.oidc_groups_claim.clone();
+            c.username_claim = args.oidc_username_claim.clone();
+            Some(Oidc::new(c).map_err(|e| anyhow::anyhow!("--oidc-*: {e}"))?)
+        }
+    };
+    if token_review.is_none() && oidc.is_none() {
+        anyhow::bail!("--no-token-review needs --oidc-issuer: the API would accept no token at all");
+    }
+    Ok(Authenticator::new(token_review, oidc, args.admin_group.clone()))
 }
 
 async fn serve(args: ServeArgs) -> anyhow::Result<()> {
@@ -114,25 +194,41 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let kube = kube::Client::try_default()
         .await
         .context("connecting to the Kubernetes API (in-cluster service account or KUBECONFIG)")?;
+    let auth = authenticator(&args.api, &kube)?;
+    let api = if args.api.api_listen == "off" {
+        None
+    } else {
+        Some(
+            std::net::TcpListener::bind(&args.api.api_listen)
+                .with_context(|| format!("listening on {}", args.api.api_listen))?,
+        )
+    };
     let (view, _sync) = sync::start(
         TenantView::new(settings),
-        store,
+        store.clone(),
         kube,
         SyncConfig {
             full_reload: Duration::from_secs(args.reload_seconds.max(1)),
             ..SyncConfig::default()
         },
     );
-    tracing::info!(listen = %args.listen, ops = %args.ops_listen, "sparkcap-webhook serving");
+    tracing::info!(listen = %args.listen, ops = %args.ops_listen, api = %args.api.api_listen, "sparkcap-webhook serving");
+    let metrics = Metrics::new();
+    let limits = RateLimits {
+        standard: args.api.rate_limit_standard,
+        premium: args.api.rate_limit_premium,
+        admin: args.api.rate_limit_admin,
+    };
+    let api = api.map(|l| (l, ApiState::new(store, view.clone(), auth, limits, metrics.clone())));
     run(
-        Listeners { admission, ops },
+        Listeners { admission, ops, api },
         CertFiles {
             cert: args.tls_cert,
             key: args.tls_key,
         },
         Duration::from_secs(args.cert_poll_seconds.max(1)),
         view,
-        Metrics::new(),
+        metrics,
         shutdown_signal(),
     )
     .await
@@ -161,7 +257,7 @@ async fn main() -> anyhow::Result<()> {
         .with_writer(std::io::stderr)
         .init();
     match Cli::parse().command {
-        Command::Serve(args) => serve(args).await?,
+        Command::Serve(args) => serve(*args).await?,
         Command::Migrate { database_url } => {
             let store = PgStore::connect(&database_url)
                 .await

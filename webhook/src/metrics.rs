@@ -14,6 +14,10 @@ pub struct Metrics {
     pub bad_requests: IntCounter,
     /// Serving certificate reloads, by result.
     pub cert_reloads: IntCounterVec,
+    /// REST API requests, by route, method and status.
+    pub api_requests: IntCounterVec,
+    /// REST API server-side time, by route.
+    pub api_duration: HistogramVec,
 }
 
 impl Metrics {
@@ -49,11 +53,29 @@ impl Metrics {
             &["result"],
         )
         .expect("valid metric");
+        let api_requests = IntCounterVec::new(
+            Opts::new("sparkcap_api_requests_total", "Tenant REST API requests answered"),
+            &["route", "method", "status"],
+        )
+        .expect("valid metric");
+        let api_duration = HistogramVec::new(
+            HistogramOpts::new(
+                "sparkcap_api_request_duration_seconds",
+                "Tenant REST API server-side time",
+            )
+            .buckets(vec![
+                0.000_1, 0.000_25, 0.000_5, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.5, 1.0,
+            ]),
+            &["route"],
+        )
+        .expect("valid metric");
         for c in [
             Box::new(admissions.clone()) as Box<dyn prometheus::core::Collector>,
             Box::new(duration.clone()),
             Box::new(bad_requests.clone()),
             Box::new(cert_reloads.clone()),
+            Box::new(api_requests.clone()),
+            Box::new(api_duration.clone()),
         ] {
             registry.register(c).expect("unique metric");
         }
@@ -63,6 +85,8 @@ impl Metrics {
             duration,
             bad_requests,
             cert_reloads,
+            api_requests,
+            api_duration,
         }
     }
 

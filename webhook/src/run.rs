@@ -1,6 +1,7 @@
 //! Runs the webhook: the ops port at once, the admission port as soon as a
 //! serving certificate exists, certificate reloads, graceful shutdown.
 
+use crate::api::ApiState;
 use crate::certs::CertFiles;
 use crate::metrics::Metrics;
 use crate::server::{AppState, admission_router, ops_router};
@@ -10,13 +11,15 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-/// The two listening sockets.
+/// The listening sockets.
 #[derive(Debug)]
 pub struct Listeners {
     /// HTTPS AdmissionReview port.
     pub admission: std::net::TcpListener,
     /// Plain /healthz, /readyz, /metrics port.
     pub ops: std::net::TcpListener,
+    /// HTTPS tenant REST API port, with what it serves.
+    pub api: Option<(std::net::TcpListener, ApiState)>,
 }
 
 /// How in-flight reviews are given time to finish on shutdown.
@@ -39,6 +42,9 @@ pub async fn run(
     };
     listeners.ops.set_nonblocking(true)?;
     listeners.admission.set_nonblocking(true)?;
+    if let Some((api, _)) = &listeners.api {
+        api.set_nonblocking(true)?;
+    }
     let ops = tokio::net::TcpListener::from_std(listeners.ops)?;
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let mut ops_stop = stop_rx.clone();
@@ -65,10 +71,21 @@ pub async fn run(
     };
     state.cert_loaded.store(true, Ordering::Release);
     let reload = tokio::spawn(cert.watch(config.clone(), cert_poll, metrics));
+    let api_task = listeners.api.map(|(listener, api)| {
+        let server = axum_server::from_tcp_rustls(listener, config.clone()).handle(handle.clone());
+        tokio::spawn(async move { server.serve(crate::api::router(api).into_make_service()).await })
+    });
     let served = axum_server::from_tcp_rustls(listeners.admission, config)
         .handle(handle)
         .serve(admission_router(state).into_make_service())
         .await;
+    if let Some(t) = api_task {
+        match t.await {
+            Ok(Err(e)) => tracing::warn!(error = %e, "API server ended with an error"),
+            Err(e) => tracing::warn!(error = %e, "API server task failed"),
+            Ok(Ok(())) => {}
+        }
+    }
     reload.abort();
     let _ = ops_task.await;
     served

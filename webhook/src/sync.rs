@@ -54,6 +54,18 @@ impl ViewHandle {
         }
     }
 
+    /// Reloads one tenant (or, with `None`, the whole ledger part) now, so
+    /// that an API write is visible to the next read on this replica
+    /// without waiting for the change feed.
+    pub async fn refresh(&self, store: &dyn LedgerStore, tenant: Option<&TenantId>) {
+        match tenant {
+            None => {
+                full_reload(self, store).await;
+            }
+            Some(id) => reload_tenant(self, store, id).await,
+        }
+    }
+
     fn update(&self, f: impl Fn(&mut TenantView)) {
         self.current.rcu(|v| {
             let mut next = TenantView::clone(v);
@@ -210,20 +222,24 @@ async fn ledger_loop(handle: ViewHandle, store: Arc<dyn LedgerStore>, config: Sy
             continue;
         }
         for id in changed {
-            match load_tenant(store.as_ref(), &id).await {
-                Ok(t) => {
-                    handle.update(|v| {
-                        let mut ledger = LedgerFacts::clone(&v.ledger);
-                        match &t {
-                            Some(t) => ledger.tenants.insert(id.clone(), t.clone()),
-                            None => ledger.tenants.remove(&id),
-                        };
-                        v.ledger = Arc::new(ledger);
-                    });
-                }
-                Err(e) => tracing::warn!(tenant = %id, error = %e, "tenant reload failed"),
-            }
+            reload_tenant(&handle, store.as_ref(), &id).await;
         }
+    }
+}
+
+async fn reload_tenant(handle: &ViewHandle, store: &dyn LedgerStore, id: &TenantId) {
+    match load_tenant(store, id).await {
+        Ok(t) => {
+            handle.update(|v| {
+                let mut ledger = LedgerFacts::clone(&v.ledger);
+                match &t {
+                    Some(t) => ledger.tenants.insert(id.clone(), t.clone()),
+                    None => ledger.tenants.remove(id),
+                };
+                v.ledger = Arc::new(ledger);
+            });
+        }
+        Err(e) => tracing::warn!(tenant = %id, error = %e, "tenant reload failed"),
     }
 }
 

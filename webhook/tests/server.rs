@@ -80,7 +80,11 @@ async fn start(with_cert: Option<&Ca>) -> Server {
         key: dir.path().join("tls.key"),
     };
     tokio::spawn(run(
-        Listeners { admission, ops },
+        Listeners {
+            admission,
+            ops,
+            api: None,
+        },
         files,
         Duration::from_millis(100),
         ViewHandle::fixed(view),

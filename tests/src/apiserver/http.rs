@@ -27,6 +27,8 @@ pub struct Shared {
     pub admission: Admission,
     /// Every request as `METHOD path?query`, for tests to assert what clients did.
     pub requests: Arc<std::sync::Mutex<Vec<String>>>,
+    /// ServiceAccount token issuer (TokenRequest, TokenReview).
+    pub tokens: Arc<super::authn::TokenIssuer>,
 }
 
 /// Where a request points.
@@ -102,18 +104,36 @@ fn discovery(segs: &[&str]) -> Option<Result<Value, ApiError>> {
     let resource_list = |group: &str, version: &str| {
         let mut resources = Vec::new();
         for r in RESOURCES.iter().filter(|r| r.group == group && r.version == version) {
+            let verbs = if r.plural == "tokenreviews" {
+                json!(["create"])
+            } else {
+                json!([
+                    "create",
+                    "delete",
+                    "deletecollection",
+                    "get",
+                    "list",
+                    "patch",
+                    "update",
+                    "watch"
+                ])
+            };
             resources.push(json!({
                 "name": r.plural, "singularName": r.kind.to_lowercase(), "namespaced": r.namespaced,
-                "kind": r.kind, "shortNames": r.short_names,
-                "verbs": ["create", "delete", "deletecollection", "get", "list", "patch", "update", "watch"],
+                "kind": r.kind, "shortNames": r.short_names, "verbs": verbs,
             }));
             for sub in r.subresources {
                 let (kind, verbs) = match *sub {
                     "binding" => ("Binding", json!(["create"])),
                     "eviction" => ("Eviction", json!(["create"])),
+                    "token" => ("TokenRequest", json!(["create"])),
                     _ => (r.kind, json!(["get", "patch", "update"])),
                 };
-                let (group, version) = if *sub == "eviction" { ("policy", "v1") } else { ("", "") };
+                let (group, version) = match *sub {
+                    "eviction" => ("policy", "v1"),
+                    "token" => ("authentication.k8s.io", "v1"),
+                    _ => ("", ""),
+                };
                 let mut e = json!({"name": format!("{}/{sub}", r.plural), "singularName": "", "namespaced": r.namespaced,
                                    "kind": kind, "verbs": verbs});
                 if !group.is_empty() {
@@ -219,7 +239,19 @@ async fn serve(
     if def.namespaced && t.name.is_some() && t.ns.is_none() {
         return Err(ApiError::no_route(&format!("{} without a namespace", def.plural)));
     }
+    if def.plural == "tokenreviews" {
+        return match (method.as_str(), t.name.as_deref()) {
+            ("POST", None) => Ok(json_response(201, &shared.tokens.review(store, &parse_body(body)?)?)),
+            (m, _) => Err(ApiError::method_not_allowed(format!(
+                "the server does not allow this method on the requested resource ({m} tokenreviews)"
+            ))),
+        };
+    }
     match (method.as_str(), t.name.as_deref(), t.sub.as_deref()) {
+        ("POST", Some(name), Some("token")) => Ok(json_response(
+            201,
+            &shared.tokens.token_request(store, &ns, name, &parse_body(body)?)?,
+        )),
         ("GET", None, None) if flag(params, "watch") => watch(store, def, t.ns.as_deref(), params),
         ("GET", None, None) => list(store, def, t.ns.as_deref(), params),
         ("GET", Some(name), _) => Ok(json_response(200, &store.get(def, &ns, name)?)),

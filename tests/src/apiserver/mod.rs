@@ -3,6 +3,7 @@
 //! `kube::Client` (as a tower service, no socket) or over TCP for kubectl.
 
 pub mod admission;
+pub mod authn;
 pub mod http;
 pub mod patch;
 pub mod resources;
@@ -23,6 +24,8 @@ pub struct ApiServer {
     pub admission: admission::Admission,
     /// Every request served, as `METHOD path?query`.
     pub requests: Arc<std::sync::Mutex<Vec<String>>>,
+    /// ServiceAccount token issuer.
+    pub tokens: Arc<authn::TokenIssuer>,
 }
 
 impl Default for ApiServer {
@@ -43,6 +46,7 @@ impl ApiServer {
             store: Arc::new(store),
             admission: admission::Admission::default(),
             requests: Default::default(),
+            tokens: Arc::new(authn::TokenIssuer::new()),
         };
         let ns = resources::find("", "v1", "namespaces").expect("namespaces served");
         for name in ["default", "kube-system", "kube-public", "kube-node-lease"] {
@@ -60,6 +64,7 @@ impl ApiServer {
             store: self.store.clone(),
             admission: self.admission.clone(),
             requests: self.requests.clone(),
+            tokens: self.tokens.clone(),
         })
     }
 

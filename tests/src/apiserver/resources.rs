@@ -13,7 +13,7 @@ pub struct ResourceDef {
     pub kind: &'static str,
     /// Namespaced or cluster-scoped.
     pub namespaced: bool,
-    /// Subresources served (`status`, `binding`, `eviction`).
+    /// Subresources served (`status`, `binding`, `eviction`, `token`).
     pub subresources: &'static [&'static str],
     /// Short names for kubectl.
     pub short_names: &'static [&'static str],
@@ -90,7 +90,7 @@ pub const RESOURCES: &[ResourceDef] = &[
         &["pvc"],
     ),
     def("", "v1", "secrets", "Secret", true, &[], &[]),
-    def("", "v1", "serviceaccounts", "ServiceAccount", true, &[], &["sa"]),
+    def("", "v1", "serviceaccounts", "ServiceAccount", true, &["token"], &["sa"]),
     def(
         "",
         "v1",
@@ -101,6 +101,15 @@ pub const RESOURCES: &[ResourceDef] = &[
         &["quota"],
     ),
     def("coordination.k8s.io", "v1", "leases", "Lease", true, &[], &[]),
+    def(
+        "authentication.k8s.io",
+        "v1",
+        "tokenreviews",
+        "TokenReview",
+        false,
+        &[],
+        &[],
+    ),
     def("events.k8s.io", "v1", "events", "Event", true, &[], &["ev"]),
     def(
         "policy",
