@@ -97,6 +97,19 @@ else
     say "WARNING: java not found; the spark-submit tests will be SKIPPED (install openjdk-17-jre-headless to run them)"
 fi
 
+# The API schema test runs Schemathesis (PyPI) against the served OpenAPI document.
+if command -v python3 >/dev/null; then
+    [ "$(id -u)" -ne 0 ] && command -v sudo >/dev/null && export SUDO=sudo
+    if SCHEMATHESIS=$(./scripts/fetch-schemathesis.sh); then
+        export SCHEMATHESIS
+        say "schemathesis ready: $SCHEMATHESIS"
+    else
+        say "WARNING: schemathesis could not be installed; the API schema test will be SKIPPED"
+    fi
+else
+    say "WARNING: python3 not found; the API schema test will be SKIPPED"
+fi
+
 say "cargo fmt --check"
 cargo fmt --all --check
 say "cargo clippy --all-targets -- -D warnings"

@@ -652,3 +652,99 @@ async fn admins_create_suspend_and_bind_all_or_nothing() {
     );
     env.stop().await;
 }
+
+/// The README's flow, with the real clients: `kubectl create token` against
+/// the control plane, then curl against the API.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kubectl_create_token_then_curl() {
+    let have = |bin: &str| {
+        std::process::Command::new(bin)
+            .arg("--version")
+            .output()
+            .is_ok_and(|o| o.status.success())
+    };
+    if !have("curl")
+        || !std::process::Command::new("kubectl")
+            .args(["version", "--client"])
+            .output()
+            .is_ok_and(|o| o.status.success())
+    {
+        eprintln!("\n*** SKIPPED: kubectl and curl are needed for this test ***\n");
+        return;
+    }
+    let env = ApiEnv::start(big_limits()).await.unwrap();
+    let ca = sparkcap_testkit::tls::TestCa::new();
+    let cert = ca.issue(&["127.0.0.1"]);
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("https://{}", listener.local_addr().unwrap());
+    let srv = env.server.clone();
+    tokio::spawn(async move { sparkcap_testkit::devcluster::serve_tls(srv, listener, &cert).await });
+    let kc = env.dir.join("kubeconfig");
+    sparkcap_testkit::devcluster::write_kubeconfig(&kc, &url, Some(&ca.ca_bundle())).unwrap();
+    let api_ca = env.dir.join("api-ca.pem");
+    std::fs::write(&api_ca, &env.webhook.ca_pem).unwrap();
+    let run = |cmd: &str, args: Vec<String>| {
+        let kc = kc.clone();
+        let cmd = cmd.to_owned();
+        async move {
+            let out = tokio::process::Command::new(cmd)
+                .env("KUBECONFIG", kc)
+                .args(args)
+                .output()
+                .await
+                .unwrap();
+            assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+            String::from_utf8(out.stdout).unwrap()
+        }
+    };
+    let token = run(
+        "kubectl",
+        [
+            "create",
+            "token",
+            "reader",
+            "-n",
+            "acme-etl",
+            "--audience",
+            "sparkcap",
+            "--duration",
+            "10m",
+        ]
+        .map(String::from)
+        .to_vec(),
+    )
+    .await;
+    let token = token.trim().to_owned();
+    assert_eq!(token.split('.').count(), 3, "a JWT: {token}");
+    let body = run(
+        "curl",
+        vec![
+            "-sS".into(),
+            "--fail-with-body".into(),
+            "--cacert".into(),
+            api_ca.display().to_string(),
+            "-H".into(),
+            format!("Authorization: Bearer {token}"),
+            env.url("/tenants/acme/balance"),
+        ],
+    )
+    .await;
+    let b: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(
+        (b["tenant"].as_str(), b["state"].as_str()),
+        (Some("acme"), Some("ok")),
+        "{b}"
+    );
+    // The same token cannot read another tenant.
+    let out = tokio::process::Command::new("curl")
+        .args(["-sS", "-o", "/dev/null", "-w", "%{http_code}", "--cacert"])
+        .arg(&api_ca)
+        .arg("-H")
+        .arg(format!("Authorization: Bearer {token}"))
+        .arg(env.url("/tenants/beta/balance"))
+        .output()
+        .await
+        .unwrap();
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "403");
+    env.stop().await;
+}

@@ -62,6 +62,9 @@ pub struct Attributes<'a> {
 pub struct Admission {
     /// `namespace/name` of a webhook Service → base URL (https://host:port).
     pub service_urls: Arc<RwLock<HashMap<String, String>>>,
+    /// HTTPS clients by (caBundle, timeout): kept, as kube-apiserver keeps
+    /// its webhook clients, so that calls reuse connections.
+    clients: Arc<RwLock<HashMap<(String, u64), reqwest::Client>>>,
 }
 
 fn matches_list(list: Option<&Value>, want: &str) -> bool {
@@ -292,26 +295,47 @@ impl Admission {
             _ => return fail("no clientConfig".into()),
         };
         let timeout = w.get("timeoutSeconds").and_then(Value::as_u64).unwrap_or(10);
-        let mut client = reqwest::Client::builder()
-            .timeout(Duration::from_secs(timeout))
-            .use_rustls_tls();
-        if let Some(ca) = w.pointer("/clientConfig/caBundle").and_then(Value::as_str) {
-            let pem = match base64::engine::general_purpose::STANDARD.decode(ca) {
-                Ok(p) => p,
-                Err(e) => return fail(format!("invalid caBundle: {e}")),
-            };
-            match reqwest::Certificate::from_pem_bundle(&pem) {
-                Ok(certs) => {
-                    for c in certs {
-                        client = client.add_root_certificate(c);
+        let ca_bundle = w
+            .pointer("/clientConfig/caBundle")
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+            .to_owned();
+        let cached = self
+            .clients
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&(ca_bundle.clone(), timeout))
+            .cloned();
+        let client = match cached {
+            Some(c) => c,
+            None => {
+                let mut builder = reqwest::Client::builder()
+                    .timeout(Duration::from_secs(timeout))
+                    .use_rustls_tls();
+                if !ca_bundle.is_empty() {
+                    let pem = match base64::engine::general_purpose::STANDARD.decode(&ca_bundle) {
+                        Ok(p) => p,
+                        Err(e) => return fail(format!("invalid caBundle: {e}")),
+                    };
+                    match reqwest::Certificate::from_pem_bundle(&pem) {
+                        Ok(certs) => {
+                            for c in certs {
+                                builder = builder.add_root_certificate(c);
+                            }
+                        }
+                        Err(e) => return fail(format!("invalid caBundle: {e}")),
                     }
                 }
-                Err(e) => return fail(format!("invalid caBundle: {e}")),
+                let client = match builder.build() {
+                    Ok(c) => c,
+                    Err(e) => return fail(format!("failed to build client: {e}")),
+                };
+                self.clients
+                    .write()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .insert((ca_bundle, timeout), client.clone());
+                client
             }
-        }
-        let client = match client.build() {
-            Ok(c) => c,
-            Err(e) => return fail(format!("failed to build client: {e}")),
         };
         let uid = uuid::Uuid::new_v4().to_string();
         let gvk = json!({"group": a.def.group, "version": a.def.version, "kind": a.def.kind});

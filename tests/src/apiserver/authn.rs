@@ -180,3 +180,102 @@ impl TokenIssuer {
         Ok((user, common))
     }
 }
+
+/// One protobuf field: a varint or a length-delimited payload.
+#[derive(Debug)]
+enum Field<'a> {
+    Varint(u64),
+    Bytes(&'a [u8]),
+}
+
+fn varint(b: &[u8], i: &mut usize) -> Option<u64> {
+    let mut v = 0u64;
+    for shift in (0..64).step_by(7) {
+        let byte = *b.get(*i)?;
+        *i += 1;
+        v |= u64::from(byte & 0x7f) << shift;
+        if byte & 0x80 == 0 {
+            return Some(v);
+        }
+    }
+    None
+}
+
+/// The fields of one protobuf message (wire types 0, 1, 2 and 5).
+fn fields(b: &[u8]) -> Option<Vec<(u64, Field<'_>)>> {
+    let mut out = Vec::new();
+    let mut i = 0;
+    while i < b.len() {
+        let key = varint(b, &mut i)?;
+        let value = match key & 7 {
+            0 => Field::Varint(varint(b, &mut i)?),
+            1 => {
+                i += 8;
+                continue;
+            }
+            2 => {
+                let len = varint(b, &mut i)? as usize;
+                let v = b.get(i..i.checked_add(len)?)?;
+                i += len;
+                Field::Bytes(v)
+            }
+            5 => {
+                i += 4;
+                continue;
+            }
+            _ => return None,
+        };
+        out.push((key >> 3, value));
+    }
+    Some(out)
+}
+
+/// A TokenRequest sent as `application/vnd.kubernetes.protobuf` (kubectl
+/// sends `create token` so and does not retry in JSON) as its JSON form.
+/// Only the spec's audiences and expirationSeconds are read.
+pub fn token_request_from_protobuf(body: &[u8]) -> Result<Value, ApiError> {
+    let bad = || ApiError::bad_request("the body is not a protobuf-encoded TokenRequest");
+    let envelope = body.strip_prefix(b"k8s\0").ok_or_else(bad)?;
+    let raw = fields(envelope)
+        .ok_or_else(bad)?
+        .into_iter()
+        .find_map(|(n, f)| match (n, f) {
+            (2, Field::Bytes(b)) => Some(b),
+            _ => None,
+        })
+        .ok_or_else(bad)?;
+    let mut audiences = Vec::new();
+    let mut seconds = None;
+    for (n, f) in fields(raw).ok_or_else(bad)? {
+        if let (2, Field::Bytes(spec)) = (n, f) {
+            for (n, f) in fields(spec).ok_or_else(bad)? {
+                match (n, f) {
+                    (1, Field::Bytes(a)) => audiences.push(String::from_utf8_lossy(a).into_owned()),
+                    (4, Field::Varint(s)) => seconds = Some(s as i64),
+                    _ => {}
+                }
+            }
+        }
+    }
+    let mut spec = json!({"audiences": audiences});
+    if let Some(s) = seconds {
+        spec["expirationSeconds"] = json!(s);
+    }
+    Ok(json!({"apiVersion": "authentication.k8s.io/v1", "kind": "TokenRequest", "spec": spec}))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn decodes_kubectl_token_request() {
+        // spec { audiences: "sparkcap", expirationSeconds: 600 } inside the k8s envelope.
+        let spec = [&[0x0a, 8][..], b"sparkcap", &[0x20, 0xd8, 0x04]].concat();
+        let raw = [&[0x12, spec.len() as u8][..], &spec].concat();
+        let body = [&b"k8s\0"[..], &[0x12, raw.len() as u8], &raw].concat();
+        let v = token_request_from_protobuf(&body).unwrap();
+        assert_eq!(v["spec"], json!({"audiences": ["sparkcap"], "expirationSeconds": 600}));
+        assert!(token_request_from_protobuf(b"{}").is_err());
+    }
+}

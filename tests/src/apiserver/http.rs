@@ -80,13 +80,20 @@ pub async fn handle(
     // Bodies are JSON only. Protobuf (kubectl's default for built-in types)
     // gets 415, as kube-apiserver answers for a type it cannot decode, and
     // client-go retries in JSON.
+    let mut body = body;
     if matches!(method, Method::POST | Method::PUT) && !body.is_empty() {
         let ct = headers
             .get("content-type")
             .and_then(|v| v.to_str().ok())
             .unwrap_or("application/json");
         let base = ct.split(';').next().unwrap_or("").trim();
-        if base != "application/json" && base != "*/*" && !base.is_empty() {
+        // kubectl sends `create token` as protobuf only; that one message is decoded.
+        if base == "application/vnd.kubernetes.protobuf" && target.sub.as_deref() == Some("token") {
+            match super::authn::token_request_from_protobuf(&body) {
+                Ok(v) => body = Bytes::from(v.to_string()),
+                Err(e) => return e.into_response(),
+            }
+        } else if base != "application/json" && base != "*/*" && !base.is_empty() {
             return ApiError::unsupported_media(format!(
                 "the body of the request was in an unknown format - accepted media types include: application/json \
                  (got {base})"
