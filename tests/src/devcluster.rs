@@ -196,7 +196,30 @@ pub async fn seed(
                     .create(ns_def, "", obj, false)
                     .map_err(|e| anyhow::anyhow!("creating namespace {ns}: {}", e.message))?;
             }
+            ensure_service_account(server, &ns, "default")?;
         }
+    }
+    // Admins: ServiceAccounts of this namespace are in group
+    // system:serviceaccounts:sparkcap-admin, the REST API's default admin group here.
+    if server.store.get(ns_def, "", "sparkcap-admin").is_err() {
+        server
+            .store
+            .create(ns_def, "", json!({"metadata": {"name": "sparkcap-admin"}}), false)
+            .map_err(|e| anyhow::anyhow!("creating namespace sparkcap-admin: {}", e.message))?;
+    }
+    ensure_service_account(server, "sparkcap-admin", "admin")?;
+    Ok(())
+}
+
+/// Creates a ServiceAccount if missing (kube-controller-manager makes
+/// `default` in every namespace; the test control plane has no controllers).
+fn ensure_service_account(server: &ApiServer, ns: &str, name: &str) -> anyhow::Result<()> {
+    let def = find("", "v1", "serviceaccounts").expect("served");
+    if server.store.get(def, ns, name).is_err() {
+        server
+            .store
+            .create(def, ns, json!({"metadata": {"name": name, "namespace": ns}}), false)
+            .map_err(|e| anyhow::anyhow!("creating service account {ns}/{name}: {}", e.message))?;
     }
     Ok(())
 }

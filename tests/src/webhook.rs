@@ -49,6 +49,8 @@ impl RunningWebhook {
 /// How the REST API is set up in a test.
 #[derive(Debug, Clone)]
 pub struct ApiOptions {
+    /// Address to serve it on (`127.0.0.1:0`: any free port).
+    pub listen: String,
     /// Accept ServiceAccount tokens for this audience (TokenReview on the test control plane).
     pub token_audience: Option<String>,
     /// Send TokenReviews to this API server URL instead (e.g. a dead address).
@@ -64,6 +66,7 @@ pub struct ApiOptions {
 impl Default for ApiOptions {
     fn default() -> Self {
         Self {
+            listen: "127.0.0.1:0".into(),
             token_audience: Some("sparkcap".into()),
             token_review_url: None,
             oidc: None,
@@ -118,7 +121,7 @@ pub async fn start_with_api(
     let api = match api {
         None => None,
         Some(o) => {
-            let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
+            let listener = std::net::TcpListener::bind(&o.listen)?;
             api_url = Some(format!("https://{}", listener.local_addr()?));
             let client = match &o.token_review_url {
                 None => server.client(),

@@ -42,6 +42,10 @@ struct Args {
     /// in-memory ledger when omitted.
     #[arg(long, env = "DATABASE_URL", requires = "tenants")]
     database_url: Option<String>,
+    /// Address of the tenant REST API (HTTPS; its CA goes next to the
+    /// kubeconfig as `sparkcap-api-ca.crt`). Served with `--tenants`.
+    #[arg(long, default_value = "127.0.0.1:8444", requires = "tenants")]
+    api_listen: String,
 }
 
 #[tokio::main]
@@ -77,7 +81,15 @@ async fn main() -> anyhow::Result<()> {
                 .filter(|p| !p.as_os_str().is_empty())
                 .unwrap_or(std::path::Path::new("."))
                 .to_path_buf();
-            let webhook = sparkcap_testkit::webhook::start(&server, store.clone(), Settings::default(), &dir).await?;
+            let api = sparkcap_testkit::webhook::ApiOptions {
+                listen: args.api_listen.clone(),
+                ..Default::default()
+            };
+            let webhook =
+                sparkcap_testkit::webhook::start_with_api(&server, store.clone(), Settings::default(), &dir, Some(api))
+                    .await?;
+            let api_ca = dir.join("sparkcap-api-ca.crt");
+            std::fs::write(&api_ca, &webhook.ca_pem).with_context(|| format!("writing {}", api_ca.display()))?;
             let client = server.client();
             tokio::spawn(async move {
                 let forever = std::future::pending::<()>();
@@ -90,6 +102,12 @@ async fn main() -> anyhow::Result<()> {
                 tenants.tenants.len(),
                 webhook.url,
                 webhook.ops_url
+            );
+            println!(
+                "tenant REST API: {}/api/v1 (CA {}); tokens: kubectl create token default -n <tenant namespace> --audience sparkcap, \
+                 admin: kubectl create token admin -n sparkcap-admin --audience sparkcap",
+                webhook.api_url.as_deref().unwrap_or_default(),
+                api_ca.display()
             );
             Some(webhook)
         }
