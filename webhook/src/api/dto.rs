@@ -31,9 +31,10 @@ impl From<McSeconds> for CpuTime {
 /// `mcs` as vCPU-hours with three decimals, exactly (integer arithmetic).
 pub fn vcpu_hours(v: McSeconds) -> String {
     let per_milli_hour = 3_600; // mc·s in 0.001 vCPU-hour
-    let milli = v.0 / per_milli_hour;
-    let sign = if v.0 < 0 && milli == 0 { "-" } else { "" };
-    format!("{sign}{}.{:03}", milli / 1000, (milli % 1000).abs())
+    let milli = v.0 / per_milli_hour; // truncated toward zero
+    let sign = if milli < 0 { "-" } else { "" };
+    let m = milli.unsigned_abs();
+    format!("{sign}{}.{:03}", m / 1000, m % 1000)
 }
 
 /// Balance state.
