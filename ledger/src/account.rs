@@ -85,7 +85,8 @@ pub struct Balance {
     pub state: BalanceState,
     /// Credit of lots that start later.
     pub upcoming: McSeconds,
-    /// Usage over the last 24 hours.
+    /// vCPU-hour usage over the last 24 hours (the dedicated pool's, covered
+    /// by units, is not counted).
     pub consumed_last_24h: McSeconds,
     /// Mean CPU in use over the last 24 hours, in millicores.
     pub rate: Millicores,

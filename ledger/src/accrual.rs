@@ -382,7 +382,9 @@ pub fn plan_accruals(
                     totals.push(HourlyDelta::default());
                     tnames.len() - 1
                 });
-                if charged.0 > 0 {
+                // The dedicated pool is the tenant's own prepaid units: its
+                // usage is metered and reported, never drawn from vCPU-hours.
+                if charged.0 > 0 && cp.pod.pool != Pool::Dedicated {
                     accts[ti]
                         .get_or_insert_with(|| accounts.get(&req.pod.tenant).cloned().unwrap_or_default())
                         .charge(from, until, cp.pod.cpu);

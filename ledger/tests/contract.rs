@@ -761,6 +761,31 @@ async fn runs_page_with_outcomes(s: &dyn LedgerStore) {
     assert_books(s).await;
 }
 
+async fn dedicated_pool_usage_is_covered_by_units(s: &dyn LedgerStore) {
+    let a = tenant(s, "acme").await;
+    s.record_purchase(&buy(&a, PurchaseKind::VcpuHours, 10, "v"), t0())
+        .await
+        .unwrap();
+    let e = s.claim_epoch("w").await.unwrap();
+    let dedicated = PodUsage {
+        pool: Pool::Dedicated,
+        ..pod("d1", &a, 2000, 0)
+    };
+    let shared = pod("s1", &a, 1000, 0);
+    s.accrue(e, &[acc(&dedicated, 7200, true), acc(&shared, 3600, true)])
+        .await
+        .unwrap();
+    let b = s.balance(&a, at(7200)).await.unwrap();
+    assert_eq!(b.consumed, McSeconds::from_vcpu_hours(1), "only the shared pod draws vCPU-hours");
+    assert_eq!(b.remaining, McSeconds::from_vcpu_hours(9));
+    assert_eq!(b.consumed_last_24h, McSeconds::from_vcpu_hours(1));
+    let usage = s.usage(&a, t0(), at(86_400), Granularity::Day).await.unwrap();
+    let in_pool = |p: Pool| usage.iter().filter(|u| u.pool == p).map(|u| u.charged).sum::<McSeconds>();
+    assert_eq!(in_pool(Pool::Dedicated), McSeconds::from_vcpu_hours(4), "still metered and reported");
+    assert_eq!(in_pool(Pool::Shared), McSeconds::from_vcpu_hours(1));
+    assert_books(s).await;
+}
+
 macro_rules! contract {
     ($($name:ident),* $(,)?) => {
         mod memory {
@@ -805,6 +830,7 @@ contract!(
     finished_driver_runs_are_counted_once,
     tenant_patch_is_all_or_nothing,
     runs_page_with_outcomes,
+    dedicated_pool_usage_is_covered_by_units,
 );
 
 /// Postgres only: the writer remembers checkpoints between batches, so the

@@ -88,9 +88,11 @@ impl State {
         }
     }
 
+    /// vCPU-hour usage (not the dedicated pool's) since `since`.
     fn consumed_since(&self, id: &TenantId, since: DateTime<Utc>) -> McSeconds {
         Pool::ALL
             .iter()
+            .filter(|&&p| p != Pool::Dedicated)
             .flat_map(|&pool| {
                 self.hourly
                     .range((id.clone(), since, pool)..)
@@ -675,11 +677,14 @@ impl LedgerStore for MemoryStore {
             e.0 += cp.charged;
             e.1 += cp.opportunistic;
         }
-        let mut hourly: HashMap<&TenantId, (McSeconds, McSeconds)> = HashMap::new();
-        for ((t, _, _), d) in &s.hourly {
+        let mut hourly: HashMap<&TenantId, (McSeconds, McSeconds, McSeconds)> = HashMap::new();
+        for ((t, _, pool), d) in &s.hourly {
             let e = hourly.entry(t).or_default();
             e.0 += d.charged;
             e.1 += d.opportunistic;
+            if *pool == Pool::Dedicated {
+                e.2 += d.charged;
+            }
         }
         for (id, row) in &s.tenants {
             let pods = per_tenant.get(id).copied().unwrap_or_default();
@@ -693,6 +698,7 @@ impl LedgerStore for MemoryStore {
                     pods_opportunistic: pods.1 + row.pruned_opportunistic,
                     hourly_charged: hours.0,
                     hourly_opportunistic: hours.1,
+                    hourly_dedicated: hours.2,
                     account: s.account(id),
                 },
             ));

@@ -185,7 +185,7 @@ impl PgStore {
         let mut lots = Self::load_lots(&mut conn, ids, horizon).await?;
         let rates: HashMap<String, i64> = sqlx::query(
             "SELECT tenant_id, SUM(charged_mcs)::bigint AS c FROM usage_hourly \
-             WHERE tenant_id = ANY($1) AND hour >= $2 GROUP BY tenant_id",
+             WHERE tenant_id = ANY($1) AND hour >= $2 AND pool <> 'dedicated' GROUP BY tenant_id",
         )
         .bind(ids)
         .bind(rate_window_start(now))
@@ -861,9 +861,10 @@ impl LedgerStore for PgStore {
         let tenants = sqlx::query(sqlx::AssertSqlSafe(format!(
             "SELECT t.id, t.consumed_mcs, t.opportunistic_mcs, t.debt_mcs, t.debt_since, \
              t.pruned_charged_mcs + COALESCE(p.c, 0) AS pods_charged, t.pruned_opportunistic_mcs + COALESCE(p.o, 0) AS pods_opp, \
-             COALESCE(h.c, 0) AS hourly_charged, COALESCE(h.o, 0) AS hourly_opp FROM tenants t \
+             COALESCE(h.c, 0) AS hourly_charged, COALESCE(h.o, 0) AS hourly_opp, COALESCE(h.d, 0) AS hourly_dedicated FROM tenants t \
              LEFT JOIN (SELECT tenant_id, SUM(charged_mcs)::bigint c, SUM(opportunistic_mcs)::bigint o FROM ({}) pc GROUP BY 1) p ON p.tenant_id = t.id \
-             LEFT JOIN (SELECT tenant_id, SUM(charged_mcs)::bigint c, SUM(opportunistic_mcs)::bigint o FROM usage_hourly GROUP BY 1) h ON h.tenant_id = t.id \
+             LEFT JOIN (SELECT tenant_id, SUM(charged_mcs)::bigint c, SUM(opportunistic_mcs)::bigint o, \
+                 (SUM(charged_mcs) FILTER (WHERE pool = 'dedicated'))::bigint d FROM usage_hourly GROUP BY 1) h ON h.tenant_id = t.id \
              ORDER BY t.id",
             checkpoint_sql("")
         )))
@@ -881,6 +882,7 @@ impl LedgerStore for PgStore {
                 pods_opportunistic: McSeconds(r.try_get("pods_opp")?),
                 hourly_charged: McSeconds(r.try_get("hourly_charged")?),
                 hourly_opportunistic: McSeconds(r.try_get("hourly_opp")?),
+                hourly_dedicated: McSeconds(r.try_get("hourly_dedicated")?),
                 account: Account {
                     lots: lots.remove(&id).unwrap_or_default(),
                     debt: McSeconds(r.try_get("debt_mcs")?),

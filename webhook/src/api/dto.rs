@@ -78,7 +78,7 @@ pub struct BalanceDto {
     pub upcoming: CpuTime,
     /// Dedicated units held now.
     pub dedicated_units: i64,
-    /// Usage over the last 24 hours.
+    /// vCPU-hour usage over the last 24 hours (dedicated-pool use is covered by units, not counted).
     pub consumed_last_24h: CpuTime,
     /// Mean CPU in use over the last 24 hours, in millicores.
     pub rate_millicores: i64,
@@ -262,7 +262,8 @@ pub struct UsageBucketDto {
     pub start: DateTime<Utc>,
     /// Pool the pods asked for.
     pub pool: PoolDto,
-    /// Charged to the balance.
+    /// Metered to the tenant: drawn from vCPU-hours, except in the dedicated
+    /// pool, where the tenant's units cover it.
     pub charged: CpuTime,
     /// Run on borrowed dedicated capacity: recorded, not charged (R8.3).
     pub opportunistic: CpuTime,
