@@ -776,12 +776,26 @@ async fn dedicated_pool_usage_is_covered_by_units(s: &dyn LedgerStore) {
         .await
         .unwrap();
     let b = s.balance(&a, at(7200)).await.unwrap();
-    assert_eq!(b.consumed, McSeconds::from_vcpu_hours(1), "only the shared pod draws vCPU-hours");
+    assert_eq!(
+        b.consumed,
+        McSeconds::from_vcpu_hours(1),
+        "only the shared pod draws vCPU-hours"
+    );
     assert_eq!(b.remaining, McSeconds::from_vcpu_hours(9));
     assert_eq!(b.consumed_last_24h, McSeconds::from_vcpu_hours(1));
     let usage = s.usage(&a, t0(), at(86_400), Granularity::Day).await.unwrap();
-    let in_pool = |p: Pool| usage.iter().filter(|u| u.pool == p).map(|u| u.charged).sum::<McSeconds>();
-    assert_eq!(in_pool(Pool::Dedicated), McSeconds::from_vcpu_hours(4), "still metered and reported");
+    let in_pool = |p: Pool| {
+        usage
+            .iter()
+            .filter(|u| u.pool == p)
+            .map(|u| u.charged)
+            .sum::<McSeconds>()
+    };
+    assert_eq!(
+        in_pool(Pool::Dedicated),
+        McSeconds::from_vcpu_hours(4),
+        "still metered and reported"
+    );
     assert_eq!(in_pool(Pool::Shared), McSeconds::from_vcpu_hours(1));
     assert_books(s).await;
 }

@@ -344,6 +344,12 @@ async fn tenant_reads_its_history() {
     assert_eq!(jobs["items"][0]["finished_runs"], 2, "{jobs}");
     assert_eq!(jobs["items"][0]["running_runs"], 1);
     assert_eq!(jobs["items"][0]["stage"], "draft", "2 of the 3 draft runs done");
+    let (_, none) = get("/tenants/acme/jobs?stage=production").await;
+    assert_eq!(none["items"], json!([]), "filtered by stage");
+    let (_, p) = get("/tenants/acme/purchases?kind=vcpu_hours&active=true").await;
+    assert_eq!(p["items"].as_array().unwrap().len(), 1, "{p}");
+    let (_, p) = get("/tenants/acme/purchases?kind=dedicated_units").await;
+    assert_eq!(p["items"], json!([]));
     let (_, usage) = get("/tenants/acme/usage?granularity=day").await;
     assert_eq!(usage["total_charged"]["vcpu_hours"], "9.000", "{usage}");
     let (s, e) = get("/tenants/acme/usage?granularity=hour&from=2020-01-01T00:00:00Z").await;
@@ -645,6 +651,9 @@ async fn admins_create_suspend_and_bind_all_or_nothing() {
     let c = p1["next_cursor"].as_str().unwrap().to_owned();
     let (_, p2) = send(Method::GET, &format!("/tenants?limit=2&cursor={c}"), json!(null)).await;
     assert_eq!(p2["items"][0]["id"], "gamma", "{p2}");
+    let (_, deleted) = send(Method::GET, "/tenants?status=deleted", json!(null)).await;
+    assert_eq!(deleted["items"].as_array().unwrap().len(), 1, "{deleted}");
+    assert_eq!(deleted["items"][0]["id"], "gamma");
     let (s, e) = send(Method::GET, "/tenants?limit=0", json!(null)).await;
     assert_eq!(
         (s, e["code"].as_str()),

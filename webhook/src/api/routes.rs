@@ -162,10 +162,12 @@ async fn whoami(Extension(p): Extension<Principal>) -> Json<WhoAmI> {
     })
 }
 
-/// Page parameters.
+/// Tenant list filters and page.
 #[derive(Debug, Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]
-struct PageQuery {
+struct TenantsQuery {
+    /// Only tenants in this state.
+    status: Option<StatusDto>,
     /// Page size, 1 to 500 (default 100).
     limit: Option<i64>,
     /// `next_cursor` of the previous page.
@@ -173,19 +175,23 @@ struct PageQuery {
 }
 
 /// Every tenant, by id (admin).
-#[utoipa::path(get, path = "/api/v1/tenants", tag = "tenants", params(PageQuery),
+#[utoipa::path(get, path = "/api/v1/tenants", tag = "tenants", params(TenantsQuery),
     responses((status = 200, body = Page<TenantDto>), Errors))]
 async fn list_tenants(
     State(s): State<ApiState>,
     Extension(p): Extension<Principal>,
-    q: Result<Query<PageQuery>, QueryRejection>,
+    q: Result<Query<TenantsQuery>, QueryRejection>,
 ) -> Res<Json<Page<TenantDto>>> {
     p.require_admin("listing tenants")?;
     let q = query(q)?;
     let limit = paging::limit(q.limit)?;
     let after: Option<String> = paging::decode(q.cursor.as_deref())?;
     let bindings = s.store.namespace_bindings().await?;
-    let tenants = s.store.tenants().await?;
+    let mut tenants = s.store.tenants().await?;
+    if let Some(status) = q.status {
+        let status: sparkcap_ledger::TenantStatus = status.into();
+        tenants.retain(|t| t.status == status);
+    }
     let (items, next_cursor) = paging::page(
         tenants,
         |t| after.as_deref().is_some_and(|a| t.id.as_str() <= a),
@@ -317,15 +323,29 @@ async fn balance(
     Ok(Json(BalanceDto::new(id.as_str(), &b, units)))
 }
 
+/// Purchase list filters and page.
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+struct PurchasesQuery {
+    /// Only this kind.
+    kind: Option<Kind>,
+    /// true: only purchases valid now; false: only those not valid now.
+    active: Option<bool>,
+    /// Page size, 1 to 500 (default 100).
+    limit: Option<i64>,
+    /// `next_cursor` of the previous page.
+    cursor: Option<String>,
+}
+
 /// Purchases, newest first.
 #[utoipa::path(get, path = "/api/v1/tenants/{tenant}/purchases", tag = "capacity",
-    params(("tenant" = String, Path, description = "Tenant id"), PageQuery),
+    params(("tenant" = String, Path, description = "Tenant id"), PurchasesQuery),
     responses((status = 200, body = Page<PurchaseDto>), Errors))]
 async fn list_purchases(
     State(s): State<ApiState>,
     Extension(p): Extension<Principal>,
     path: Result<Path<String>, PathRejection>,
-    q: Result<Query<PageQuery>, QueryRejection>,
+    q: Result<Query<PurchasesQuery>, QueryRejection>,
 ) -> Res<Json<Page<PurchaseDto>>> {
     let id = tenant_path(path)?;
     p.may_read(&id)?;
@@ -336,7 +356,11 @@ async fn list_purchases(
         .tenant(&id)
         .await?
         .ok_or_else(|| ApiError::from(sparkcap_ledger::LedgerError::UnknownTenant(id.clone())))?;
+    let now = Utc::now();
     let mut all = s.store.purchases(&id).await?;
+    all.retain(|p| {
+        q.kind.is_none_or(|k| p.kind == PurchaseKind::from(k)) && q.active.is_none_or(|a| p.valid_at(now) == a)
+    });
     all.sort_by_key(|p| std::cmp::Reverse(p.id));
     let (items, next_cursor) = paging::page(all, |x| after.is_some_and(|a| x.id >= a), limit, |x| x.id);
     Ok(Json(Page {
@@ -459,15 +483,27 @@ async fn usage(
     }))
 }
 
+/// Job list filters and page.
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+struct JobsQuery {
+    /// Only jobs in this stage.
+    stage: Option<Stage>,
+    /// Page size, 1 to 500 (default 100).
+    limit: Option<i64>,
+    /// `next_cursor` of the previous page.
+    cursor: Option<String>,
+}
+
 /// The tenant's jobs, by name, with their draft/production stage.
 #[utoipa::path(get, path = "/api/v1/tenants/{tenant}/jobs", tag = "history",
-    params(("tenant" = String, Path, description = "Tenant id"), PageQuery),
+    params(("tenant" = String, Path, description = "Tenant id"), JobsQuery),
     responses((status = 200, body = Page<JobDto>), Errors))]
 async fn jobs(
     State(s): State<ApiState>,
     Extension(p): Extension<Principal>,
     path: Result<Path<String>, PathRejection>,
-    q: Result<Query<PageQuery>, QueryRejection>,
+    q: Result<Query<JobsQuery>, QueryRejection>,
 ) -> Res<Json<Page<JobDto>>> {
     let id = tenant_path(path)?;
     p.may_read(&id)?;
@@ -475,30 +511,31 @@ async fn jobs(
     let limit = paging::limit(q.limit)?;
     let after: Option<String> = paging::decode(q.cursor.as_deref())?;
     let draft_runs = s.view.load().settings.draft_runs;
-    let all = s.store.jobs(&id).await?;
+    let all: Vec<JobDto> = s
+        .store
+        .jobs(&id)
+        .await?
+        .into_iter()
+        .map(|j| JobDto {
+            stage: if j.finished_runs >= draft_runs {
+                Stage::Production
+            } else {
+                Stage::Draft
+            },
+            job: j.job,
+            finished_runs: j.finished_runs,
+            last_finished_at: j.last_finished_at,
+            running_runs: j.running_runs,
+        })
+        .filter(|j| q.stage.is_none_or(|s| s == j.stage))
+        .collect();
     let (items, next_cursor) = paging::page(
         all,
         |j| after.as_deref().is_some_and(|a| j.job.as_str() <= a),
         limit,
         |j| j.job.clone(),
     );
-    Ok(Json(Page {
-        items: items
-            .into_iter()
-            .map(|j| JobDto {
-                stage: if j.finished_runs >= draft_runs {
-                    Stage::Production
-                } else {
-                    Stage::Draft
-                },
-                job: j.job,
-                finished_runs: j.finished_runs,
-                last_finished_at: j.last_finished_at,
-                running_runs: j.running_runs,
-            })
-            .collect(),
-        next_cursor,
-    }))
+    Ok(Json(Page { items, next_cursor }))
 }
 
 /// Run-history window and page.
