@@ -203,24 +203,6 @@ impl LedgerStore for MemoryStore {
         Ok(self.lock().tenants.values().map(|r| r.tenant.clone()).collect())
     }
 
-    async fn set_tenant_status(&self, id: &TenantId, status: TenantStatus) -> Result<Tenant> {
-        let tenant = {
-            let mut s = self.lock();
-            let row = s
-                .tenants
-                .get_mut(id)
-                .ok_or_else(|| LedgerError::UnknownTenant(id.clone()))?;
-            row.tenant.status = row.tenant.status.transition(id, status)?;
-            let t = row.tenant.clone();
-            if status == TenantStatus::Deleted {
-                s.bindings.retain(|_, owner| owner != id);
-            }
-            t
-        };
-        self.notify(LedgerChange::of(ChangeKind::Tenant, id));
-        Ok(tenant)
-    }
-
     async fn update_tenant(&self, id: &TenantId, patch: &TenantPatch) -> Result<TenantRecord> {
         let record = {
             let mut s = self.lock();

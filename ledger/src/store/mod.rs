@@ -230,8 +230,14 @@ pub trait LedgerStore: Send + Sync + std::fmt::Debug {
     async fn tenant(&self, id: &TenantId) -> Result<Option<Tenant>>;
     /// All tenants, by id.
     async fn tenants(&self) -> Result<Vec<Tenant>>;
-    /// Suspends, reactivates or deletes a tenant.
-    async fn set_tenant_status(&self, id: &TenantId, status: TenantStatus) -> Result<Tenant>;
+    /// Suspends, reactivates or deletes a tenant (deleting unbinds its namespaces).
+    async fn set_tenant_status(&self, id: &TenantId, status: TenantStatus) -> Result<Tenant> {
+        let patch = TenantPatch {
+            status: Some(status),
+            ..TenantPatch::default()
+        };
+        Ok(self.update_tenant(id, &patch).await?.tenant)
+    }
     /// Applies an admin's change to a tenant (status, tier, name, namespaces)
     /// in one transaction.
     async fn update_tenant(&self, id: &TenantId, patch: &TenantPatch) -> Result<TenantRecord>;

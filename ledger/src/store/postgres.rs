@@ -333,32 +333,6 @@ impl LedgerStore for PgStore {
             .collect()
     }
 
-    async fn set_tenant_status(&self, id: &TenantId, status: TenantStatus) -> Result<Tenant> {
-        let mut tx = self.pool.begin().await?;
-        let row =
-            sqlx::query("SELECT id, display_name, status, tier, created_at FROM tenants WHERE id = $1 FOR UPDATE")
-                .bind(id.as_str())
-                .fetch_optional(&mut *tx)
-                .await?
-                .ok_or_else(|| LedgerError::UnknownTenant(id.clone()))?;
-        let mut tenant = tenant_from_row(&row)?;
-        tenant.status = tenant.status.transition(id, status)?;
-        sqlx::query("UPDATE tenants SET status = $2 WHERE id = $1")
-            .bind(id.as_str())
-            .bind(tenant.status.as_str())
-            .execute(&mut *tx)
-            .await?;
-        if status == TenantStatus::Deleted {
-            sqlx::query("DELETE FROM namespace_bindings WHERE tenant_id = $1")
-                .bind(id.as_str())
-                .execute(&mut *tx)
-                .await?;
-        }
-        Self::notify(&mut tx, &[LedgerChange::of(ChangeKind::Tenant, id)]).await?;
-        tx.commit().await?;
-        Ok(tenant)
-    }
-
     async fn update_tenant(&self, id: &TenantId, patch: &TenantPatch) -> Result<TenantRecord> {
         let mut tx = self.pool.begin().await?;
         let row =
