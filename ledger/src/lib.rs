@@ -13,6 +13,7 @@ pub mod pool;
 pub mod purchase;
 pub mod quantity;
 pub mod schedule;
+pub mod slices;
 pub mod store;
 pub mod tenant;
 pub mod time;

@@ -52,11 +52,12 @@ impl FromStr for Schedule {
             "@hourly" => "0 0 * * * *".to_string(),
             d if d.starts_with('@') => return Err(err(format!("unknown descriptor {d}"))),
             fields => {
-                let n = fields.split_whitespace().count();
-                if n != 5 {
-                    return Err(err(format!("expected 5 fields, found {n}")));
+                let f: Vec<&str> = fields.split_whitespace().collect();
+                if f.len() != 5 {
+                    return Err(err(format!("expected 5 fields, found {}", f.len())));
                 }
-                format!("0 {fields}")
+                let dow = unix_weekdays(f[4]).map_err(err)?;
+                format!("0 {} {} {} {} {dow}", f[0], f[1], f[2], f[3])
             }
         };
         cron::Schedule::from_str(&six)
@@ -76,6 +77,47 @@ impl Schedule {
                 .collect(),
         }
     }
+}
+
+/// A day-of-week field as robfig/cron and Unix cron write it (0-6 from
+/// Sunday, 7 also Sunday) in the numbering of the `cron` crate (Quartz:
+/// 1-7 from Sunday). Names (`MON-FRI`) mean the same in both.
+fn unix_weekdays(field: &str) -> Result<String, String> {
+    let num = |s: &str| -> Result<Option<u32>, String> {
+        match s.parse::<u32>() {
+            Ok(n) if n <= 7 => Ok(Some(n % 7 + 1)),
+            Ok(n) => Err(format!("day of week {n} is out of range (0-7, 0 and 7 are Sunday)")),
+            Err(_) => Ok(None), // a name or '*'
+        }
+    };
+    let parts: Result<Vec<String>, String> = field
+        .split(',')
+        .map(|part| {
+            let (base, step) = match part.split_once('/') {
+                Some((b, s)) => (b, Some(s)),
+                None => (part, None),
+            };
+            let step = step.map(|s| format!("/{s}")).unwrap_or_default();
+            if let Some((a, b)) = base.split_once('-') {
+                match (num(a)?, num(b)?, b.trim() == "7") {
+                    // "a-7" runs to Sunday: split into a..Saturday and Sunday.
+                    (Some(x), Some(_), true) if step.is_empty() && x != 1 => Ok(format!("{x}-7,1")),
+                    (Some(_), Some(_), true) if step.is_empty() => Ok("1-7".to_owned()),
+                    (Some(_), Some(_), true) => Err(format!(
+                        "day-of-week range {base} with a step is not supported; write 0-6{step}"
+                    )),
+                    (Some(x), Some(y), false) => Ok(format!("{x}-{y}{step}")),
+                    _ => Ok(part.to_owned()),
+                }
+            } else {
+                Ok(match num(base)? {
+                    Some(n) => format!("{n}{step}"),
+                    None => part.to_owned(),
+                })
+            }
+        })
+        .collect();
+    Ok(parts?.join(","))
 }
 
 /// Go's `time.ParseDuration` subset that schedules use: `1h30m`, `90s`, `2h`.
@@ -132,6 +174,37 @@ mod tests {
         assert_eq!(s.runs_between(t(10, 0), t(14, 0), 10), vec![t(11, 30), t(13, 0)]);
         let s: Schedule = "0 2 * * 1-5".parse().unwrap();
         assert_eq!(s.runs_between(t(0, 0), t(23, 0), 10), vec![t(2, 0)]); // 2026-11-23 is a Monday
+    }
+
+    #[test]
+    fn weekdays_are_numbered_as_unix_cron_numbers_them() {
+        let day = |d: u32| Utc.with_ymd_and_hms(2026, 11, d, 0, 0, 0).unwrap(); // 22nd: Sunday
+        let days = |text: &str| -> Vec<u32> {
+            let s: Schedule = text.parse().unwrap();
+            use chrono::Datelike;
+            s.runs_between(day(22) - TimeDelta::hours(1), day(29), 20)
+                .iter()
+                .map(|t| t.day())
+                .collect()
+        };
+        assert_eq!(days("0 2 * * 1-5"), vec![23, 24, 25, 26, 27], "Monday to Friday");
+        assert_eq!(days("0 2 * * 0"), vec![22]);
+        assert_eq!(days("0 2 * * 7"), vec![22], "7 is Sunday too");
+        assert_eq!(days("0 2 * * 0,6"), vec![22, 28]);
+        assert_eq!(days("0 2 * * 5-7"), vec![22, 27, 28], "Friday to Sunday");
+        assert_eq!(days("0 2 * * MON-FRI"), days("0 2 * * 1-5"));
+        assert_eq!(
+            days("0 2 * * */2"),
+            vec![22, 24, 26, 28],
+            "Sunday, Tuesday, Thursday, Saturday"
+        );
+        assert!(
+            "0 2 * * 8"
+                .parse::<Schedule>()
+                .unwrap_err()
+                .to_string()
+                .contains("out of range")
+        );
     }
 
     #[test]

@@ -1,0 +1,498 @@
+//! Time slices (R7): the future planned in fixed slices (default 15 min, 96
+//! a day). A job schedule — cron or interval, with a duration and the cores
+//! of its driver and executors — expands over a horizon (30 days) into the
+//! cores it needs in each slice; a schedule fits when every slice it needs
+//! has room in its pool after what is already reserved, and within the
+//! tenant's cap. When it does not fit, the nearest start-time shifts that do
+//! are offered, each with its headroom (R7.4).
+//!
+//! All pure: the store calls these under a per-pool lock, so that what is
+//! checked is what is written. Demand is kept per slice as a dense vector
+//! over the horizon (2,880 slices for 30 days) built with a difference
+//! array, so 500 schedules check in milliseconds.
+
+use crate::schedule::{Schedule, ScheduleError};
+use chrono::{DateTime, DurationRound, TimeDelta, Utc};
+use serde::{Deserialize, Serialize};
+use thiserror::Error;
+
+/// Default slice length (R7.1).
+pub const DEFAULT_SLICE: TimeDelta = TimeDelta::minutes(15);
+/// Default planning horizon.
+pub const DEFAULT_HORIZON_DAYS: i64 = 30;
+/// Most alternatives offered for a refused schedule.
+pub const MAX_ALTERNATIVES: usize = 5;
+
+/// Why a slice setting or a job schedule cannot be planned.
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+pub enum SliceError {
+    /// A slice length that does not divide the day.
+    #[error("slice length {0} s must be between 60 s and 1 day and divide 24 h evenly (e.g. 15 min, 30 min, 1 h)")]
+    BadSliceLength(i64),
+    /// The schedule text.
+    #[error(transparent)]
+    Schedule(#[from] ScheduleError),
+    /// A duration that is not positive or longer than a day.
+    #[error("duration {0} s must be between 1 s and 24 h; a longer job cannot be planned in daily slices")]
+    BadDuration(i64),
+    /// Cores that are not positive.
+    #[error("cores {0}m must be positive (driver + executors, in millicores)")]
+    BadCores(i64),
+    /// A time zone we cannot evaluate.
+    #[error(
+        "time zone {0:?} is not supported: give UTC or a fixed offset such as +02:00 or -05:30 (named zones with daylight saving are not supported yet)"
+    )]
+    BadTimeZone(String),
+}
+
+/// The slice grid and the horizon planned.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Horizon {
+    /// First slice start (aligned to the slice length from UTC midnight).
+    pub start: DateTime<Utc>,
+    /// Slice length.
+    pub slice: TimeDelta,
+    /// Number of slices.
+    pub slices: usize,
+}
+
+impl Horizon {
+    /// The horizon of `days` days of `slice`-long slices starting with the
+    /// slice that holds `now`.
+    pub fn new(now: DateTime<Utc>, slice: TimeDelta, days: i64) -> Result<Self, SliceError> {
+        let secs = slice.num_seconds();
+        if !(60..=86_400).contains(&secs) || 86_400 % secs != 0 || slice.subsec_nanos() != 0 {
+            return Err(SliceError::BadSliceLength(secs));
+        }
+        let start = now
+            .duration_trunc(slice)
+            .map_err(|_| SliceError::BadSliceLength(secs))?;
+        Ok(Self {
+            start,
+            slice,
+            slices: (days.max(1) * 86_400 / secs) as usize,
+        })
+    }
+
+    /// Slices per day.
+    pub fn per_day(&self) -> usize {
+        (86_400 / self.slice.num_seconds()) as usize
+    }
+
+    /// End of the horizon (exclusive).
+    pub fn end(&self) -> DateTime<Utc> {
+        self.start + self.slice * self.slices as i32
+    }
+
+    /// Start of slice `i`.
+    pub fn slice_start(&self, i: usize) -> DateTime<Utc> {
+        self.start + self.slice * i as i32
+    }
+
+    /// The slices `[first, last]` a run over `[t, t + d)` overlaps, clipped
+    /// to the horizon; None when it lies outside. A run that starts on a
+    /// slice boundary needs `ceil(d / slice)` slices (R7.2); one that starts
+    /// mid-slice needs every slice it touches — never fewer than it uses.
+    pub fn covering(&self, t: DateTime<Utc>, d: TimeDelta) -> Option<(usize, usize)> {
+        let len = self.slice.num_nanoseconds()? as i128;
+        let from = (t - self.start).num_nanoseconds()? as i128;
+        let to = from + d.num_nanoseconds()? as i128; // exclusive
+        let n = self.slices as i128;
+        let first = from.div_euclid(len).max(0);
+        let last = (to - 1).div_euclid(len).min(n - 1);
+        (to > 0 && from < n * len && first <= last).then_some((first as usize, last as usize))
+    }
+}
+
+/// Where a schedule's clock is: UTC or a fixed offset from it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Offset(pub i32);
+
+impl std::str::FromStr for Offset {
+    type Err = SliceError;
+    fn from_str(s: &str) -> Result<Self, SliceError> {
+        let bad = || SliceError::BadTimeZone(s.to_owned());
+        let t = s.trim();
+        if t.is_empty() || t.eq_ignore_ascii_case("utc") || t == "Z" || t == "Etc/UTC" {
+            return Ok(Self(0));
+        }
+        let (sign, rest) = match t.as_bytes()[0] {
+            b'+' => (1, &t[1..]),
+            b'-' => (-1, &t[1..]),
+            _ => return Err(bad()),
+        };
+        let (h, m) = rest.split_once(':').ok_or_else(bad)?;
+        let (h, m): (i32, i32) = (h.parse().map_err(|_| bad())?, m.parse().map_err(|_| bad())?);
+        if h > 14 || m > 59 || h.to_string().len() > 2 {
+            return Err(bad());
+        }
+        Ok(Self(sign * (h * 60 + m)))
+    }
+}
+
+/// A job schedule as a tenant asks for it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct JobSchedule {
+    /// Cron (5 fields), a descriptor (`@hourly`) or `@every 2h`.
+    pub schedule: String,
+    /// The clock the cron fields are read in.
+    pub offset: Offset,
+    /// How long each run is expected to take.
+    pub duration: TimeDelta,
+    /// Driver + executors, in millicores.
+    pub cores: i64,
+}
+
+/// A schedule ready to expand.
+#[derive(Debug, Clone)]
+pub struct Planned {
+    schedule: Schedule,
+    offset: TimeDelta,
+    duration: TimeDelta,
+    cores: i64,
+    /// Whether the cron fields repeat every day (day fields all `*`), so one
+    /// day's runs can be copied across the horizon.
+    daily: bool,
+}
+
+impl JobSchedule {
+    /// Checks and parses.
+    pub fn plan(&self) -> Result<Planned, SliceError> {
+        let secs = self.duration.num_seconds();
+        if !(1..=86_400).contains(&secs) {
+            return Err(SliceError::BadDuration(secs));
+        }
+        if self.cores <= 0 {
+            return Err(SliceError::BadCores(self.cores));
+        }
+        let schedule: Schedule = self.schedule.parse()?;
+        let text = self.schedule.trim();
+        let daily = matches!(text, "@daily" | "@midnight" | "@hourly")
+            || (!text.starts_with('@') && text.split_whitespace().skip(2).all(|f| f == "*"));
+        Ok(Planned {
+            schedule,
+            offset: TimeDelta::minutes(i64::from(self.offset.0)),
+            duration: self.duration,
+            cores: self.cores,
+            daily,
+        })
+    }
+}
+
+impl Planned {
+    /// Run starts whose runs overlap the horizon (a run that started before
+    /// it and is still going counts), shifted by `shift`.
+    pub fn runs(&self, h: &Horizon, shift: TimeDelta) -> Vec<DateTime<Utc>> {
+        // Evaluate in the schedule's clock: local = UTC + offset.
+        let from = h.start - self.duration - shift + self.offset;
+        let until = h.end() - shift + self.offset;
+        let back = |t: DateTime<Utc>| t - self.offset + shift;
+        let cap = 1_000_000;
+        match &self.schedule {
+            Schedule::Cron(_) if self.daily => {
+                let one_day =
+                    self.schedule
+                        .runs_between(from - TimeDelta::nanoseconds(1), from + TimeDelta::days(1), cap);
+                let mut out = Vec::new();
+                for day in 0.. {
+                    let d = TimeDelta::days(day);
+                    if from + d >= until {
+                        break;
+                    }
+                    out.extend(one_day.iter().map(|t| *t + d).filter(|t| *t < until).map(back));
+                }
+                out
+            }
+            _ => self
+                .schedule
+                .runs_between(from - TimeDelta::nanoseconds(1), until, cap)
+                .into_iter()
+                .map(back)
+                .collect(),
+        }
+    }
+
+    /// Millicores needed in each slice of `h`, runs shifted by `shift`.
+    pub fn demand(&self, h: &Horizon, shift: TimeDelta) -> Demand {
+        let mut diff = vec![0i64; h.slices + 1];
+        for t in self.runs(h, shift) {
+            if let Some((a, b)) = h.covering(t, self.duration) {
+                diff[a] += self.cores;
+                diff[b + 1] -= self.cores;
+            }
+        }
+        let mut acc = 0;
+        Demand(
+            diff[..h.slices]
+                .iter()
+                .map(|d| {
+                    acc += d;
+                    acc
+                })
+                .collect(),
+        )
+    }
+}
+
+/// Millicores per slice over a horizon.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Demand(pub Vec<i64>);
+
+impl Demand {
+    /// Nothing reserved.
+    pub fn zero(h: &Horizon) -> Self {
+        Self(vec![0; h.slices])
+    }
+
+    /// Adds `other` in place.
+    pub fn add(&mut self, other: &Demand) {
+        for (a, b) in self.0.iter_mut().zip(&other.0) {
+            *a += b;
+        }
+    }
+
+    /// The busiest slice's millicores.
+    pub fn peak(&self) -> i64 {
+        self.0.iter().copied().max().unwrap_or(0)
+    }
+}
+
+/// What a schedule may use: the pool's room and the tenant's cap per slice.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Limits {
+    /// The pool's reservable millicores per slice.
+    pub pool: i64,
+    /// The most one tenant may hold in one slice.
+    pub tenant: i64,
+}
+
+/// The first slice that would be overcommitted.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Shortfall {
+    /// Its start.
+    pub at: DateTime<Utc>,
+    /// Millicores the schedule needs there.
+    pub needed: i64,
+    /// Millicores free there (pool, or the tenant's cap if that is smaller).
+    pub free: i64,
+    /// `pool` or `tenant cap`.
+    pub limit: &'static str,
+}
+
+/// Whether `new` fits on top of everything reserved in the pool (`pool`)
+/// and of the tenant's own reservations (`tenant`); Ok with the least
+/// headroom left (millicores) when it does.
+pub fn fits(h: &Horizon, new: &Demand, pool: &Demand, tenant: &Demand, limits: Limits) -> Result<i64, Shortfall> {
+    let mut headroom = i64::MAX;
+    for i in 0..h.slices {
+        let need = new.0[i];
+        if need == 0 {
+            continue;
+        }
+        let pool_free = limits.pool - pool.0[i];
+        let tenant_free = limits.tenant - tenant.0[i];
+        let (free, limit) = if tenant_free < pool_free {
+            (tenant_free, "tenant cap")
+        } else {
+            (pool_free, "pool")
+        };
+        if need > free {
+            return Err(Shortfall {
+                at: h.slice_start(i),
+                needed: need,
+                free: free.max(0),
+                limit,
+            });
+        }
+        headroom = headroom.min(free - need);
+    }
+    Ok(if headroom == i64::MAX {
+        limits.pool.min(limits.tenant)
+    } else {
+        headroom
+    })
+}
+
+/// A schedule that would fit instead.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Alternative {
+    /// How far the runs move (negative: earlier).
+    pub shift: TimeDelta,
+    /// The schedule text with the shift applied, when it can be written so.
+    pub schedule: Option<String>,
+    /// The least room left in any slice it uses, millicores.
+    pub headroom: i64,
+}
+
+/// The nearest shifts (by whole slices, within a day either way) at which
+/// `job` fits, nearest first, at most `max`.
+pub fn alternatives(
+    h: &Horizon,
+    job: &JobSchedule,
+    planned: &Planned,
+    pool: &Demand,
+    tenant: &Demand,
+    limits: Limits,
+    max: usize,
+) -> Vec<Alternative> {
+    let mut out = Vec::new();
+    for k in 1..h.per_day() as i32 {
+        for sign in [1, -1] {
+            let shift = h.slice * (k * sign);
+            let d = planned.demand(h, shift);
+            if let Ok(headroom) = fits(h, &d, pool, tenant, limits) {
+                out.push(Alternative {
+                    shift,
+                    schedule: shifted_text(&job.schedule, shift),
+                    headroom,
+                });
+                if out.len() >= max {
+                    return out;
+                }
+            }
+        }
+    }
+    out
+}
+
+/// `text` with its runs moved by `shift`, when the minute and hour fields
+/// are plain numbers (or the hour is `*` and the shift under an hour) and
+/// the day fields are `*`; None otherwise (the shift itself is the advice).
+pub fn shifted_text(text: &str, shift: TimeDelta) -> Option<String> {
+    let t = text.trim();
+    let fields: Vec<String> = match t {
+        "@daily" | "@midnight" => vec!["0".into(), "0".into(), "*".into(), "*".into(), "*".into()],
+        "@hourly" => vec!["0".into(), "*".into(), "*".into(), "*".into(), "*".into()],
+        _ if t.starts_with('@') => return None,
+        _ => t.split_whitespace().map(str::to_owned).collect(),
+    };
+    if fields.len() != 5 || fields[2..].iter().any(|f| f != "*") {
+        return None;
+    }
+    let minute: i64 = fields[0].parse().ok()?;
+    let shift_min = shift.num_minutes();
+    if fields[1] == "*" {
+        if shift_min.abs() >= 60 {
+            return None;
+        }
+        return Some(format!("{} * * * *", (minute + shift_min).rem_euclid(60)));
+    }
+    let hour: i64 = fields[1].parse().ok()?;
+    let total = (hour * 60 + minute + shift_min).rem_euclid(24 * 60);
+    Some(format!("{} {} * * *", total % 60, total / 60))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chrono::TimeZone;
+
+    fn t(d: u32, h: u32, m: u32) -> DateTime<Utc> {
+        Utc.with_ymd_and_hms(2026, 11, d, h, m, 0).unwrap()
+    }
+
+    fn job(s: &str, minutes: i64, cores: i64) -> JobSchedule {
+        JobSchedule {
+            schedule: s.into(),
+            offset: Offset(0),
+            duration: TimeDelta::minutes(minutes),
+            cores,
+        }
+    }
+
+    #[test]
+    fn slices_divide_the_day() {
+        let h = Horizon::new(t(23, 10, 7), DEFAULT_SLICE, 30).unwrap();
+        assert_eq!((h.start, h.per_day(), h.slices), (t(23, 10, 0), 96, 2880));
+        for bad in [7, 59, 7 * 60, 86_401] {
+            assert!(Horizon::new(t(23, 0, 0), TimeDelta::seconds(bad), 1).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn a_run_needs_the_slices_it_touches() {
+        let h = Horizon::new(t(23, 0, 0), DEFAULT_SLICE, 1).unwrap();
+        // Aligned: ceil(40 / 15) = 3 slices.
+        assert_eq!(h.covering(t(23, 1, 0), TimeDelta::minutes(40)), Some((4, 6)));
+        assert_eq!(h.covering(t(23, 1, 0), TimeDelta::minutes(45)), Some((4, 6)));
+        // Mid-slice: all four it touches.
+        assert_eq!(h.covering(t(23, 1, 10), TimeDelta::minutes(45)), Some((4, 7)));
+        // Before and after the horizon.
+        assert_eq!(h.covering(t(22, 23, 50), TimeDelta::minutes(20)), Some((0, 0)));
+        assert_eq!(h.covering(t(22, 23, 0), TimeDelta::minutes(20)), None);
+        assert_eq!(h.covering(t(24, 0, 0), TimeDelta::minutes(20)), None);
+    }
+
+    #[test]
+    fn demand_counts_cores_per_slice() {
+        let h = Horizon::new(t(23, 0, 0), DEFAULT_SLICE, 1).unwrap();
+        let p = job("0 2 * * *", 40, 8000).plan().unwrap();
+        let d = p.demand(&h, TimeDelta::zero());
+        assert_eq!(d.0.iter().filter(|c| **c == 8000).count(), 3);
+        assert_eq!(d.0[8..11], [8000, 8000, 8000]);
+        assert_eq!(d.0.iter().sum::<i64>(), 3 * 8000);
+        // The same at +02:00 runs at 00:00 UTC.
+        let mut j = job("0 2 * * *", 40, 8000);
+        j.offset = "+02:00".parse().unwrap();
+        assert_eq!(
+            j.plan().unwrap().demand(&h, TimeDelta::zero()).0[0..3],
+            [8000, 8000, 8000]
+        );
+    }
+
+    #[test]
+    fn refusals_come_with_alternatives_that_fit() {
+        let h = Horizon::new(t(23, 0, 0), DEFAULT_SLICE, 2).unwrap();
+        let limits = Limits {
+            pool: 16_000,
+            tenant: 12_000,
+        };
+        let other = job("0 2 * * *", 60, 12_000)
+            .plan()
+            .unwrap()
+            .demand(&h, TimeDelta::zero());
+        let j = job("30 2 * * *", 30, 8000);
+        let p = j.plan().unwrap();
+        let d = p.demand(&h, TimeDelta::zero());
+        let no = fits(&h, &d, &other, &Demand::zero(&h), limits).unwrap_err();
+        assert_eq!(
+            (no.at, no.needed, no.free, no.limit),
+            (t(23, 2, 30), 8000, 4000, "pool")
+        );
+        let alts = alternatives(&h, &j, &p, &other, &Demand::zero(&h), limits, 4);
+        let shifts: Vec<i64> = alts.iter().map(|a| a.shift.num_minutes()).collect();
+        assert_eq!(shifts, [30, 45, 60, -60], "nearest first; 02:00-03:00 is full");
+        assert_eq!(alts[0].schedule.as_deref(), Some("0 3 * * *"));
+        assert_eq!(alts[0].headroom, 4000, "the tenant cap (12 cores) is the tighter limit");
+        assert_eq!(alts[3].schedule.as_deref(), Some("30 1 * * *"));
+        // The tenant cap binds before the pool does.
+        let mine = job("0 3 * * *", 60, 6000).plan().unwrap().demand(&h, TimeDelta::zero());
+        let d = job("0 3 * * *", 15, 8000).plan().unwrap().demand(&h, TimeDelta::zero());
+        assert_eq!(fits(&h, &d, &mine, &mine, limits).unwrap_err().limit, "tenant cap");
+    }
+
+    #[test]
+    fn shifted_cron_text() {
+        assert_eq!(
+            shifted_text("15 * * * *", TimeDelta::minutes(50)).as_deref(),
+            Some("5 * * * *")
+        );
+        assert_eq!(shifted_text("15 * * * *", TimeDelta::minutes(60)), None);
+        assert_eq!(
+            shifted_text("@daily", TimeDelta::minutes(-15)).as_deref(),
+            Some("45 23 * * *")
+        );
+        assert_eq!(shifted_text("0 2 * * 1-5", TimeDelta::minutes(15)), None);
+        assert_eq!(shifted_text("@every 2h", TimeDelta::minutes(15)), None);
+    }
+
+    #[test]
+    fn offsets_parse_strictly() {
+        assert_eq!("UTC".parse::<Offset>().unwrap(), Offset(0));
+        assert_eq!("-05:30".parse::<Offset>().unwrap(), Offset(-330));
+        for bad in ["Europe/Paris", "+5", "+15:00", "+02:60", "2:00"] {
+            let e = bad.parse::<Offset>().unwrap_err().to_string();
+            assert!(e.contains("fixed offset"), "{bad}: {e}");
+        }
+    }
+}
