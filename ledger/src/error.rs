@@ -255,6 +255,9 @@ pub enum LedgerError {
     /// by a writer was stale); the batch was rolled back.
     #[error("concurrent ledger write: {0}; the batch was rolled back, retry it")]
     ConcurrentWrite(String),
+    /// A schedule that cannot be planned.
+    #[error("{0}")]
+    Slices(#[from] crate::slices::SliceError),
     /// The database failed.
     #[error("database error: {0}")]
     Database(#[from] sqlx::Error),

@@ -11,6 +11,8 @@
 //! over the horizon (2,880 slices for 30 days) built with a difference
 //! array, so 500 schedules check in milliseconds.
 
+use crate::ids::TenantId;
+use crate::pool::Pool;
 use crate::schedule::{Schedule, ScheduleError};
 use chrono::{DateTime, DurationRound, TimeDelta, Utc};
 use serde::{Deserialize, Serialize};
@@ -183,8 +185,9 @@ impl Planned {
     /// Run starts whose runs overlap the horizon (a run that started before
     /// it and is still going counts), shifted by `shift`.
     pub fn runs(&self, h: &Horizon, shift: TimeDelta) -> Vec<DateTime<Utc>> {
-        // Evaluate in the schedule's clock: local = UTC + offset.
-        let from = h.start - self.duration - shift + self.offset;
+        // Evaluate in the schedule's clock: local = UTC + offset. A run
+        // overlaps the horizon when it starts after `start - duration`.
+        let from = h.start - self.duration - shift + self.offset + TimeDelta::nanoseconds(1);
         let until = h.end() - shift + self.offset;
         let back = |t: DateTime<Utc>| t - self.offset + shift;
         let cap = 1_000_000;
@@ -267,7 +270,7 @@ pub struct Limits {
 }
 
 /// The first slice that would be overcommitted.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Shortfall {
     /// Its start.
     pub at: DateTime<Utc>,
@@ -380,6 +383,114 @@ pub fn shifted_text(text: &str, shift: TimeDelta) -> Option<String> {
     let hour: i64 = fields[1].parse().ok()?;
     let total = (hour * 60 + minute + shift_min).rem_euclid(24 * 60);
     Some(format!("{} {} * * *", total % 60, total / 60))
+}
+
+/// How much of each pool schedules may reserve.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SlicePolicy {
+    /// Slice length (R7.1).
+    pub slice: TimeDelta,
+    /// Days planned ahead.
+    pub horizon_days: i64,
+    /// Percent of a pool's cpu that reservations may take (the rest stays
+    /// for ad-hoc runs).
+    pub reservable_pct: i64,
+    /// Percent of the reservable room one tenant may hold in the shared and
+    /// draft pools (in the dedicated pool: its own units).
+    pub tenant_pct: i64,
+    /// Cpu of one Spark Unit, millicores (a dedicated tenant's cap is its units × this).
+    pub unit_cpu: i64,
+}
+
+impl Default for SlicePolicy {
+    fn default() -> Self {
+        Self {
+            slice: DEFAULT_SLICE,
+            horizon_days: DEFAULT_HORIZON_DAYS,
+            reservable_pct: 80,
+            tenant_pct: 25,
+            unit_cpu: 4000,
+        }
+    }
+}
+
+impl SlicePolicy {
+    /// The limits in `pool` of `pool_cpu` millicores for a tenant holding `units` dedicated units.
+    pub fn limits(&self, pool: Pool, pool_cpu: i64, units: i64) -> Limits {
+        let reservable = pool_cpu.max(0) * self.reservable_pct.clamp(0, 100) / 100;
+        let tenant = match pool {
+            Pool::Dedicated => (units.max(0) * self.unit_cpu).min(reservable),
+            Pool::Shared | Pool::Draft => reservable * self.tenant_pct.clamp(0, 100) / 100,
+        };
+        Limits {
+            pool: reservable,
+            tenant,
+        }
+    }
+}
+
+/// A schedule as stored: whose, which job, which pool, from where.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StoredSchedule {
+    /// Owner.
+    pub tenant: TenantId,
+    /// Job name (one schedule per job).
+    pub job: String,
+    /// Pool its runs go to.
+    pub pool: Pool,
+    /// When, how long, how big.
+    pub spec: JobSchedule,
+    /// Who asked: `api` or `scheduledsparkapplication/<namespace>/<name>`.
+    pub source: String,
+    /// Last change.
+    pub updated_at: DateTime<Utc>,
+}
+
+/// What became of a schedule.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub enum Decision {
+    /// Reserved; the least room left in any slice it uses.
+    Accepted {
+        /// Millicores.
+        headroom: i64,
+    },
+    /// Not reserved: where it first does not fit, and what would.
+    Refused {
+        /// The first full slice.
+        shortfall: Shortfall,
+        /// Nearest shifts that fit.
+        alternatives: Vec<Alternative>,
+    },
+}
+
+/// Decides `new` against the pool's other schedules (`others`, the one it
+/// replaces left out). Pure: the store holds the pool's lock around it.
+pub fn decide(
+    h: &Horizon,
+    new: &StoredSchedule,
+    others: &[StoredSchedule],
+    limits: Limits,
+) -> Result<Decision, SliceError> {
+    let planned = new.spec.plan()?;
+    let mut pool = Demand::zero(h);
+    let mut tenant = Demand::zero(h);
+    for o in others.iter().filter(|o| o.pool == new.pool) {
+        // A stored schedule that no longer parses cannot hold room.
+        let Ok(p) = o.spec.plan() else { continue };
+        let d = p.demand(h, TimeDelta::zero());
+        pool.add(&d);
+        if o.tenant == new.tenant {
+            tenant.add(&d);
+        }
+    }
+    let d = planned.demand(h, TimeDelta::zero());
+    Ok(match fits(h, &d, &pool, &tenant, limits) {
+        Ok(headroom) => Decision::Accepted { headroom },
+        Err(shortfall) => Decision::Refused {
+            shortfall,
+            alternatives: alternatives(h, &new.spec, &planned, &pool, &tenant, limits, MAX_ALTERNATIVES),
+        },
+    })
 }
 
 #[cfg(test)]

@@ -1,5 +1,6 @@
 //! Postgres under concurrent writers: the same purchase retried in parallel
-//! is recorded once, and racing dedicated sales never oversell the pool.
+//! is recorded once, racing dedicated sales never oversell the pool, and
+//! racing schedules never overcommit a time slice.
 
 use chrono::{DateTime, TimeZone, Utc};
 use sparkcap_ledger::store::testdb::TestDatabase;
@@ -110,6 +111,83 @@ async fn racing_dedicated_sales_never_oversell() {
         .map(|s| s.dedicated_units)
         .sum();
     assert_eq!(sold, 9);
+    store.pool().close().await;
+    db.drop_db().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn fifty_schedules_racing_for_the_last_slices_never_overcommit() {
+    use chrono::TimeDelta;
+    use sparkcap_ledger::slices::*;
+    let (db, store) = setup().await;
+    let epoch = store.claim_epoch("s").await.unwrap();
+    store
+        .set_pool_capacity(
+            epoch,
+            &PoolCapacity {
+                pool: Pool::Shared,
+                nodes: 1,
+                cpu: Millicores::cores(20),
+                memory: Bytes::gib(80),
+                spark_units: 5,
+                updated_at: t0(),
+            },
+        )
+        .await
+        .unwrap();
+    for i in 0..50 {
+        store
+            .create_tenant(
+                NewTenant::new(TenantId::new(format!("t{i}")).unwrap(), String::new()),
+                t0(),
+            )
+            .await
+            .unwrap();
+    }
+    let policy = SlicePolicy {
+        reservable_pct: 100,
+        tenant_pct: 100,
+        ..SlicePolicy::default()
+    };
+    // Each wants 1 core at 02:00 daily for an hour: room for exactly 20.
+    let tasks: Vec<_> = (0..50)
+        .map(|i| {
+            let s = store.clone();
+            tokio::spawn(async move {
+                let x = StoredSchedule {
+                    tenant: TenantId::new(format!("t{i}")).unwrap(),
+                    job: "nightly".into(),
+                    pool: Pool::Shared,
+                    spec: JobSchedule {
+                        schedule: "0 2 * * *".into(),
+                        offset: Offset(0),
+                        duration: TimeDelta::minutes(60),
+                        cores: 1000,
+                    },
+                    source: "api".into(),
+                    updated_at: t0(),
+                };
+                s.put_schedule(&x, &policy, t0(), false).await.unwrap()
+            })
+        })
+        .collect();
+    let mut accepted = 0;
+    for t in tasks {
+        match t.await.unwrap() {
+            Decision::Accepted { .. } => accepted += 1,
+            Decision::Refused {
+                shortfall,
+                alternatives,
+            } => {
+                assert_eq!((shortfall.free, shortfall.limit), (0, "pool"));
+                assert!(!alternatives.is_empty(), "losers get alternatives");
+                assert_eq!(alternatives[0].headroom, 19_000, "an empty hour next to the full one");
+            }
+        }
+    }
+    assert_eq!(accepted, 20);
+    let stored = store.schedules(None).await.unwrap();
+    assert_eq!(stored.len(), 20, "exactly the accepted ones are stored");
     store.pool().close().await;
     db.drop_db().await.unwrap();
 }

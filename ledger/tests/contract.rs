@@ -800,6 +800,111 @@ async fn dedicated_pool_usage_is_covered_by_units(s: &dyn LedgerStore) {
     assert_books(s).await;
 }
 
+fn sched(tenant: &TenantId, job: &str, text: &str, minutes: i64, cores: i64) -> slices::StoredSchedule {
+    slices::StoredSchedule {
+        tenant: tenant.clone(),
+        job: job.into(),
+        pool: Pool::Shared,
+        spec: slices::JobSchedule {
+            schedule: text.into(),
+            offset: slices::Offset(0),
+            duration: TimeDelta::minutes(minutes),
+            cores: cores * 1000,
+        },
+        source: "api".into(),
+        updated_at: t0(),
+    }
+}
+
+async fn schedules_reserve_slices(s: &dyn LedgerStore) {
+    let a = tenant(s, "acme").await;
+    let b = tenant(s, "beta").await;
+    let epoch = s.claim_epoch("scheduler-0").await.unwrap();
+    s.set_pool_capacity(
+        epoch,
+        &PoolCapacity {
+            pool: Pool::Shared,
+            nodes: 2,
+            cpu: Millicores::cores(20),
+            memory: Bytes::gib(80),
+            spark_units: 5,
+            updated_at: t0(),
+        },
+    )
+    .await
+    .unwrap();
+    let policy = slices::SlicePolicy {
+        reservable_pct: 100,
+        tenant_pct: 50,
+        ..slices::SlicePolicy::default()
+    };
+    use slices::Decision;
+    let put =
+        |x: slices::StoredSchedule, dry: bool| async move { s.put_schedule(&x, &policy, t0(), dry).await.unwrap() };
+    assert_eq!(
+        put(sched(&a, "orders", "0 2 * * *", 60, 8), false).await,
+        Decision::Accepted { headroom: 2000 }
+    );
+    // acme's cap is 10 cores: a second 4-core job at 02:30 does not fit, 03:00 does.
+    let Decision::Refused {
+        shortfall,
+        alternatives,
+    } = put(sched(&a, "refunds", "30 2 * * *", 30, 4), false).await
+    else {
+        panic!("over the tenant cap")
+    };
+    assert_eq!(
+        (shortfall.limit, shortfall.free, shortfall.needed),
+        ("tenant cap", 2000, 4000)
+    );
+    assert_eq!(alternatives[0].schedule.as_deref(), Some("0 3 * * *"));
+    // beta fills the pool at 02:00 up to its own cap; then the pool is what is short.
+    assert_eq!(
+        put(sched(&b, "load", "0 2 * * *", 60, 10), false).await,
+        Decision::Accepted { headroom: 0 }
+    );
+    let Decision::Refused { shortfall, .. } = put(sched(&b, "late", "15 2 * * *", 15, 3), false).await else {
+        panic!("over the cap")
+    };
+    assert_eq!(shortfall.at, t0() + TimeDelta::minutes(135));
+    // A dry run decides and stores nothing.
+    assert!(matches!(
+        put(sched(&b, "dry", "0 5 * * *", 15, 1), true).await,
+        Decision::Accepted { .. }
+    ));
+    assert_eq!(s.schedules(None).await.unwrap().len(), 2);
+    // Replacing acme's schedule frees its old slices in the same decision.
+    assert!(matches!(
+        put(sched(&a, "orders", "0 6 * * *", 60, 8), false).await,
+        Decision::Accepted { .. }
+    ));
+    assert!(matches!(
+        put(sched(&a, "refunds", "30 2 * * *", 30, 4), false).await,
+        Decision::Accepted { .. }
+    ));
+    let mine = s.schedules(Some(&a)).await.unwrap();
+    assert_eq!(
+        mine.iter().map(|x| x.job.as_str()).collect::<Vec<_>>(),
+        ["orders", "refunds"]
+    );
+    assert_eq!(mine[0].spec.schedule, "0 6 * * *");
+    assert!(s.delete_schedule(&a, "orders").await.unwrap());
+    assert!(!s.delete_schedule(&a, "orders").await.unwrap());
+    let bad = s
+        .put_schedule(&sched(&a, "x", "0 2 * *", 10, 1), &policy, t0(), false)
+        .await
+        .unwrap_err();
+    assert!(
+        bad.is_bad_input() && bad.to_string().contains("expected 5 fields"),
+        "{bad}"
+    );
+    let nobody = s
+        .put_schedule(&sched(&tid("nobody"), "x", "@daily", 10, 1), &policy, t0(), false)
+        .await;
+    assert!(matches!(nobody, Err(LedgerError::UnknownTenant(_))));
+    assert_books(s).await;
+}
+
 macro_rules! contract {
     ($($name:ident),* $(,)?) => {
         mod memory {
@@ -845,6 +950,7 @@ contract!(
     tenant_patch_is_all_or_nothing,
     runs_page_with_outcomes,
     dedicated_pool_usage_is_covered_by_units,
+    schedules_reserve_slices,
 );
 
 /// Postgres only: the writer remembers checkpoints between batches, so the

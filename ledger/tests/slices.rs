@@ -21,7 +21,7 @@ fn job(s: &str, minutes: i64, cores: i64) -> JobSchedule {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig::with_cases(64))]
+    #![proptest_config(ProptestConfig::with_cases(256))]
 
     /// "m h * * *" and "m * * * *" runs are exactly the matching minutes.
     #[test]

@@ -19,8 +19,8 @@ use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use serde_json::{Value, json};
 use sparkcap_ledger::store::testdb::TestDatabase;
 use sparkcap_ledger::{
-    AccrualRequest, LedgerStore, Millicores, NewTenant, Period, PodOutcome, PodUsage, Pool, PurchaseKind,
-    PurchaseRequest, TenantId,
+    AccrualRequest, Bytes, LedgerStore, Millicores, NewTenant, Period, PodOutcome, PodUsage, Pool, PoolCapacity,
+    PurchaseKind, PurchaseRequest, TenantId,
 };
 use sparkcap_webhook::api::oidc::OidcConfig;
 use sparkcap_webhook::view::Settings;
@@ -172,6 +172,19 @@ async fn seed(server: &ApiServer, store: &dyn LedgerStore) -> anyhow::Result<()>
             .map_err(|e| anyhow::anyhow!(e.message))?;
     }
     let epoch = store.claim_epoch("api-env").await?;
+    store
+        .set_pool_capacity(
+            epoch,
+            &PoolCapacity {
+                pool: Pool::Shared,
+                nodes: 1,
+                cpu: Millicores::cores(16),
+                memory: Bytes::gib(64),
+                spark_units: 4,
+                updated_at: now,
+            },
+        )
+        .await?;
     for t in ["acme", "beta"] {
         let id = TenantId::new(t)?;
         let mut new = NewTenant::new(id.clone(), format!("{t} corp"));

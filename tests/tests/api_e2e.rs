@@ -199,6 +199,19 @@ fn routes() -> Vec<Route> {
             OwnOrAdmin,
             StatusCode::OK,
         ),
+        r(
+            Method::POST,
+            "/tenants/acme/jobs/orders/schedule",
+            OwnOrAdmin,
+            StatusCode::OK,
+        ),
+        r(Method::GET, "/tenants/acme/schedules", OwnOrAdmin, StatusCode::OK),
+        r(
+            Method::GET,
+            "/tenants/acme/slots?cores_millicores=1000&duration=30m",
+            OwnOrAdmin,
+            StatusCode::OK,
+        ),
     ]
 }
 
@@ -235,6 +248,9 @@ async fn every_route_times_every_caller() {
                     req.json(&json!({"id": format!("made-{n}"), "namespaces": [format!("made-{n}-ns")]}))
                 }
                 ("PATCH", _) => req.json(&json!({"display_name": format!("Acme {n}")})),
+                ("POST", "/tenants/acme/jobs/orders/schedule") => {
+                    req.json(&json!({"schedule": "0 4 * * *", "duration": "30m", "cores_millicores": 1000}))
+                }
                 ("POST", _) => req
                     .header("Idempotency-Key", format!("matrix-{n}-{i}"))
                     .json(&json!({"kind": "vcpu_hours", "quantity": 5, "period": "monthly"})),
@@ -755,5 +771,99 @@ async fn kubectl_create_token_then_curl() {
         .await
         .unwrap();
     assert_eq!(String::from_utf8_lossy(&out.stdout), "403");
+    env.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn schedules_are_reserved_refused_with_alternatives_and_removed() {
+    let env = ApiEnv::start(big_limits()).await.unwrap();
+    let http = env.webhook.client();
+    let t = env.sa_token("acme-etl", "reader", AUDIENCE);
+    let call = |m: Method, path: &str, body: Option<Value>| {
+        let mut req = http.request(m, env.url(path)).bearer_auth(&t);
+        if let Some(b) = body {
+            req = req.json(&b);
+        }
+        async move {
+            let r = req.send().await.unwrap();
+            let status = r.status();
+            (status, r.json::<Value>().await.unwrap_or(Value::Null))
+        }
+    };
+    // Shared pool: 16 cores, 80 % reservable = 12.8, acme's cap 25 % of that = 3.2 cores.
+    let (s, ok) = call(
+        Method::POST,
+        "/tenants/acme/jobs/orders/schedule",
+        Some(json!({"schedule": "0 2 * * *", "duration": "1h", "cores_millicores": 3000})),
+    )
+    .await;
+    assert_eq!(s, StatusCode::OK, "{ok}");
+    assert_eq!(
+        (ok["pool"].as_str(), ok["headroom_millicores"].as_i64()),
+        (Some("shared"), Some(200))
+    );
+    let (s, no) = call(
+        Method::POST,
+        "/tenants/acme/jobs/refunds/schedule",
+        Some(json!({"schedule": "30 2 * * *", "duration": "30m", "cores_millicores": 1000})),
+    )
+    .await;
+    assert_eq!(
+        (s, no["code"].as_str()),
+        (StatusCode::CONFLICT, Some("no_capacity")),
+        "{no}"
+    );
+    let msg = no["message"].as_str().unwrap();
+    assert!(
+        msg.contains("needs 1.000 cores but only 0.200 are free (tenant cap limit)"),
+        "{msg}"
+    );
+    assert!(
+        no["details"][0].as_str().unwrap().contains("→ schedule \"0 3 * * *\""),
+        "{no}"
+    );
+    // The alternative offered is accepted.
+    let (s, _) = call(
+        Method::POST,
+        "/tenants/acme/jobs/refunds/schedule",
+        Some(json!({"schedule": "0 3 * * *", "duration": "30m", "cores_millicores": 1000})),
+    )
+    .await;
+    assert_eq!(s, StatusCode::OK);
+    let (_, list) = call(Method::GET, "/tenants/acme/schedules", None).await;
+    assert_eq!(list.as_array().unwrap().len(), 2);
+    let (_, slots) = call(
+        Method::GET,
+        "/tenants/acme/slots?cores_millicores=3000&duration=1h",
+        None,
+    )
+    .await;
+    let slots = slots.as_array().unwrap();
+    assert!(
+        !slots.is_empty() && slots.iter().all(|x| x["schedule"] != "0 2 * * *"),
+        "{slots:?}"
+    );
+    let (s, e) = call(
+        Method::POST,
+        "/tenants/acme/jobs/x/schedule",
+        Some(json!({"schedule": "0 2 * *", "duration": "1h", "cores_millicores": 1000})),
+    )
+    .await;
+    assert_eq!(s, StatusCode::BAD_REQUEST, "{e}");
+    assert!(e["message"].as_str().unwrap().contains("expected 5 fields"), "{e}");
+    let (s, e) = call(
+        Method::POST,
+        "/tenants/acme/jobs/x/schedule",
+        Some(json!({"schedule": "@daily", "time_zone": "Europe/Paris", "duration": "1h", "cores_millicores": 1000})),
+    )
+    .await;
+    assert_eq!(
+        (s, e["code"].as_str()),
+        (StatusCode::BAD_REQUEST, Some("invalid_time_zone"))
+    );
+    let (s, _) = call(Method::DELETE, "/tenants/acme/jobs/orders/schedule", None).await;
+    assert_eq!(s, StatusCode::NO_CONTENT);
+    let (s, _) = call(Method::DELETE, "/tenants/acme/jobs/orders/schedule", None).await;
+    assert_eq!(s, StatusCode::NOT_FOUND);
     env.stop().await;
 }

@@ -13,6 +13,7 @@ use crate::feed::{ChangeKind, LedgerChange};
 use crate::ids::{TenantId, validate_namespace};
 use crate::pool::{Pool, PoolCapacity};
 use crate::purchase::{Purchase, PurchaseKind, PurchaseReceipt, PurchaseRequest, check_dedicated_room};
+use crate::slices::{Decision, Horizon, SlicePolicy, StoredSchedule};
 use crate::tenant::{
     NamespaceBinding, NewTenant, Tenant, TenantPatch, TenantRecord, TenantStatus, check_namespace_changes,
 };
@@ -59,6 +60,7 @@ struct State {
     pods: HashMap<String, PodRow>,
     hourly: BTreeMap<(TenantId, DateTime<Utc>, Pool), HourlyDelta>,
     jobs: BTreeMap<(TenantId, String), (i64, DateTime<Utc>)>,
+    schedules: BTreeMap<(TenantId, String), StoredSchedule>,
 }
 
 impl State {
@@ -635,6 +637,61 @@ impl LedgerStore for MemoryStore {
                 finished_runs: *n,
                 last_finished_at: *at,
             })
+            .collect())
+    }
+
+    async fn put_schedule(
+        &self,
+        schedule: &StoredSchedule,
+        policy: &SlicePolicy,
+        now: DateTime<Utc>,
+        dry_run: bool,
+    ) -> Result<Decision> {
+        let now = trunc_secs(now);
+        let mut s = self.lock();
+        if s.tenant_row(&schedule.tenant)?.tenant.status == TenantStatus::Deleted {
+            return Err(LedgerError::TenantDeleted(schedule.tenant.clone()));
+        }
+        let pool_cpu = s.pools.get(&schedule.pool).map_or(0, |c| c.cpu.0);
+        let units = s
+            .purchases
+            .iter()
+            .filter(|p| p.tenant == schedule.tenant && p.kind == PurchaseKind::DedicatedUnits && p.valid_at(now))
+            .map(|p| p.quantity)
+            .sum();
+        let key = (schedule.tenant.clone(), schedule.job.clone());
+        let others: Vec<StoredSchedule> = s
+            .schedules
+            .iter()
+            .filter(|(k, o)| **k != key && o.pool == schedule.pool)
+            .map(|(_, o)| o.clone())
+            .collect();
+        let horizon = Horizon::new(now, policy.slice, policy.horizon_days)?;
+        let limits = policy.limits(schedule.pool, pool_cpu, units);
+        let decision = crate::slices::decide(&horizon, schedule, &others, limits)?;
+        if matches!(decision, Decision::Accepted { .. }) && !dry_run {
+            let mut stored = schedule.clone();
+            stored.updated_at = now;
+            s.schedules.insert(key, stored);
+        }
+        Ok(decision)
+    }
+
+    async fn delete_schedule(&self, tenant: &TenantId, job: &str) -> Result<bool> {
+        Ok(self
+            .lock()
+            .schedules
+            .remove(&(tenant.clone(), job.to_owned()))
+            .is_some())
+    }
+
+    async fn schedules(&self, tenant: Option<&TenantId>) -> Result<Vec<StoredSchedule>> {
+        Ok(self
+            .lock()
+            .schedules
+            .values()
+            .filter(|o| tenant.is_none_or(|t| *t == o.tenant))
+            .cloned()
             .collect())
     }
 

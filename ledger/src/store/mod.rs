@@ -12,6 +12,7 @@ use crate::feed::LedgerChange;
 use crate::ids::TenantId;
 use crate::pool::{Pool, PoolCapacity};
 use crate::purchase::{Purchase, PurchaseReceipt, PurchaseRequest};
+use crate::slices::{Decision, SlicePolicy, StoredSchedule};
 use crate::tenant::{NamespaceBinding, NewTenant, Tenant, TenantPatch, TenantRecord, TenantStatus};
 use crate::units::McSeconds;
 use async_trait::async_trait;
@@ -288,6 +289,23 @@ pub trait LedgerStore: Send + Sync + std::fmt::Debug {
 
     /// Finished-run counts of a tenant's jobs, or of every tenant's.
     async fn job_stats(&self, tenant: Option<&TenantId>) -> Result<Vec<JobStats>>;
+
+    /// Plans a job's schedule in its pool's time slices (R7.3): reserved when
+    /// every slice has room after the pool's other schedules and within the
+    /// tenant's cap, else refused with alternatives (R7.4). Replaces the
+    /// job's earlier schedule; decided and written under the pool's lock, so
+    /// concurrent requests never overcommit. With `dry_run`, only decides.
+    async fn put_schedule(
+        &self,
+        schedule: &StoredSchedule,
+        policy: &SlicePolicy,
+        now: DateTime<Utc>,
+        dry_run: bool,
+    ) -> Result<Decision>;
+    /// Removes a job's schedule (its reservations go with it); false when it had none.
+    async fn delete_schedule(&self, tenant: &TenantId, job: &str) -> Result<bool>;
+    /// Stored schedules, of one tenant or all, by tenant and job.
+    async fn schedules(&self, tenant: Option<&TenantId>) -> Result<Vec<StoredSchedule>>;
 
     /// Checks every invariant of the books.
     async fn audit(&self) -> Result<AuditReport>;

@@ -19,6 +19,7 @@ use crate::feed::{CHANNEL, ChangeKind, LedgerChange};
 use crate::ids::{TenantId, validate_namespace};
 use crate::pool::PoolCapacity;
 use crate::purchase::{Purchase, PurchaseKind, PurchaseReceipt, PurchaseRequest, check_dedicated_room};
+use crate::slices::{Decision, Horizon, JobSchedule, Offset, SlicePolicy, StoredSchedule};
 use crate::store::memory::check_epoch;
 use crate::tenant::{
     NamespaceBinding, NewTenant, Tenant, TenantPatch, TenantRecord, TenantStatus, check_namespace_changes,
@@ -258,6 +259,22 @@ fn checkpoint_from_row(r: &sqlx::postgres::PgRow) -> Result<PodCheckpoint> {
             .transpose()?,
         charged: McSeconds(r.try_get("charged_mcs")?),
         opportunistic: McSeconds(r.try_get("opportunistic_mcs")?),
+    })
+}
+
+fn schedule_from_row(r: &sqlx::postgres::PgRow) -> Result<StoredSchedule> {
+    Ok(StoredSchedule {
+        tenant: TenantId::new(r.try_get::<String, _>("tenant_id")?)?,
+        job: r.try_get("job")?,
+        pool: r.try_get::<String, _>("pool")?.parse()?,
+        spec: JobSchedule {
+            schedule: r.try_get("schedule")?,
+            offset: Offset(r.try_get("utc_offset_minutes")?),
+            duration: chrono::TimeDelta::seconds(r.try_get("duration_seconds")?),
+            cores: r.try_get("cores_mc")?,
+        },
+        source: r.try_get("source")?,
+        updated_at: r.try_get("updated_at")?,
     })
 }
 
@@ -780,6 +797,99 @@ impl LedgerStore for PgStore {
             })
         })
         .collect()
+    }
+
+    async fn put_schedule(
+        &self,
+        schedule: &StoredSchedule,
+        policy: &SlicePolicy,
+        now: DateTime<Utc>,
+        dry_run: bool,
+    ) -> Result<Decision> {
+        let now = trunc_secs(now);
+        let horizon = Horizon::new(now, policy.slice, policy.horizon_days)?;
+        schedule.spec.plan()?;
+        let mut tx = self.pool.begin().await?;
+        // One writer per pool at a time: what is checked is what is written.
+        sqlx::query("SELECT pg_advisory_xact_lock(hashtext('sparkcap_slices'), hashtext($1))")
+            .bind(schedule.pool.as_str())
+            .execute(&mut *tx)
+            .await?;
+        let status: Option<String> = sqlx::query_scalar("SELECT status FROM tenants WHERE id = $1")
+            .bind(schedule.tenant.as_str())
+            .fetch_optional(&mut *tx)
+            .await?;
+        match status.as_deref() {
+            None => return Err(LedgerError::UnknownTenant(schedule.tenant.clone())),
+            Some("deleted") => return Err(LedgerError::TenantDeleted(schedule.tenant.clone())),
+            Some(_) => {}
+        }
+        let pool_cpu: i64 = sqlx::query_scalar("SELECT cpu_mc FROM pools WHERE pool = $1")
+            .bind(schedule.pool.as_str())
+            .fetch_optional(&mut *tx)
+            .await?
+            .unwrap_or(0);
+        let units: i64 = sqlx::query_scalar(
+            "SELECT COALESCE(SUM(quantity), 0)::bigint FROM purchases WHERE tenant_id = $1 \
+             AND kind = 'dedicated_units' AND valid_from <= $2 AND valid_until > $2",
+        )
+        .bind(schedule.tenant.as_str())
+        .bind(now)
+        .fetch_one(&mut *tx)
+        .await?;
+        let others = sqlx::query("SELECT * FROM job_schedules WHERE pool = $1 AND NOT (tenant_id = $2 AND job = $3)")
+            .bind(schedule.pool.as_str())
+            .bind(schedule.tenant.as_str())
+            .bind(&schedule.job)
+            .fetch_all(&mut *tx)
+            .await?
+            .iter()
+            .map(schedule_from_row)
+            .collect::<Result<Vec<_>>>()?;
+        let limits = policy.limits(schedule.pool, pool_cpu, units);
+        let decision = crate::slices::decide(&horizon, schedule, &others, limits)?;
+        if matches!(decision, Decision::Accepted { .. }) && !dry_run {
+            sqlx::query(
+                "INSERT INTO job_schedules (tenant_id, job, pool, schedule, utc_offset_minutes, duration_seconds, \
+                 cores_mc, source, updated_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) \
+                 ON CONFLICT (tenant_id, job) DO UPDATE SET pool = EXCLUDED.pool, schedule = EXCLUDED.schedule, \
+                 utc_offset_minutes = EXCLUDED.utc_offset_minutes, duration_seconds = EXCLUDED.duration_seconds, \
+                 cores_mc = EXCLUDED.cores_mc, source = EXCLUDED.source, updated_at = EXCLUDED.updated_at",
+            )
+            .bind(schedule.tenant.as_str())
+            .bind(&schedule.job)
+            .bind(schedule.pool.as_str())
+            .bind(&schedule.spec.schedule)
+            .bind(schedule.spec.offset.0)
+            .bind(schedule.spec.duration.num_seconds())
+            .bind(schedule.spec.cores)
+            .bind(&schedule.source)
+            .bind(now)
+            .execute(&mut *tx)
+            .await?;
+            tx.commit().await?;
+        }
+        Ok(decision)
+    }
+
+    async fn delete_schedule(&self, tenant: &TenantId, job: &str) -> Result<bool> {
+        let gone = sqlx::query("DELETE FROM job_schedules WHERE tenant_id = $1 AND job = $2")
+            .bind(tenant.as_str())
+            .bind(job)
+            .execute(&self.pool)
+            .await?
+            .rows_affected();
+        Ok(gone > 0)
+    }
+
+    async fn schedules(&self, tenant: Option<&TenantId>) -> Result<Vec<StoredSchedule>> {
+        sqlx::query("SELECT * FROM job_schedules WHERE $1::text IS NULL OR tenant_id = $1 ORDER BY tenant_id, job")
+            .bind(tenant.map(TenantId::as_str))
+            .fetch_all(&self.pool)
+            .await?
+            .iter()
+            .map(schedule_from_row)
+            .collect()
     }
 
     async fn audit(&self) -> Result<AuditReport> {

@@ -245,6 +245,16 @@ pub enum PoolDto {
     Draft,
 }
 
+impl From<PoolDto> for Pool {
+    fn from(p: PoolDto) -> Self {
+        match p {
+            PoolDto::Dedicated => Self::Dedicated,
+            PoolDto::Shared => Self::Shared,
+            PoolDto::Draft => Self::Draft,
+        }
+    }
+}
+
 impl From<Pool> for PoolDto {
     fn from(p: Pool) -> Self {
         match p {

@@ -11,6 +11,7 @@ pub mod oidc;
 pub mod paging;
 pub mod ratelimit;
 pub mod routes;
+pub mod schedules;
 
 use crate::metrics::Metrics;
 use crate::sync::ViewHandle;
@@ -22,6 +23,7 @@ use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use error::ApiError;
 use ratelimit::{Limiter, Quota, Verdict};
+use sparkcap_ledger::slices::SlicePolicy;
 use sparkcap_ledger::{LedgerStore, Tier};
 use std::sync::Arc;
 use std::time::Instant;
@@ -64,6 +66,8 @@ pub struct ApiState {
     pub metrics: Metrics,
     /// Origin of the limiter's clock.
     pub started: Instant,
+    /// How schedules are planned in time slices.
+    pub slices: SlicePolicy,
 }
 
 impl ApiState {
@@ -75,6 +79,10 @@ impl ApiState {
         limits: RateLimits,
         metrics: Metrics,
     ) -> Self {
+        let slices = SlicePolicy {
+            unit_cpu: view.load().settings.spark_unit.cpu.0,
+            ..SlicePolicy::default()
+        };
         Self {
             store,
             view,
@@ -83,6 +91,7 @@ impl ApiState {
             limiter: Arc::new(Limiter::default()),
             metrics,
             started: Instant::now(),
+            slices,
         }
     }
 }

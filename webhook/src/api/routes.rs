@@ -27,7 +27,7 @@ pub const OPENAPI_PATH: &str = "/api/v1/openapi.json";
 /// Errors any authenticated route may answer.
 #[derive(utoipa::IntoResponses)]
 #[allow(dead_code)]
-enum Errors {
+pub(super) enum Errors {
     /// Malformed request: the message names the field or parameter.
     #[response(status = 400)]
     BadRequest(ErrorBody),
@@ -51,7 +51,7 @@ enum Errors {
 /// Errors of writes that can conflict with what exists.
 #[derive(utoipa::IntoResponses)]
 #[allow(dead_code)]
-enum Conflicts {
+pub(super) enum Conflicts {
     /// Conflicts with what exists (names the conflict).
     #[response(status = 409)]
     Conflict(ErrorBody),
@@ -68,7 +68,8 @@ enum Conflicts {
     ),
     paths(
         whoami, list_tenants, create_tenant, get_tenant, patch_tenant, balance, list_purchases,
-        create_purchase, usage, jobs, runs, pools
+        create_purchase, usage, jobs, runs, pools, super::schedules::put_schedule,
+        super::schedules::delete_schedule, super::schedules::list_schedules, super::schedules::slots
     ),
     modifiers(&Security),
     security(("bearer" = []))
@@ -114,21 +115,30 @@ pub(super) fn routes() -> Router<ApiState> {
         .route("/api/v1/tenants/{tenant}/jobs", get(jobs))
         .route("/api/v1/tenants/{tenant}/jobs/{job}/runs", get(runs))
         .route("/api/v1/pools", get(pools))
+        .route(
+            "/api/v1/tenants/{tenant}/jobs/{job}/schedule",
+            axum::routing::post(super::schedules::put_schedule).delete(super::schedules::delete_schedule),
+        )
+        .route(
+            "/api/v1/tenants/{tenant}/schedules",
+            get(super::schedules::list_schedules),
+        )
+        .route("/api/v1/tenants/{tenant}/slots", get(super::schedules::slots))
 }
 
 type Res<T> = Result<T, ApiError>;
 
-fn json_body<T>(body: Result<Json<T>, JsonRejection>) -> Res<T> {
+pub(super) fn json_body<T>(body: Result<Json<T>, JsonRejection>) -> Res<T> {
     body.map(|Json(b)| b)
         .map_err(|e| ApiError::bad_request("invalid_body", format!("{}; see /api/v1/openapi.json", e.body_text())))
 }
 
-fn query<T>(q: Result<Query<T>, QueryRejection>) -> Res<T> {
+pub(super) fn query<T>(q: Result<Query<T>, QueryRejection>) -> Res<T> {
     q.map(|Query(q)| q)
         .map_err(|e| ApiError::bad_request("invalid_query", e.body_text()))
 }
 
-fn tenant_path(p: Result<Path<String>, PathRejection>) -> Res<TenantId> {
+pub(super) fn tenant_path(p: Result<Path<String>, PathRejection>) -> Res<TenantId> {
     let Path(raw) = p.map_err(|e| ApiError::bad_request("invalid_path", e.body_text()))?;
     TenantId::new(raw).map_err(|e| ApiError::bad_request("invalid_tenant_id", e.to_string()))
 }
