@@ -322,15 +322,19 @@ async fn balance(
     }
     // The view is stale or does not have the tenant yet: ask the ledger.
     let b = s.store.balance(&id, now).await?;
-    let units = s
-        .store
-        .purchases(&id)
+    let units = dedicated_units(&s, &id, now).await?;
+    Ok(Json(BalanceDto::new(id.as_str(), &b, units)))
+}
+
+/// Dedicated units `tenant` holds at `now`, from the ledger.
+pub(super) async fn dedicated_units(s: &ApiState, tenant: &TenantId, now: DateTime<Utc>) -> Res<i64> {
+    Ok(s.store
+        .purchases(tenant)
         .await?
         .iter()
         .filter(|p| p.kind == PurchaseKind::DedicatedUnits && p.valid_at(now))
         .map(|p| p.quantity)
-        .sum();
-    Ok(Json(BalanceDto::new(id.as_str(), &b, units)))
+        .sum())
 }
 
 /// Purchase list filters and page.

@@ -16,7 +16,7 @@ use chrono::{DateTime, DurationRound, TimeDelta, Utc};
 use serde::{Deserialize, Serialize};
 use sparkcap_ledger::schedule::parse_go_duration;
 use sparkcap_ledger::slices::{Decision, Demand, Horizon, JobSchedule, Offset, StoredSchedule, fits, shifted_text};
-use sparkcap_ledger::{Pool, PurchaseKind, TenantId};
+use sparkcap_ledger::{Pool, TenantId};
 use utoipa::{IntoParams, ToSchema};
 
 type Res<T> = Result<T, ApiError>;
@@ -129,14 +129,7 @@ pub(super) async fn put_schedule(
     let pool = match b.pool {
         Some(p) => p.into(),
         None => {
-            let units: i64 = s
-                .store
-                .purchases(&tenant)
-                .await?
-                .iter()
-                .filter(|p| p.kind == PurchaseKind::DedicatedUnits && p.valid_at(now))
-                .map(|p| p.quantity)
-                .sum();
+            let units = super::routes::dedicated_units(&s, &tenant, now).await?;
             if units > 0 { Pool::Dedicated } else { Pool::Shared }
         }
     };
@@ -289,14 +282,7 @@ pub(super) async fn slots(
         .iter()
         .find(|c| c.pool == pool)
         .map_or(0, |c| c.cpu.0);
-    let units = s
-        .store
-        .purchases(&tenant)
-        .await?
-        .iter()
-        .filter(|p| p.kind == PurchaseKind::DedicatedUnits && p.valid_at(now))
-        .map(|p| p.quantity)
-        .sum();
+    let units = super::routes::dedicated_units(&s, &tenant, now).await?;
     let limits = s.slices.limits(pool, pool_cpu, units);
     let mut total = Demand::zero(&h);
     let mut mine = Demand::zero(&h);
