@@ -45,6 +45,9 @@ async fn schemathesis_finds_no_5xx_and_no_schema_mismatch() {
     let ca = env.dir.join("ca.pem");
     std::fs::write(&ca, &env.webhook.ca_pem).unwrap();
     let doc = env.url("/openapi.json");
+    // One worker: with several, Hypothesis's lambda introspection can hit a
+    // CPython 3.11 thread-safety bug in `ast` ("AST constructor recursion
+    // depth mismatch") and report a tool error that says nothing of the API.
     for (who, token) in [
         ("admin", env.admin_token()),
         ("tenant", env.sa_token("acme-etl", "reader", AUDIENCE)),
@@ -62,7 +65,7 @@ async fn schemathesis_finds_no_5xx_and_no_schema_mismatch() {
                     "--seed",
                     "7",
                     "--workers",
-                    "2",
+                    "1",
                 ])
                 .arg("--header")
                 .arg(format!("Authorization: Bearer {token}"))
