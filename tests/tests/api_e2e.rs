@@ -498,8 +498,9 @@ async fn rate_limits_by_tier_with_headers() {
         }
         allowed += 1;
     }
-    // Burst of a third of the per-minute limit.
-    assert_eq!(allowed, 20);
+    // Burst of a third of the per-minute limit (one more per second the loop
+    // takes on a slow machine; the exact arithmetic is unit-tested).
+    assert!((20..=21).contains(&allowed), "{allowed}");
     let r = refused.expect("refused after the burst");
     assert_eq!(r.headers()["ratelimit-remaining"], "0");
     let retry: u64 = r.headers()["retry-after"].to_str().unwrap().parse().unwrap();
