@@ -23,6 +23,8 @@ pub enum ChangeKind {
     Pool,
     /// A job finished a run (its draft state may have changed).
     Job,
+    /// A job's schedule (time-slice reservation) was set or removed.
+    Schedule,
     /// Changes may have been missed (the feed reconnected): reload everything.
     Resync,
 }

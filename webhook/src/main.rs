@@ -181,6 +181,10 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         stale_after: chrono::TimeDelta::seconds(args.stale_after_seconds),
         scheduler_name: args.scheduler_name,
         spark_unit,
+        slices: sparkcap_ledger::slices::SlicePolicy {
+            unit_cpu: spark_unit.cpu.0,
+            ..Default::default()
+        },
     };
     let admission =
         std::net::TcpListener::bind(&args.listen).with_context(|| format!("listening on {}", args.listen))?;

@@ -170,5 +170,139 @@ pub fn validate(req: &Request, view: &TenantView, now: DateTime<Utc>) -> Decisio
     if let Some(d) = entitlement_denial(facts, pool, gang.total(), &what, view, now) {
         return d;
     }
+    // Reservations are planned where the job runs once out of draft: its
+    // first (profiling) runs are ad hoc, later ones recur for months.
+    let planned_pool = if facts.dedicated_units(now) > 0 {
+        sparkcap_ledger::Pool::Dedicated
+    } else {
+        sparkcap_ledger::Pool::Shared
+    };
+    if scheduled && let Some(d) = slice_denial(obj, name, namespace, job, facts, planned_pool, gang.total(), view, now)
+    {
+        return d;
+    }
     Decision::allow()
+}
+
+/// Annotation giving a ScheduledSparkApplication's expected run time (`45m`, `1h30m`).
+pub const EXPECTED_DURATION: &str = "sparkcap.io/expected-duration";
+/// Annotation giving the clock of its cron fields (`UTC`, `+02:00`).
+pub const TIME_ZONE: &str = "sparkcap.io/time-zone";
+/// Run time assumed when the annotation is absent.
+pub const DEFAULT_DURATION: chrono::TimeDelta = chrono::TimeDelta::hours(1);
+
+/// Refuses a ScheduledSparkApplication whose runs do not fit its pool's time
+/// slices over the next 30 days (R7.3), with the nearest shifts that would
+/// (R7.4). Read-only: the scheduler's controller reserves once the object
+/// exists; this check sees the reservations in the tenant view.
+#[allow(clippy::too_many_arguments)]
+fn slice_denial(
+    obj: &Value,
+    name: &str,
+    namespace: &str,
+    job: &str,
+    facts: &crate::view::TenantFacts,
+    pool: sparkcap_ledger::Pool,
+    cores: i64,
+    view: &TenantView,
+    now: DateTime<Utc>,
+) -> Option<Decision> {
+    use sparkcap_ledger::slices::{self, Horizon, JobSchedule, Offset, StoredSchedule};
+    let invalid = |m: String| {
+        Some(Decision::deny(
+            422,
+            "Invalid",
+            format!("ScheduledSparkApplication {name}: {m}"),
+        ))
+    };
+    let annotation = |k: &str| {
+        obj.pointer("/metadata/annotations")
+            .and_then(|a| a.get(k))
+            .and_then(Value::as_str)
+    };
+    let duration = match annotation(EXPECTED_DURATION) {
+        None => DEFAULT_DURATION,
+        Some(t) => match sparkcap_ledger::schedule::parse_go_duration(t.trim()) {
+            Ok(d) => d,
+            Err(e) => return invalid(format!("annotation {EXPECTED_DURATION}: {e}")),
+        },
+    };
+    let offset: Offset = match annotation(TIME_ZONE).unwrap_or("UTC").parse() {
+        Ok(o) => o,
+        Err(e) => return invalid(format!("annotation {TIME_ZONE}: {e}")),
+    };
+    let pool_cpu = view.ledger.pool_cpu.get(&pool).copied().unwrap_or(0);
+    if pool_cpu <= 0 {
+        return None; // pool size not reported yet: nothing to plan against
+    }
+    let new = StoredSchedule {
+        tenant: facts.tenant.id.clone(),
+        job: job.to_owned(),
+        pool,
+        spec: JobSchedule {
+            schedule: obj
+                .pointer("/spec/schedule")
+                .and_then(Value::as_str)
+                .unwrap_or("")
+                .to_owned(),
+            offset,
+            duration,
+            cores,
+        },
+        source: format!("scheduledsparkapplication/{namespace}/{name}"),
+        updated_at: now,
+    };
+    let others: Vec<StoredSchedule> = view
+        .ledger
+        .schedules
+        .iter()
+        .filter(|s| !(s.tenant == new.tenant && s.job == new.job))
+        .cloned()
+        .collect();
+    let policy = view.settings.slices;
+    let limits = policy.limits(pool, pool_cpu, facts.dedicated_units(now));
+    let decision =
+        Horizon::new(now, policy.slice, policy.horizon_days).and_then(|h| slices::decide(&h, &new, &others, limits));
+    match decision {
+        Err(e) => invalid(e.to_string()),
+        Ok(slices::Decision::Accepted { .. }) => None,
+        Ok(slices::Decision::Refused {
+            shortfall,
+            alternatives,
+        }) => {
+            let alts: Vec<String> = alternatives
+                .iter()
+                .map(|a| match &a.schedule {
+                    Some(t) => format!("schedule \"{t}\" ({} cores spare)", crate::spark::cores(a.headroom)),
+                    None => format!(
+                        "runs {:+} min later ({} cores spare)",
+                        a.shift.num_minutes(),
+                        crate::spark::cores(a.headroom)
+                    ),
+                })
+                .collect();
+            Some(Decision::deny(
+                403,
+                "Forbidden",
+                format!(
+                    "ScheduledSparkApplication {name} does not fit in the {pool} pool's time slices: at {} its runs of {} min need {} cores but only {} are free (limited by {}); {}",
+                    shortfall.at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+                    duration.num_minutes(),
+                    crate::spark::cores(shortfall.needed),
+                    crate::spark::cores(shortfall.free),
+                    if shortfall.limit == "pool" {
+                        "the pool's reservable room".to_owned()
+                    } else {
+                        format!("tenant {}'s cap", facts.tenant.id)
+                    },
+                    if alts.is_empty() {
+                        "no start within a day of it fits: use fewer executors, a shorter run or buy more capacity"
+                            .to_owned()
+                    } else {
+                        format!("these would fit: {}", alts.join("; "))
+                    }
+                ),
+            ))
+        }
+    }
 }

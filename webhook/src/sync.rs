@@ -138,6 +138,7 @@ pub async fn load_ledger(store: &dyn LedgerStore, now: DateTime<Utc>) -> sparkca
         .map(|b| (b.namespace, b.tenant))
         .collect();
     facts.pool_cpu = store.pools().await?.into_iter().map(|p| (p.pool, p.cpu.0)).collect();
+    facts.schedules = store.schedules(None).await?;
     Ok(facts)
 }
 
@@ -203,7 +204,7 @@ async fn ledger_loop(handle: ViewHandle, store: Arc<dyn LedgerStore>, config: Sy
                         // Gather what else arrives within the debounce window.
                         let deadline = tokio::time::Instant::now() + config.debounce;
                         let mut note = |c: sparkcap_ledger::LedgerChange| match (c.kind, c.tenant) {
-                            (ChangeKind::Pool | ChangeKind::Resync | ChangeKind::Binding, _) | (_, None) => everything = true,
+                            (ChangeKind::Pool | ChangeKind::Resync | ChangeKind::Binding | ChangeKind::Schedule, _) | (_, None) => everything = true,
                             (_, Some(t)) => { changed.insert(t); }
                         };
                         note(c);

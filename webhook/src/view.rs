@@ -3,6 +3,7 @@
 //! current; `admit` only reads it.
 
 use chrono::{DateTime, TimeDelta, Utc};
+use sparkcap_ledger::slices::{SlicePolicy, StoredSchedule};
 use sparkcap_ledger::{Balance, Pool, Purchase, PurchaseKind, SparkUnitSize, Tenant, TenantId};
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -18,6 +19,8 @@ pub struct Settings {
     pub scheduler_name: String,
     /// Size of one Spark Unit (dedicated entitlement = units × this).
     pub spark_unit: SparkUnitSize,
+    /// How schedules are planned in time slices.
+    pub slices: SlicePolicy,
 }
 
 impl Default for Settings {
@@ -27,6 +30,7 @@ impl Default for Settings {
             stale_after: TimeDelta::seconds(30),
             scheduler_name: "sparkcap-scheduler".into(),
             spark_unit: SparkUnitSize::default(),
+            slices: SlicePolicy::default(),
         }
     }
 }
@@ -71,6 +75,8 @@ pub struct LedgerFacts {
     pub bindings: HashMap<String, TenantId>,
     /// Allocatable cpu per pool, in millicores.
     pub pool_cpu: HashMap<Pool, i64>,
+    /// Every job schedule reserved in time slices.
+    pub schedules: Vec<StoredSchedule>,
 }
 
 /// A Spark application with pods in the cluster.

@@ -3,12 +3,15 @@
 
 mod common;
 
+use chrono::TimeDelta;
 use common::*;
 use serde_json::{Value, json};
 use sparkcap_ledger::Pool;
+use sparkcap_ledger::TenantId;
 use sparkcap_webhook::admit::{Endpoint, admit};
 use sparkcap_webhook::review::{self, Decision, Denial};
-use sparkcap_webhook::view::TenantView;
+use sparkcap_webhook::view::{LedgerFacts, Settings, TenantView};
+use std::sync::Arc;
 
 fn driver() -> Value {
     fixture("cluster-mode-driver-pod.json")
@@ -369,8 +372,9 @@ fn spark_applications_are_checked_before_any_pod_exists() {
 
 #[test]
 fn scheduled_applications_need_a_schedule_that_parses() {
-    let v = view();
-    let app = fixture("scheduled-spark-application.json");
+    let v = roomy_slices(view());
+    let mut app = fixture("scheduled-spark-application.json");
+    app["metadata"]["annotations"] = json!({"sparkcap.io/expected-duration": "10m"});
     let check = |obj: &Value| {
         admit(
             Endpoint::Validate,
@@ -391,6 +395,65 @@ fn scheduled_applications_need_a_schedule_that_parses() {
         "{}",
         d.message
     );
+}
+
+/// The fixture's pools are tiny (8 shared cores): let one tenant reserve all of them.
+fn roomy_slices(mut v: TenantView) -> TenantView {
+    let mut settings = Settings::clone(&v.settings);
+    settings.slices.reservable_pct = 100;
+    settings.slices.tenant_pct = 100;
+    v.settings = Arc::new(settings);
+    v
+}
+
+#[test]
+fn scheduled_applications_must_fit_their_time_slices() {
+    use sparkcap_ledger::slices::{JobSchedule, Offset, StoredSchedule};
+    let mut v = roomy_slices(view());
+    // Another tenant holds 7 of the 8 shared cores from 02:00 to 03:00 every day.
+    let mut ledger = LedgerFacts::clone(&v.ledger);
+    ledger.schedules.push(StoredSchedule {
+        tenant: TenantId::new("dedi").unwrap(),
+        job: "warehouse".into(),
+        pool: Pool::Shared,
+        spec: JobSchedule {
+            schedule: "0 2 * * *".into(),
+            offset: Offset(0),
+            duration: TimeDelta::hours(1),
+            cores: 7000,
+        },
+        source: "api".into(),
+        updated_at: now(),
+    });
+    v.ledger = Arc::new(ledger);
+    let mut app = fixture("scheduled-spark-application.json");
+    app["spec"]["schedule"] = json!("30 2 * * *");
+    app["metadata"]["annotations"] = json!({"sparkcap.io/expected-duration": "30m"});
+    let check = |obj: &Value| {
+        admit(
+            Endpoint::Validate,
+            &operator_request("scheduledsparkapplications", "CREATE", obj),
+            &v,
+            now(),
+        )
+    };
+    let d = denial(check(&app));
+    assert_eq!(d.code, 403);
+    assert!(
+        d.message.contains("does not fit in the shared pool's time slices")
+            && d.message
+                .contains("need 2 cores but only 1 are free (limited by the pool's reservable room)")
+            && d.message.contains("these would fit: schedule \"0 3 * * *\""),
+        "{}",
+        d.message
+    );
+    // The alternative it offers is admitted.
+    app["spec"]["schedule"] = json!("0 3 * * *");
+    assert!(check(&app).allowed());
+    // Bad annotations are named.
+    app["metadata"]["annotations"] = json!({"sparkcap.io/time-zone": "Europe/Paris"});
+    let d = denial(check(&app));
+    assert!(d.message.contains("annotation sparkcap.io/time-zone"), "{}", d.message);
 }
 
 #[test]

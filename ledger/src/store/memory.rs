@@ -673,16 +673,22 @@ impl LedgerStore for MemoryStore {
             let mut stored = schedule.clone();
             stored.updated_at = now;
             s.schedules.insert(key, stored);
+            drop(s);
+            self.notify(LedgerChange::of(ChangeKind::Schedule, &schedule.tenant));
         }
         Ok(decision)
     }
 
     async fn delete_schedule(&self, tenant: &TenantId, job: &str) -> Result<bool> {
-        Ok(self
+        let gone = self
             .lock()
             .schedules
             .remove(&(tenant.clone(), job.to_owned()))
-            .is_some())
+            .is_some();
+        if gone {
+            self.notify(LedgerChange::of(ChangeKind::Schedule, tenant));
+        }
+        Ok(gone)
     }
 
     async fn schedules(&self, tenant: Option<&TenantId>) -> Result<Vec<StoredSchedule>> {

@@ -867,18 +867,24 @@ impl LedgerStore for PgStore {
             .bind(now)
             .execute(&mut *tx)
             .await?;
+            Self::notify(&mut tx, &[LedgerChange::of(ChangeKind::Schedule, &schedule.tenant)]).await?;
             tx.commit().await?;
         }
         Ok(decision)
     }
 
     async fn delete_schedule(&self, tenant: &TenantId, job: &str) -> Result<bool> {
+        let mut tx = self.pool.begin().await?;
         let gone = sqlx::query("DELETE FROM job_schedules WHERE tenant_id = $1 AND job = $2")
             .bind(tenant.as_str())
             .bind(job)
-            .execute(&self.pool)
+            .execute(&mut *tx)
             .await?
             .rows_affected();
+        if gone > 0 {
+            Self::notify(&mut tx, &[LedgerChange::of(ChangeKind::Schedule, tenant)]).await?;
+        }
+        tx.commit().await?;
         Ok(gone > 0)
     }
 

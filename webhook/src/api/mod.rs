@@ -79,9 +79,10 @@ impl ApiState {
         limits: RateLimits,
         metrics: Metrics,
     ) -> Self {
+        let settings = view.load().settings.clone();
         let slices = SlicePolicy {
-            unit_cpu: view.load().settings.spark_unit.cpu.0,
-            ..SlicePolicy::default()
+            unit_cpu: settings.spark_unit.cpu.0,
+            ..settings.slices
         };
         Self {
             store,
