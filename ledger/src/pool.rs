@@ -26,6 +26,16 @@ impl Pool {
     /// Every pool, in a stable order.
     pub const ALL: [Pool; 3] = [Pool::Dedicated, Pool::Shared, Pool::Draft];
 
+    /// Where a tenant's jobs run once out of draft: its dedicated units when
+    /// it holds any, else the shared pool.
+    pub fn production(dedicated_units: i64) -> Pool {
+        if dedicated_units > 0 {
+            Pool::Dedicated
+        } else {
+            Pool::Shared
+        }
+    }
+
     /// The label value.
     pub fn as_str(self) -> &'static str {
         match self {

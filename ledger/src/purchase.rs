@@ -276,6 +276,15 @@ impl Purchase {
     }
 }
 
+/// Dedicated units in force at `now` among `purchases` (of one tenant).
+pub fn dedicated_units_at<'a>(purchases: impl IntoIterator<Item = &'a Purchase>, now: DateTime<Utc>) -> i64 {
+    purchases
+        .into_iter()
+        .filter(|p| p.kind == PurchaseKind::DedicatedUnits && p.valid_at(now))
+        .map(|p| p.quantity)
+        .sum()
+}
+
 /// The receipt for a purchase call: the purchase and whether this call was a retry.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PurchaseReceipt {

@@ -463,6 +463,22 @@ pub enum Decision {
     },
 }
 
+/// What `schedules` reserve in `pool` over `h`: in all, and of them `tenant`'s.
+pub fn reserved(h: &Horizon, pool: Pool, tenant: &TenantId, schedules: &[StoredSchedule]) -> (Demand, Demand) {
+    let mut all = Demand::zero(h);
+    let mut own = Demand::zero(h);
+    for s in schedules.iter().filter(|s| s.pool == pool) {
+        // A stored schedule that no longer parses cannot hold room.
+        let Ok(p) = s.spec.plan() else { continue };
+        let d = p.demand(h, TimeDelta::zero());
+        all.add(&d);
+        if &s.tenant == tenant {
+            own.add(&d);
+        }
+    }
+    (all, own)
+}
+
 /// Decides `new` against the pool's other schedules (`others`, the one it
 /// replaces left out). Pure: the store holds the pool's lock around it.
 pub fn decide(
@@ -472,17 +488,7 @@ pub fn decide(
     limits: Limits,
 ) -> Result<Decision, SliceError> {
     let planned = new.spec.plan()?;
-    let mut pool = Demand::zero(h);
-    let mut tenant = Demand::zero(h);
-    for o in others.iter().filter(|o| o.pool == new.pool) {
-        // A stored schedule that no longer parses cannot hold room.
-        let Ok(p) = o.spec.plan() else { continue };
-        let d = p.demand(h, TimeDelta::zero());
-        pool.add(&d);
-        if o.tenant == new.tenant {
-            tenant.add(&d);
-        }
-    }
+    let (pool, tenant) = reserved(h, new.pool, &new.tenant, others);
     let d = planned.demand(h, TimeDelta::zero());
     Ok(match fits(h, &d, &pool, &tenant, limits) {
         Ok(headroom) => Decision::Accepted { headroom },

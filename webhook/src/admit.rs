@@ -148,10 +148,8 @@ pub fn choose_pool(facts: &TenantFacts, job: Option<&str>, view: &TenantView, no
     let draft_exists = view.ledger.pool_cpu.get(&Pool::Draft).copied().unwrap_or(0) > 0;
     if in_draft && draft_exists && facts.has_vcpu_hours(now) && facts.balance.state != BalanceState::Exhausted {
         Pool::Draft
-    } else if facts.dedicated_units(now) > 0 {
-        Pool::Dedicated
     } else {
-        Pool::Shared
+        Pool::production(facts.dedicated_units(now))
     }
 }
 

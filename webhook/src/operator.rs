@@ -172,11 +172,7 @@ pub fn validate(req: &Request, view: &TenantView, now: DateTime<Utc>) -> Decisio
     }
     // Reservations are planned where the job runs once out of draft: its
     // first (profiling) runs are ad hoc, later ones recur for months.
-    let planned_pool = if facts.dedicated_units(now) > 0 {
-        sparkcap_ledger::Pool::Dedicated
-    } else {
-        sparkcap_ledger::Pool::Shared
-    };
+    let planned_pool = sparkcap_ledger::Pool::production(facts.dedicated_units(now));
     if scheduled && let Some(d) = slice_denial(obj, name, namespace, job, facts, planned_pool, gang.total(), view, now)
     {
         return d;

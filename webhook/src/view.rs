@@ -51,11 +51,7 @@ pub struct TenantFacts {
 impl TenantFacts {
     /// Dedicated units in force at `now`.
     pub fn dedicated_units(&self, now: DateTime<Utc>) -> i64 {
-        self.purchases
-            .iter()
-            .filter(|p| p.kind == PurchaseKind::DedicatedUnits && p.valid_at(now))
-            .map(|p| p.quantity)
-            .sum()
+        sparkcap_ledger::purchase::dedicated_units_at(&self.purchases, now)
     }
 
     /// Whether any vCPU-hour purchase is in force at `now`.

@@ -12,7 +12,9 @@ use crate::error::{LedgerError, Result};
 use crate::feed::{ChangeKind, LedgerChange};
 use crate::ids::{TenantId, validate_namespace};
 use crate::pool::{Pool, PoolCapacity};
-use crate::purchase::{Purchase, PurchaseKind, PurchaseReceipt, PurchaseRequest, check_dedicated_room};
+use crate::purchase::{
+    Purchase, PurchaseKind, PurchaseReceipt, PurchaseRequest, check_dedicated_room, dedicated_units_at,
+};
 use crate::slices::{Decision, Horizon, SlicePolicy, StoredSchedule};
 use crate::tenant::{
     NamespaceBinding, NewTenant, Tenant, TenantPatch, TenantRecord, TenantStatus, check_namespace_changes,
@@ -485,12 +487,7 @@ impl LedgerStore for MemoryStore {
                 Ok(TenantSummary {
                     tenant: r.tenant.clone(),
                     balance: s.balance(id, now)?,
-                    dedicated_units: s
-                        .purchases
-                        .iter()
-                        .filter(|p| &p.tenant == id && p.kind == PurchaseKind::DedicatedUnits && p.valid_at(now))
-                        .map(|p| p.quantity)
-                        .sum(),
+                    dedicated_units: dedicated_units_at(s.purchases.iter().filter(|p| &p.tenant == id), now),
                     namespaces: s
                         .bindings
                         .iter()
@@ -653,12 +650,7 @@ impl LedgerStore for MemoryStore {
             return Err(LedgerError::TenantDeleted(schedule.tenant.clone()));
         }
         let pool_cpu = s.pools.get(&schedule.pool).map_or(0, |c| c.cpu.0);
-        let units = s
-            .purchases
-            .iter()
-            .filter(|p| p.tenant == schedule.tenant && p.kind == PurchaseKind::DedicatedUnits && p.valid_at(now))
-            .map(|p| p.quantity)
-            .sum();
+        let units = dedicated_units_at(s.purchases.iter().filter(|p| p.tenant == schedule.tenant), now);
         let key = (schedule.tenant.clone(), schedule.job.clone());
         let others: Vec<StoredSchedule> = s
             .schedules

@@ -328,13 +328,8 @@ async fn balance(
 
 /// Dedicated units `tenant` holds at `now`, from the ledger.
 pub(super) async fn dedicated_units(s: &ApiState, tenant: &TenantId, now: DateTime<Utc>) -> Res<i64> {
-    Ok(s.store
-        .purchases(tenant)
-        .await?
-        .iter()
-        .filter(|p| p.kind == PurchaseKind::DedicatedUnits && p.valid_at(now))
-        .map(|p| p.quantity)
-        .sum())
+    let purchases = s.store.purchases(tenant).await?;
+    Ok(sparkcap_ledger::purchase::dedicated_units_at(&purchases, now))
 }
 
 /// Purchase list filters and page.

@@ -15,7 +15,7 @@ use axum::{Extension, Json};
 use chrono::{DateTime, DurationRound, TimeDelta, Utc};
 use serde::{Deserialize, Serialize};
 use sparkcap_ledger::schedule::parse_go_duration;
-use sparkcap_ledger::slices::{Decision, Demand, Horizon, JobSchedule, Offset, StoredSchedule, fits, shifted_text};
+use sparkcap_ledger::slices::{Decision, Horizon, JobSchedule, Offset, StoredSchedule, fits, reserved, shifted_text};
 use sparkcap_ledger::{Pool, TenantId};
 use utoipa::{IntoParams, ToSchema};
 
@@ -128,10 +128,7 @@ pub(super) async fn put_schedule(
     let now = Utc::now();
     let pool = match b.pool {
         Some(p) => p.into(),
-        None => {
-            let units = super::routes::dedicated_units(&s, &tenant, now).await?;
-            if units > 0 { Pool::Dedicated } else { Pool::Shared }
-        }
+        None => Pool::production(super::routes::dedicated_units(&s, &tenant, now).await?),
     };
     let stored = StoredSchedule {
         tenant: tenant.clone(),
@@ -284,16 +281,7 @@ pub(super) async fn slots(
         .map_or(0, |c| c.cpu.0);
     let units = super::routes::dedicated_units(&s, &tenant, now).await?;
     let limits = s.slices.limits(pool, pool_cpu, units);
-    let mut total = Demand::zero(&h);
-    let mut mine = Demand::zero(&h);
-    for x in s.store.schedules(None).await?.iter().filter(|x| x.pool == pool) {
-        let Ok(planned) = x.spec.plan() else { continue };
-        let d = planned.demand(&h, TimeDelta::zero());
-        total.add(&d);
-        if x.tenant == tenant {
-            mine.add(&d);
-        }
-    }
+    let (total, mine) = reserved(&h, pool, &tenant, &s.store.schedules(None).await?);
     let mut out = Vec::new();
     for i in 0..h.per_day() {
         let start = h.slice_start(i);
