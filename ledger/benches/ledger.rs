@@ -109,6 +109,7 @@ async fn accrual_throughput(
             until: base + TimeDelta::seconds(30),
             finished: false,
             outcome: None,
+            run: None,
         })
         .collect();
     for c in first.chunks(batch) {
@@ -125,6 +126,7 @@ async fn accrual_throughput(
                 until,
                 finished: false,
                 outcome: None,
+                run: None,
             })
             .collect();
         let t = Instant::now();

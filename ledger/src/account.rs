@@ -31,7 +31,7 @@ impl Lot {
         self.amount - self.consumed
     }
 
-    fn valid_at(&self, t: DateTime<Utc>) -> bool {
+    pub(crate) fn valid_at(&self, t: DateTime<Utc>) -> bool {
         self.valid_from <= t && t < self.valid_until
     }
 }

@@ -10,6 +10,7 @@
 use crate::account::Account;
 use crate::error::LedgerError;
 use crate::ids::TenantId;
+use crate::lifecycle::RunFacts;
 use crate::pool::Pool;
 use crate::time::{split_by_hour, trunc_secs};
 use crate::units::{McSeconds, Millicores};
@@ -98,6 +99,10 @@ pub struct AccrualRequest {
     /// How it ended, when `finished` (recorded once, with the close).
     #[serde(default)]
     pub outcome: Option<PodOutcome>,
+    /// For a driver's close: what the scheduler knows about the run (SLA,
+    /// measured use), for profiling and promotion (R5).
+    #[serde(default)]
+    pub run: Option<RunFacts>,
 }
 
 /// What the ledger holds for one pod.
@@ -195,10 +200,20 @@ pub struct AccrualPlan {
     pub closing: Vec<String>,
     /// Checkpoints given to the plan that it did not change.
     pub untouched: Vec<PodCheckpoint>,
-    /// Driver pods of a job that finished in this batch, per (tenant, job):
-    /// how many, and the latest end. This is what moves a job out of the
-    /// draft pool after its first runs (R5.1).
-    pub finished_runs: BTreeMap<(TenantId, String), (i64, DateTime<Utc>)>,
+    /// Driver pods of a job that closed in this batch, in order: each ends a
+    /// run, which the store profiles and applies to the job's lifecycle.
+    pub closed_drivers: Vec<ClosedDriver>,
+}
+
+/// A job's driver pod that closed: the end of one run.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClosedDriver {
+    /// The driver's checkpoint, closed.
+    pub driver: PodCheckpoint,
+    /// Job name.
+    pub job: String,
+    /// What the scheduler sent with the close.
+    pub facts: RunFacts,
 }
 
 impl AccrualPlan {
@@ -296,6 +311,7 @@ pub fn plan_accruals(
     let mut accts: Vec<Option<Account>> = Vec::new();
     let mut totals: Vec<HourlyDelta> = Vec::new();
     let mut hourly: HashMap<(usize, Pool, DateTime<Utc>), HourlyDelta> = HashMap::new();
+    let mut run_facts: HashMap<&str, &RunFacts> = HashMap::new();
 
     for req in requests {
         let outcome = (|| -> Result<AccrualOutcome, LedgerError> {
@@ -417,6 +433,9 @@ pub fn plan_accruals(
             if closes {
                 cp.finished_at = Some(until);
                 cp.outcome = req.outcome;
+                if let Some(f) = &req.run {
+                    run_facts.insert(uid, f);
+                }
             }
             slot.fresh = false;
             slot.touched = true;
@@ -428,18 +447,12 @@ pub fn plan_accruals(
     for uid in order {
         let Some(slot) = pods.remove(uid) else { continue };
         let finishes_now = slot.touched && slot.cp.finished_at.is_some() && (slot.is_new || slot.was_open);
-        if let (true, Some("driver"), Some(job), Some(end)) = (
-            finishes_now,
-            slot.cp.pod.role.as_deref(),
-            &slot.cp.pod.job,
-            slot.cp.finished_at,
-        ) {
-            let e = plan
-                .finished_runs
-                .entry((slot.cp.pod.tenant.clone(), job.clone()))
-                .or_insert((0, end));
-            e.0 += 1;
-            e.1 = e.1.max(end);
+        if let (true, Some("driver"), Some(job)) = (finishes_now, slot.cp.pod.role.as_deref(), &slot.cp.pod.job) {
+            plan.closed_drivers.push(ClosedDriver {
+                driver: slot.cp.clone(),
+                job: job.clone(),
+                facts: run_facts.get(uid).map(|f| (*f).clone()).unwrap_or_default(),
+            });
         }
         if !slot.touched {
             plan.untouched.push(slot.cp);
@@ -497,6 +510,7 @@ mod tests {
             until: t(until),
             finished,
             outcome: None,
+            run: None,
         }
     }
 

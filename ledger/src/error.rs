@@ -28,6 +28,15 @@ pub enum LedgerError {
         /// The rule it broke.
         reason: &'static str,
     },
+    /// A notification URL that cannot be used.
+    #[error(
+        "invalid notification URL {0:?}: use an absolute http:// or https:// URL of at most 2048 characters, \
+         without spaces or credentials (send credentials in the URL's path or query)"
+    )]
+    InvalidNotifyUrl(String),
+    /// No notice with this id.
+    #[error("unknown notice {0}")]
+    UnknownNotice(i64),
     /// No tenant with this id.
     #[error(
         "unknown tenant {0}: create it first (POST /api/v1/tenants) or check the namespace label sparkcap.io/tenant"

@@ -9,6 +9,7 @@ pub mod accrual;
 pub mod error;
 pub mod feed;
 pub mod ids;
+pub mod lifecycle;
 pub mod pool;
 pub mod purchase;
 pub mod quantity;

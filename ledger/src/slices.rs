@@ -479,6 +479,110 @@ pub fn reserved(h: &Horizon, pool: Pool, tenant: &TenantId, schedules: &[StoredS
     (all, own)
 }
 
+/// How a driver starting now stands against its pool's reservations (R7
+/// at run time).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RunWindow {
+    /// A run of its job's schedule, within its window (from one slice before
+    /// the planned start to the end of the reserved run): it uses its own
+    /// reservation.
+    Reserved {
+        /// The planned start.
+        run_start: DateTime<Utc>,
+    },
+    /// Not reserved; the current slice has this much unreserved room, enough.
+    Room {
+        /// Millicores.
+        free: i64,
+    },
+    /// Not reserved, and the current slice's unreserved room is too small.
+    Full {
+        /// Millicores free now.
+        free: i64,
+        /// End of the current slice.
+        slice_end: DateTime<Utc>,
+        /// Start of the first slice within a day with room, if any.
+        next_fit: Option<DateTime<Utc>>,
+    },
+}
+
+/// What a driver of `tenant`'s `job` (`cores` for its gang) may do now in
+/// `pool` of `pool_cpu` millicores, given the schedules reserved in it
+/// (`planned[i]` is `schedules[i]` parsed, None when it does not parse).
+/// `tenant_cpu` caps the room for pools that are the tenant's own (its
+/// dedicated units). Room is what no reservation holds: reserved runs keep
+/// their slices even when they are not running yet.
+#[allow(clippy::too_many_arguments)]
+pub fn run_window(
+    now: DateTime<Utc>,
+    slice: TimeDelta,
+    pool: Pool,
+    pool_cpu: i64,
+    tenant: &TenantId,
+    tenant_cpu: Option<i64>,
+    job: Option<&str>,
+    cores: i64,
+    schedules: &[StoredSchedule],
+    planned: &[Option<Planned>],
+) -> RunWindow {
+    let Ok(day) = Horizon::new(now, slice, 1) else {
+        return RunWindow::Room { free: pool_cpu };
+    };
+    let current = Horizon { slices: 1, ..day };
+    let in_pool = || {
+        schedules
+            .iter()
+            .zip(planned)
+            .filter(move |(s, _)| s.pool == pool)
+            .filter_map(|(s, p)| Some((s, p.as_ref()?)))
+    };
+    if let Some(job) = job {
+        for (s, p) in in_pool().filter(|(s, _)| &s.tenant == tenant && s.job == job) {
+            let window = Horizon {
+                start: day.start - slice,
+                slices: 2,
+                ..day
+            };
+            for t in p.runs(&window, TimeDelta::zero()) {
+                if now >= t - slice && now < t + s.spec.duration {
+                    return RunWindow::Reserved { run_start: t };
+                }
+            }
+        }
+    }
+    let room = |h: &Horizon| -> Vec<i64> {
+        let (mut all, mut own) = (Demand::zero(h), Demand::zero(h));
+        for (s, p) in in_pool() {
+            let d = p.demand(h, TimeDelta::zero());
+            all.add(&d);
+            if &s.tenant == tenant {
+                own.add(&d);
+            }
+        }
+        (0..h.slices)
+            .map(|i| {
+                let free = pool_cpu - all.0[i];
+                tenant_cpu.map_or(free, |cap| free.min(cap - own.0[i]))
+            })
+            .collect()
+    };
+    let free = room(&current)[0];
+    if cores <= free {
+        return RunWindow::Room { free };
+    }
+    let next_fit = room(&day)
+        .iter()
+        .enumerate()
+        .skip(1)
+        .find(|(_, f)| **f >= cores)
+        .map(|(i, _)| day.slice_start(i));
+    RunWindow::Full {
+        free: free.max(0),
+        slice_end: day.slice_start(1),
+        next_fit,
+    }
+}
+
 /// Decides `new` against the pool's other schedules (`others`, the one it
 /// replaces left out). Pure: the store holds the pool's lock around it.
 pub fn decide(

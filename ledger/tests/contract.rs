@@ -63,6 +63,7 @@ fn acc(p: &PodUsage, until: i64, finished: bool) -> AccrualRequest {
         until: at(until),
         finished,
         outcome: finished.then_some(PodOutcome::Succeeded),
+        run: None,
     }
 }
 
@@ -580,12 +581,204 @@ async fn finished_driver_runs_are_counted_once(s: &dyn LedgerStore) {
     let stats = s.job_stats(Some(&a)).await.unwrap();
     assert_eq!(stats.len(), 1, "{stats:?}");
     assert_eq!(
-        (stats[0].job.as_str(), stats[0].finished_runs, stats[0].last_finished_at),
-        ("orders", 2, at(60))
+        (
+            stats[0].job.as_str(),
+            stats[0].state.runs,
+            stats[0].state.last_finished_at
+        ),
+        ("orders", 2, Some(at(60)))
     );
     assert!(s.job_stats(Some(&tenant(s, "beta").await)).await.unwrap().is_empty());
     // The feed says a job changed (the panic in next_change fails the test otherwise).
     while next_change(&mut feed).await != LedgerChange::of(ChangeKind::Job, &a) {}
+    assert_books(s).await;
+}
+
+/// A job's runs are profiled from all their pods, held to its SLA, and the
+/// job is promoted after 3 consecutive runs within it, with the audit record
+/// and notices written in the same transaction as the driver's close.
+async fn runs_are_profiled_and_promote_jobs(s: &dyn LedgerStore) {
+    use sparkcap_ledger::lifecycle::{JobStage, NoticeKind, RunFacts};
+    use sparkcap_ledger::store::{Delivery, NoticeQuery};
+    let a = tenant(s, "acme").await;
+    s.record_purchase(&buy(&a, PurchaseKind::VcpuHours, 100, "p"), t0())
+        .await
+        .unwrap();
+    let e = s.claim_epoch("w").await.unwrap();
+    let facts = RunFacts {
+        sla_seconds: Some(600),
+        promote_after: 3,
+        cpu_used: Some(Millicores(4000)),
+        data_bytes: Some(10_000_000_000),
+        source: Some("postgres".into()),
+        target: Some("iceberg".into()),
+        ..RunFacts::default()
+    };
+    // Runs 1–4 start an hour apart: driver 1 core + two 2-core executors.
+    // Run 2 takes 700 s (17 % over 600 s), the others 500 s.
+    for n in 0..4_i64 {
+        let start = n * 3600;
+        let len = if n == 1 { 700 } else { 500 };
+        let mk = |uid: String, role: &str, cpu: i64| PodUsage {
+            app_id: Some(format!("spark-{n}")),
+            job: Some("orders".into()),
+            role: Some(role.into()),
+            ..pod(&uid, &a, cpu, start)
+        };
+        let d = mk(format!("d{n}"), "driver", 1000);
+        let x1 = mk(format!("x{n}a"), "executor", 2000);
+        let x2 = mk(format!("x{n}b"), "executor", 2000);
+        s.accrue(
+            e,
+            &[
+                acc(&d, start + 100, false),
+                acc(&x1, start + 100, false),
+                acc(&x2, start + 100, false),
+            ],
+        )
+        .await
+        .unwrap();
+        let mut close = acc(&d, start + len, true);
+        close.run = Some(facts.clone());
+        // Executors end with the driver, in the same batch; retried whole.
+        let batch = [acc(&x1, start + len, true), acc(&x2, start + len, true), close];
+        s.accrue(e, &batch).await.unwrap();
+        s.accrue(e, &batch).await.unwrap();
+        let stage = s.job_stats(Some(&a)).await.unwrap()[0].state.stage;
+        // Run 2 missed: runs 3 and 4 make a streak of 2, so still draft after
+        // 4 runs; the miss reset what runs 1 had.
+        assert_eq!(stage, JobStage::Draft, "after run {n}");
+    }
+    let st = &s.job_stats(Some(&a)).await.unwrap()[0].state;
+    assert_eq!((st.runs, st.streak, st.sla_seconds), (4, 2, Some(600)));
+    let profiles = s.run_profiles(&a, Some("orders"), 10).await.unwrap();
+    assert_eq!(profiles.len(), 4, "a retried close profiles a run once");
+    assert_eq!(profiles[0].app_id, "spark-3");
+    assert_eq!(profiles[0].cores, Millicores(5000));
+    assert_eq!(profiles[0].vcpu, McSeconds(5000 * 500));
+    assert_eq!(profiles[0].duration_seconds(), 500);
+    assert_eq!(profiles[2].duration_seconds(), 700);
+    // One more run within SLA: promoted, once.
+    let start = 4 * 3600;
+    let mut d = pod("d4", &a, 1000, start);
+    d.app_id = Some("spark-4".into());
+    d.job = Some("orders".into());
+    d.role = Some("driver".into());
+    let mut close = acc(&d, start + 300, true);
+    close.run = Some(facts.clone());
+    s.accrue(e, &[close]).await.unwrap();
+    let st = &s.job_stats(Some(&a)).await.unwrap()[0].state;
+    assert_eq!(st.stage, JobStage::Production);
+    assert_eq!(st.promoted_at, Some(at(start + 300)));
+    let all = s
+        .notices(&NoticeQuery {
+            tenant: Some(&a),
+            undelivered: false,
+            cursor: None,
+            limit: 100,
+        })
+        .await
+        .unwrap();
+    let kinds: Vec<NoticeKind> = all.iter().map(|n| n.kind).collect();
+    assert_eq!(kinds, vec![NoticeKind::Promoted, NoticeKind::SlaExceeded], "{all:#?}");
+    assert!(
+        all[1].message.contains("16 % over its SLA of 10 min"),
+        "{}",
+        all[1].message
+    );
+    // 5 cores × 700 / 600 = 5.83 → 6.
+    assert_eq!(all[1].recommended_cores, Some(Millicores(6000)));
+    let similar = s.similar_runs(Some("postgres"), Some("iceberg"), 10).await.unwrap();
+    assert_eq!(similar.len(), 4, "run 5 has no executors but counts; all succeeded");
+    assert!(s.similar_runs(Some("s3"), None, 10).await.unwrap().is_empty());
+    // The outbox: oldest first, settled one by one.
+    let q = NoticeQuery {
+        tenant: None,
+        undelivered: true,
+        cursor: None,
+        limit: 10,
+    };
+    let pending = s.notices(&q).await.unwrap();
+    assert_eq!(pending.len(), 2);
+    assert!(pending[0].id < pending[1].id);
+    s.settle_notice(pending[0].id, &Delivery::Failed("HTTP 503".into()), at(20_000))
+        .await
+        .unwrap();
+    s.settle_notice(pending[1].id, &Delivery::Delivered, at(20_000))
+        .await
+        .unwrap();
+    let pending = s.notices(&q).await.unwrap();
+    assert_eq!(pending.len(), 1);
+    assert_eq!(
+        (pending[0].attempts, pending[0].last_error.as_deref()),
+        (1, Some("HTTP 503"))
+    );
+    assert!(matches!(
+        s.settle_notice(9_999, &Delivery::Delivered, at(1)).await,
+        Err(LedgerError::UnknownNotice(9_999))
+    ));
+    // Notification URLs are checked.
+    s.set_notify_url(&a, Some("https://hooks.acme.example/sparkcap"))
+        .await
+        .unwrap();
+    for bad in ["ftp://x", "https://user:pw@host/", "https://a b", "hooks.acme"] {
+        let err = s.set_notify_url(&a, Some(bad)).await.unwrap_err();
+        assert!(err.to_string().contains("invalid notification URL"), "{bad}: {err}");
+    }
+    assert_eq!(
+        s.notify_urls().await.unwrap(),
+        vec![(a.clone(), "https://hooks.acme.example/sparkcap".to_owned())]
+    );
+    s.set_notify_url(&a, None).await.unwrap();
+    assert!(s.notify_urls().await.unwrap().is_empty());
+    assert_books(s).await;
+}
+
+/// Falling to 20 % of the vCPU-hours bought raises one alert per purchase
+/// period; a top-up re-arms it.
+async fn low_balance_alerts_once_per_period(s: &dyn LedgerStore) {
+    use sparkcap_ledger::lifecycle::NoticeKind;
+    use sparkcap_ledger::store::NoticeQuery;
+    let a = tenant(s, "acme").await;
+    s.record_purchase(&buy(&a, PurchaseKind::VcpuHours, 10, "p1"), t0())
+        .await
+        .unwrap();
+    let e = s.claim_epoch("w").await.unwrap();
+    let p = pod("a1", &a, 1000, 0);
+    async fn low(s: &dyn LedgerStore, a: &TenantId) -> Vec<sparkcap_ledger::lifecycle::Notice> {
+        s.notices(&NoticeQuery {
+            tenant: Some(a),
+            undelivered: false,
+            cursor: None,
+            limit: 10,
+        })
+        .await
+        .unwrap()
+        .into_iter()
+        .filter(|n| n.kind == NoticeKind::BalanceLow)
+        .collect()
+    }
+    // 7 of 10 h used: 30 % left, no alert.
+    s.accrue(e, &[acc(&p, 7 * 3600, false)]).await.unwrap();
+    assert!(low(s, &a).await.is_empty());
+    // 8.5 h: 15 % left, one alert; more use in the same period adds none.
+    s.accrue(e, &[acc(&p, 8 * 3600 + 1800, false)]).await.unwrap();
+    s.accrue(e, &[acc(&p, 9 * 3600, false)]).await.unwrap();
+    let alerts = low(s, &a).await;
+    assert_eq!(alerts.len(), 1, "{alerts:#?}");
+    assert!(
+        alerts[0]
+            .message
+            .contains("has 15 % of its vCPU-hours left (1 of 10 vCPU-h)"),
+        "{}",
+        alerts[0].message
+    );
+    // A top-up re-arms it.
+    s.record_purchase(&buy(&a, PurchaseKind::VcpuHours, 2, "p2"), at(9 * 3600))
+        .await
+        .unwrap();
+    s.accrue(e, &[acc(&p, 10 * 3600, false)]).await.unwrap();
+    assert_eq!(low(s, &a).await.len(), 2);
     assert_books(s).await;
 }
 
@@ -951,6 +1144,8 @@ contract!(
     runs_page_with_outcomes,
     dedicated_pool_usage_is_covered_by_units,
     schedules_reserve_slices,
+    runs_are_profiled_and_promote_jobs,
+    low_balance_alerts_once_per_period,
 );
 
 /// Postgres only: the writer remembers checkpoints between batches, so the
@@ -1005,6 +1200,7 @@ async fn postgres_prune_drops_old_partitions() {
         until: t0() - TimeDelta::days(19),
         finished: true,
         outcome: None,
+        run: None,
     };
     s.accrue(e, &[old_req, acc(&pod("b1", &t, 1000, 0), 100, true)])
         .await
@@ -1030,6 +1226,7 @@ async fn postgres_prune_drops_old_partitions() {
             until: t0() - TimeDelta::days(2),
             finished: false,
             outcome: None,
+            run: None,
         }],
     )
     .await

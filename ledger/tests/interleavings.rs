@@ -122,6 +122,7 @@ async fn check(store: &dyn LedgerStore, epoch: Epoch, case: Case) -> Result<(), 
                 until: t0() + TimeDelta::seconds(t),
                 finished,
                 outcome: None,
+                run: None,
             });
             if finished {
                 break;

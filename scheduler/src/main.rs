@@ -81,6 +81,9 @@ struct RunArgs {
     /// Plain HTTP address of /metrics and /healthz.
     #[arg(long, default_value = "0.0.0.0:9090")]
     metrics_addr: std::net::SocketAddr,
+    /// Consecutive runs within SLA that promote a job out of the draft pool (the webhook's --draft-runs).
+    #[arg(long, default_value_t = 3)]
+    draft_runs: i64,
 }
 
 #[derive(Debug, Args)]
@@ -172,6 +175,11 @@ async fn main() -> anyhow::Result<()> {
                     "--spark-unit-cores must be 1 to 1024 and --spark-unit-memory-gib 1 to 8192 (defaults 4 and 16)"
                 );
             }
+            if !(0..=1000).contains(&args.draft_runs) {
+                anyhow::bail!("--draft-runs {} must be 0 to 1000 (default 3)", args.draft_runs);
+            }
+            config.draft_runs = args.draft_runs;
+            config.slices.unit_cpu = args.spark_unit_cores * 1000;
             config.policy.spark_unit.cpu = args.spark_unit_cores * 1000;
             config.policy.spark_unit.memory = args.spark_unit_memory_gib << 30;
             let listener = tokio::net::TcpListener::bind(args.metrics_addr)

@@ -6,8 +6,44 @@ use crate::observe::{self, OPPORTUNISTIC_LABEL, TENANT_LABEL};
 use chrono::{DateTime, Utc};
 use k8s_openapi::api::core::v1::Pod;
 use kube::ResourceExt;
+use sparkcap_ledger::lifecycle::RunFacts;
 use sparkcap_ledger::pool::POOL_LABEL;
 use sparkcap_ledger::{AccrualRequest, Millicores, PodOutcome, PodUsage, Pool, TenantId};
+
+/// Driver annotation: the job's SLA, the longest acceptable run (`45m`, `2h`).
+pub const SLA_ANNOTATION: &str = "sparkcap.io/sla";
+/// Driver annotation: data the run processes (`250Gi`), for the estimator.
+pub const DATA_VOLUME_ANNOTATION: &str = "sparkcap.io/data-volume";
+/// Driver annotation: the source kind (`postgres`, `s3`, ...).
+pub const SOURCE_ANNOTATION: &str = "sparkcap.io/source";
+/// Driver annotation: the target kind (`iceberg`, `delta`, ...).
+pub const TARGET_ANNOTATION: &str = "sparkcap.io/target";
+
+/// What the ledger needs to profile the run a driver pod ends (R5.2): its
+/// SLA and data annotations and what metrics measured. None for pods that
+/// are not a job's driver.
+pub fn run_facts(pod: &Pod, promote_after: i64, measured: Option<&crate::usage::AppUse>) -> Option<RunFacts> {
+    let labels = pod.labels();
+    if labels.get("spark-role").map(String::as_str) != Some("driver") || !labels.contains_key("sparkcap.io/job") {
+        return None;
+    }
+    let ann = pod.annotations();
+    let text = |k: &str| ann.get(k).map(|v| v.trim()).filter(|v| !v.is_empty());
+    Some(RunFacts {
+        sla_seconds: text(SLA_ANNOTATION)
+            .and_then(|t| sparkcap_ledger::schedule::parse_go_duration(t).ok())
+            .map(|d| d.num_seconds())
+            .filter(|s| *s > 0),
+        promote_after,
+        cpu_used: measured.and_then(|m| m.mean_cpu()),
+        memory_used: measured.and_then(|m| m.peak_memory()),
+        data_bytes: text(DATA_VOLUME_ANNOTATION)
+            .and_then(|t| sparkcap_ledger::quantity::parse_memory(t).ok())
+            .map(|b| b.0),
+        source: text(SOURCE_ANNOTATION).map(|s| s.to_lowercase()),
+        target: text(TARGET_ANNOTATION).map(|s| s.to_lowercase()),
+    })
+}
 
 /// The accrual for `pod` at `now`: up to now while it runs, up to its
 /// containers' end once it has finished. None for pods sparkcap does not
@@ -48,6 +84,7 @@ pub fn accrual(pod: &Pod, now: DateTime<Utc>) -> Option<AccrualRequest> {
         until: until.max(started_at),
         finished,
         outcome: finished.then(|| outcome(pod)),
+        run: None,
     })
 }
 
@@ -78,5 +115,6 @@ pub fn close_vanished(last: &AccrualRequest, seen_gone: DateTime<Utc>, evicted: 
         } else {
             PodOutcome::Deleted
         }),
+        run: last.run.clone(),
     }
 }

@@ -31,6 +31,12 @@ pub struct Metrics {
     pub leader: IntGauge,
     /// Spark Units per pool as last written to the ledger.
     pub spark_units: IntGaugeVec,
+    /// Notices raised (promotions, SLA misses, failures, low balances), by kind.
+    pub notices: IntCounterVec,
+    /// Failed POSTs of notices to tenants' URLs.
+    pub notice_failures: IntCounter,
+    /// ScheduledSparkApplication reconciliations, by result.
+    pub reservations: IntCounterVec,
 }
 
 impl Metrics {
@@ -82,6 +88,16 @@ impl Metrics {
                 "Spark Units per pool, as registered in the ledger",
                 &["pool"],
             ),
+            notices: counter_vec("sparkcap_notices_total", "Notices raised, by kind", &["kind"]),
+            notice_failures: counter(
+                "sparkcap_notice_delivery_failures_total",
+                "Failed deliveries of notices to tenants' notification URLs",
+            ),
+            reservations: counter_vec(
+                "sparkcap_schedule_reconciliations_total",
+                "ScheduledSparkApplication reservations reconciled, by result",
+                &["result"],
+            ),
             registry,
         };
         for c in [
@@ -96,6 +112,9 @@ impl Metrics {
             Box::new(m.accrual_rejections.clone()),
             Box::new(m.leader.clone()),
             Box::new(m.spark_units.clone()),
+            Box::new(m.notices.clone()),
+            Box::new(m.notice_failures.clone()),
+            Box::new(m.reservations.clone()),
         ] {
             m.registry.register(c).expect("unique metric");
         }

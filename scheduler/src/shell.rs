@@ -66,6 +66,12 @@ pub struct ShellConfig {
     pub holder: String,
     /// Where passes, binds, preemptions and accrual lag are counted.
     pub metrics: Metrics,
+    /// Consecutive runs within SLA that promote a draft job (R5.5).
+    pub draft_runs: i64,
+    /// How schedules are planned in time slices (the webhook's, too).
+    pub slices: sparkcap_ledger::slices::SlicePolicy,
+    /// Time between deliveries of the notice outbox.
+    pub notify_period: Duration,
 }
 
 impl Default for ShellConfig {
@@ -77,6 +83,9 @@ impl Default for ShellConfig {
             meter_period: TimeDelta::seconds(10),
             holder: "sparkcap-scheduler".into(),
             metrics: Metrics::default(),
+            draft_runs: sparkcap_ledger::lifecycle::DEFAULT_DRAFT_RUNS,
+            slices: sparkcap_ledger::slices::SlicePolicy::default(),
+            notify_period: Duration::from_secs(2),
         }
     }
 }
@@ -123,6 +132,12 @@ pub async fn run(
         epoch = start => epoch?,
     };
     let mut memory = Memory::default();
+    let mut sampler = crate::usage::Sampler::new(client.clone());
+    // Leader-only side loops: reservations of ScheduledSparkApplications and
+    // delivery of notices. They stop when this leader stops.
+    let mut side = tokio::task::JoinSet::new();
+    side.spawn(crate::reservations::run(client.clone(), store.clone(), config.clone()));
+    side.spawn(crate::notifier::run(client.clone(), store.clone(), config.clone()));
     let mut tick = tokio::time::interval(config.period);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let metrics = config.metrics.clone();
@@ -148,7 +163,10 @@ pub async fn run(
         timer.observe_duration();
         metrics.passes.inc();
         if memory.metered_at.is_none_or(|t| now - t >= config.meter_period) {
-            match meter(store.as_ref(), epoch, &pods, &mut memory, &metrics, now).await {
+            let running = pods.state();
+            sampler.sample(&running, now).await;
+            sampler.retain_running(&running);
+            match meter(store.as_ref(), epoch, &pods, &mut memory, &sampler, &config, now).await {
                 Ok(()) => memory.metered_at = Some(now),
                 Err(e @ (LedgerError::StaleEpoch { .. } | LedgerError::EpochNotHeld { .. })) => {
                     return Err(anyhow::anyhow!("deposed: {e}; stopping"));
@@ -199,9 +217,11 @@ async fn meter(
     epoch: sparkcap_ledger::Epoch,
     pods: &Store<Pod>,
     memory: &mut Memory,
-    metrics: &Metrics,
+    sampler: &crate::usage::Sampler,
+    config: &ShellConfig,
     now: DateTime<Utc>,
 ) -> Result<(), LedgerError> {
+    let metrics = &config.metrics;
     let mut batch = Vec::new();
     let mut seen = std::collections::HashSet::new();
     for pod in pods.state() {
@@ -210,7 +230,9 @@ async fn meter(
         if memory.closed.contains(&uid) {
             continue;
         }
-        if let Some(req) = meter::accrual(&pod, now) {
+        if let Some(mut req) = meter::accrual(&pod, now) {
+            let app = req.pod.app_id.as_deref().and_then(|a| sampler.apps.get(a));
+            req.run = meter::run_facts(&pod, config.draft_runs, app);
             batch.push(req);
         }
     }
@@ -519,19 +541,38 @@ async fn evict(client: &Client, pod: &Pod, grace_seconds: i64) -> kube::Result<(
 
 async fn event(client: &Client, pod: &Pod, reason: &str, message: &str, now: DateTime<Utc>) -> kube::Result<()> {
     let ns = pod.namespace().unwrap_or_default();
+    let involved =
+        json!({"apiVersion": "v1", "kind": "Pod", "name": pod.name_any(), "namespace": ns, "uid": pod.uid()});
+    let kind = if reason == "Preempting" { "Normal" } else { "Warning" };
+    record_event(client, &ns, involved, &pod.name_any(), reason, message, kind, now).await
+}
+
+/// Records a core/v1 Event about `involved` in `namespace`.
+#[allow(clippy::too_many_arguments)]
+pub(crate) async fn record_event(
+    client: &Client,
+    namespace: &str,
+    involved: serde_json::Value,
+    name_prefix: &str,
+    reason: &str,
+    message: &str,
+    kind: &str,
+    now: DateTime<Utc>,
+) -> kube::Result<()> {
     let stamp = now.to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
     let ev: Event = serde_json::from_value(json!({
-        "metadata": {"generateName": format!("{}.", pod.name_any()), "namespace": ns},
-        "involvedObject": {"apiVersion": "v1", "kind": "Pod", "name": pod.name_any(), "namespace": ns, "uid": pod.uid()},
+        "metadata": {"generateName": format!("{name_prefix}."), "namespace": namespace},
+        "involvedObject": involved,
         "reason": reason,
-        "message": message,
-        "type": if reason == "Preempting" { "Normal" } else { "Warning" },
+        // Events carry at most 1 KiB of message.
+        "message": message.chars().take(1024).collect::<String>(),
+        "type": kind,
         "source": {"component": SCHEDULER_NAME},
         "reportingComponent": SCHEDULER_NAME,
         "firstTimestamp": stamp, "lastTimestamp": stamp, "count": 1
     }))
     .expect("a valid Event");
-    Api::<Event>::namespaced(client.clone(), &ns)
+    Api::<Event>::namespaced(client.clone(), namespace)
         .create(&PostParams::default(), &ev)
         .await
         .map(|_| ())

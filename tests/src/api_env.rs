@@ -231,6 +231,7 @@ async fn seed(server: &ApiServer, store: &dyn LedgerStore) -> anyhow::Result<()>
                     } else {
                         PodOutcome::Succeeded
                     }),
+                    run: None,
                 });
             }
         }

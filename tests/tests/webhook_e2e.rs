@@ -84,6 +84,7 @@ async fn setup(name: &str) -> Env {
                 until: start + TimeDelta::hours(2),
                 finished: true,
                 outcome: None,
+                run: None,
             }],
         )
         .await

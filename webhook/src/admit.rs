@@ -144,7 +144,7 @@ fn unavailable(why: String) -> Decision {
 /// (when the tenant can pay for them from vCPU-hours and a draft pool
 /// exists), else dedicated when the tenant holds dedicated units, else shared.
 pub fn choose_pool(facts: &TenantFacts, job: Option<&str>, view: &TenantView, now: DateTime<Utc>) -> Pool {
-    let in_draft = job.is_some_and(|j| facts.finished_runs.get(j).copied().unwrap_or(0) < view.settings.draft_runs);
+    let in_draft = view.settings.draft_runs > 0 && job.is_some_and(|j| !facts.promoted.contains(j));
     let draft_exists = view.ledger.pool_cpu.get(&Pool::Draft).copied().unwrap_or(0) > 0;
     if in_draft && draft_exists && facts.has_vcpu_hours(now) && facts.balance.state != BalanceState::Exhausted {
         Pool::Draft
@@ -303,10 +303,105 @@ fn validate_pod(
     if let Some(d) = entitlement_denial(facts, pool, needed, &what, view, now) {
         return d;
     }
+    if role == Role::Driver {
+        if let Some(d) = sla_denial(obj, &name) {
+            return d;
+        }
+        if let Some(d) = slice_room_denial(facts, pool, spark::job(obj), needed, &what, view, now) {
+            return d;
+        }
+    }
     Decision::Allow {
         patch: Vec::new(),
         warnings: low_balance_warning(facts, pool).into_iter().collect(),
     }
+}
+
+/// Refusal of a driver whose `sparkcap.io/sla` annotation cannot be read:
+/// its runs would be profiled against no SLA without anyone knowing.
+fn sla_denial(obj: &Value, name: &str) -> Option<Decision> {
+    let key = "sparkcap.io/sla";
+    let text = obj
+        .pointer("/metadata/annotations")
+        .and_then(|a| a.get(key))?
+        .as_str()?;
+    match sparkcap_ledger::schedule::parse_go_duration(text.trim()) {
+        Ok(d) if d.num_seconds() > 0 => None,
+        Ok(_) => Some(Decision::deny(
+            422,
+            "Invalid",
+            format!("pod {name}: annotation {key} must be a positive duration such as 45m or 2h, got {text:?}"),
+        )),
+        Err(e) => Some(Decision::deny(
+            422,
+            "Invalid",
+            format!(
+                "pod {name}: annotation {key} {text:?}: {e}; set spark.kubernetes.driver.annotation.{key} to a duration such as 45m"
+            ),
+        )),
+    }
+}
+
+/// Refusal of an unreserved driver when the current time slice of its pool
+/// has too little room left by reservations (R7): reserved runs keep their
+/// slices. A run of the job's own schedule, within its window, is admitted
+/// on its reservation.
+fn slice_room_denial(
+    facts: &TenantFacts,
+    pool: Pool,
+    job: Option<&str>,
+    needed: i64,
+    what: &str,
+    view: &TenantView,
+    now: DateTime<Utc>,
+) -> Option<Decision> {
+    use sparkcap_ledger::slices::{RunWindow, run_window};
+    let ledger = &view.ledger;
+    if !ledger.schedules.iter().any(|s| s.pool == pool) {
+        return None;
+    }
+    let pool_cpu = ledger.pool_cpu.get(&pool).copied().filter(|c| *c > 0)?;
+    let tenant_cpu = (pool == Pool::Dedicated).then(|| facts.dedicated_units(now) * view.settings.spark_unit.cpu.0);
+    let window = run_window(
+        now,
+        view.settings.slices.slice,
+        pool,
+        pool_cpu,
+        &facts.tenant.id,
+        tenant_cpu,
+        job,
+        needed,
+        &ledger.schedules,
+        &ledger.planned.0,
+    );
+    let RunWindow::Full {
+        free,
+        slice_end,
+        next_fit,
+    } = window
+    else {
+        return None;
+    };
+    let hm = |t: DateTime<Utc>| t.format("%H:%M UTC").to_string();
+    Some(Decision::deny(
+        403,
+        "Forbidden",
+        format!(
+            "{what} needs {} cores, but the {pool} pool's time slice until {} has only {} cores not reserved by scheduled jobs; {}",
+            cores(needed),
+            hm(slice_end),
+            cores(free),
+            match next_fit {
+                Some(t) => format!(
+                    "submit at {} or later, when the reservations leave room, or reserve a schedule for this job (POST /api/v1/tenants/{}/jobs/{{job}}/schedule)",
+                    hm(t),
+                    facts.tenant.id
+                ),
+                None => "no slice in the next 24 hours has room for it: use fewer executors or buy dedicated units"
+                    .to_owned(),
+            }
+        ),
+    ))
 }
 
 /// Refusal when the tenant cannot pay for a new application in `pool`.

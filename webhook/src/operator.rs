@@ -173,8 +173,7 @@ pub fn validate(req: &Request, view: &TenantView, now: DateTime<Utc>) -> Decisio
     // Reservations are planned where the job runs once out of draft: its
     // first (profiling) runs are ad hoc, later ones recur for months.
     let planned_pool = sparkcap_ledger::Pool::production(facts.dedicated_units(now));
-    if scheduled && let Some(d) = slice_denial(obj, name, namespace, job, facts, planned_pool, gang.total(), view, now)
-    {
+    if scheduled && let Some(d) = slice_denial(obj, name, facts, planned_pool, view, now) {
         return d;
     }
     Decision::allow()
@@ -187,30 +186,21 @@ pub const TIME_ZONE: &str = "sparkcap.io/time-zone";
 /// Run time assumed when the annotation is absent.
 pub const DEFAULT_DURATION: chrono::TimeDelta = chrono::TimeDelta::hours(1);
 
-/// Refuses a ScheduledSparkApplication whose runs do not fit its pool's time
-/// slices over the next 30 days (R7.3), with the nearest shifts that would
-/// (R7.4). Read-only: the scheduler's controller reserves once the object
-/// exists; this check sees the reservations in the tenant view.
-#[allow(clippy::too_many_arguments)]
-fn slice_denial(
+/// The schedule a ScheduledSparkApplication asks to reserve: its cron, clock
+/// and expected run time (annotations), and its gang's cores. The webhook
+/// checks it; the scheduler's controller stores it. Errors name the field.
+pub fn planned_schedule(
     obj: &Value,
-    name: &str,
-    namespace: &str,
-    job: &str,
-    facts: &crate::view::TenantFacts,
+    tenant: &sparkcap_ledger::TenantId,
     pool: sparkcap_ledger::Pool,
-    cores: i64,
-    view: &TenantView,
     now: DateTime<Utc>,
-) -> Option<Decision> {
-    use sparkcap_ledger::slices::{self, Horizon, JobSchedule, Offset, StoredSchedule};
-    let invalid = |m: String| {
-        Some(Decision::deny(
-            422,
-            "Invalid",
-            format!("ScheduledSparkApplication {name}: {m}"),
-        ))
-    };
+) -> Result<sparkcap_ledger::slices::StoredSchedule, String> {
+    use sparkcap_ledger::slices::{JobSchedule, Offset, StoredSchedule};
+    let name = obj
+        .pointer("/metadata/name")
+        .and_then(Value::as_str)
+        .unwrap_or("(unnamed)");
+    let namespace = obj.pointer("/metadata/namespace").and_then(Value::as_str).unwrap_or("");
     let annotation = |k: &str| {
         obj.pointer("/metadata/annotations")
             .and_then(|a| a.get(k))
@@ -218,22 +208,21 @@ fn slice_denial(
     };
     let duration = match annotation(EXPECTED_DURATION) {
         None => DEFAULT_DURATION,
-        Some(t) => match sparkcap_ledger::schedule::parse_go_duration(t.trim()) {
-            Ok(d) => d,
-            Err(e) => return invalid(format!("annotation {EXPECTED_DURATION}: {e}")),
-        },
+        Some(t) => sparkcap_ledger::schedule::parse_go_duration(t.trim())
+            .map_err(|e| format!("annotation {EXPECTED_DURATION}: {e}"))?,
     };
-    let offset: Offset = match annotation(TIME_ZONE).unwrap_or("UTC").parse() {
-        Ok(o) => o,
-        Err(e) => return invalid(format!("annotation {TIME_ZONE}: {e}")),
-    };
-    let pool_cpu = view.ledger.pool_cpu.get(&pool).copied().unwrap_or(0);
-    if pool_cpu <= 0 {
-        return None; // pool size not reported yet: nothing to plan against
-    }
-    let new = StoredSchedule {
-        tenant: facts.tenant.id.clone(),
-        job: job.to_owned(),
+    let offset: Offset = annotation(TIME_ZONE)
+        .unwrap_or("UTC")
+        .parse()
+        .map_err(|e| format!("annotation {TIME_ZONE}: {e}"))?;
+    let spec = obj
+        .pointer("/spec/template")
+        .filter(|s| s.is_object())
+        .ok_or("it has no spec.template; it cannot start any Spark pod")?;
+    let cores = gang(spec, "spec.template")?.total();
+    Ok(StoredSchedule {
+        tenant: tenant.clone(),
+        job: label(obj, OPERATOR_SCHEDULED_LABEL).unwrap_or(name).to_owned(),
         pool,
         spec: JobSchedule {
             schedule: obj
@@ -245,9 +234,81 @@ fn slice_denial(
             duration,
             cores,
         },
-        source: format!("scheduledsparkapplication/{namespace}/{name}"),
+        source: format!("{SSA_SOURCE}{namespace}/{name}"),
         updated_at: now,
+    })
+}
+
+/// `source` of schedules that come from ScheduledSparkApplications.
+pub const SSA_SOURCE: &str = "scheduledsparkapplication/";
+
+/// Why a schedule does not fit, and what would (R7.4): one sentence a
+/// person can act on, for the webhook's refusal and the controller's Event.
+pub fn refusal_text(
+    what: &str,
+    planned: &sparkcap_ledger::slices::StoredSchedule,
+    shortfall: &sparkcap_ledger::slices::Shortfall,
+    alternatives: &[sparkcap_ledger::slices::Alternative],
+) -> String {
+    let alts: Vec<String> = alternatives
+        .iter()
+        .map(|a| match &a.schedule {
+            Some(t) => format!("schedule \"{t}\" ({} cores spare)", crate::spark::cores(a.headroom)),
+            None => format!(
+                "runs {:+} min later ({} cores spare)",
+                a.shift.num_minutes(),
+                crate::spark::cores(a.headroom)
+            ),
+        })
+        .collect();
+    format!(
+        "{what} does not fit in the {} pool's time slices: at {} its runs of {} min need {} cores but only {} are free (limited by {}); {}",
+        planned.pool,
+        shortfall.at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+        planned.spec.duration.num_minutes(),
+        crate::spark::cores(shortfall.needed),
+        crate::spark::cores(shortfall.free),
+        if shortfall.limit == "pool" {
+            "the pool's reservable room".to_owned()
+        } else {
+            format!("tenant {}'s cap", planned.tenant)
+        },
+        if alts.is_empty() {
+            "no start within a day of it fits: use fewer executors, a shorter run or buy more capacity".to_owned()
+        } else {
+            format!("these would fit: {}", alts.join("; "))
+        }
+    )
+}
+
+/// Refuses a ScheduledSparkApplication whose runs do not fit its pool's time
+/// slices over the next 30 days (R7.3), with the nearest shifts that would
+/// (R7.4). Read-only: the scheduler's controller reserves once the object
+/// exists; this check sees the reservations in the tenant view.
+fn slice_denial(
+    obj: &Value,
+    name: &str,
+    facts: &crate::view::TenantFacts,
+    pool: sparkcap_ledger::Pool,
+    view: &TenantView,
+    now: DateTime<Utc>,
+) -> Option<Decision> {
+    use sparkcap_ledger::slices::{self, Horizon, StoredSchedule};
+    let invalid = |m: String| {
+        Some(Decision::deny(
+            422,
+            "Invalid",
+            format!("ScheduledSparkApplication {name}: {m}"),
+        ))
     };
+    let new = match planned_schedule(obj, &facts.tenant.id, pool, now) {
+        Ok(s) => s,
+        Err(e) => return invalid(e),
+    };
+    let pool_cpu = view.ledger.pool_cpu.get(&pool).copied().unwrap_or(0);
+    if pool_cpu <= 0 {
+        return None; // pool size not reported yet: nothing to plan against
+    }
     let others: Vec<StoredSchedule> = view
         .ledger
         .schedules
@@ -265,40 +326,15 @@ fn slice_denial(
         Ok(slices::Decision::Refused {
             shortfall,
             alternatives,
-        }) => {
-            let alts: Vec<String> = alternatives
-                .iter()
-                .map(|a| match &a.schedule {
-                    Some(t) => format!("schedule \"{t}\" ({} cores spare)", crate::spark::cores(a.headroom)),
-                    None => format!(
-                        "runs {:+} min later ({} cores spare)",
-                        a.shift.num_minutes(),
-                        crate::spark::cores(a.headroom)
-                    ),
-                })
-                .collect();
-            Some(Decision::deny(
-                403,
-                "Forbidden",
-                format!(
-                    "ScheduledSparkApplication {name} does not fit in the {pool} pool's time slices: at {} its runs of {} min need {} cores but only {} are free (limited by {}); {}",
-                    shortfall.at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
-                    duration.num_minutes(),
-                    crate::spark::cores(shortfall.needed),
-                    crate::spark::cores(shortfall.free),
-                    if shortfall.limit == "pool" {
-                        "the pool's reservable room".to_owned()
-                    } else {
-                        format!("tenant {}'s cap", facts.tenant.id)
-                    },
-                    if alts.is_empty() {
-                        "no start within a day of it fits: use fewer executors, a shorter run or buy more capacity"
-                            .to_owned()
-                    } else {
-                        format!("these would fit: {}", alts.join("; "))
-                    }
-                ),
-            ))
-        }
+        }) => Some(Decision::deny(
+            403,
+            "Forbidden",
+            refusal_text(
+                &format!("ScheduledSparkApplication {name}"),
+                &new,
+                &shortfall,
+                &alternatives,
+            ),
+        )),
     }
 }

@@ -12,6 +12,7 @@ use k8s_openapi::api::core::v1::{Namespace, Pod};
 use kube::runtime::WatchStreamExt;
 use kube::runtime::watcher::{self, Event};
 use kube::{Api, Client, ResourceExt};
+use sparkcap_ledger::lifecycle::JobStage;
 use sparkcap_ledger::{ChangeKind, LedgerStore, Pool, TenantId};
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
@@ -117,16 +118,18 @@ pub fn start(
 /// simulator passes its virtual time).
 pub async fn load_ledger(store: &dyn LedgerStore, now: DateTime<Utc>) -> sparkcap_ledger::Result<LedgerFacts> {
     let mut facts = LedgerFacts::default();
-    let mut runs: HashMap<TenantId, HashMap<String, i64>> = HashMap::new();
+    let mut promoted: HashMap<TenantId, HashSet<String>> = HashMap::new();
     for s in store.job_stats(None).await? {
-        runs.entry(s.tenant).or_default().insert(s.job, s.finished_runs);
+        if s.state.stage == JobStage::Production {
+            promoted.entry(s.tenant).or_default().insert(s.job);
+        }
     }
     for tenant in store.tenants().await? {
         let id = tenant.id.clone();
         let t = TenantFacts {
             balance: store.balance(&id, now).await?,
             purchases: store.purchases(&id).await?,
-            finished_runs: runs.remove(&id).unwrap_or_default(),
+            promoted: promoted.remove(&id).unwrap_or_default(),
             tenant,
         };
         facts.tenants.insert(id, t);
@@ -139,6 +142,7 @@ pub async fn load_ledger(store: &dyn LedgerStore, now: DateTime<Utc>) -> sparkca
         .collect();
     facts.pool_cpu = store.pools().await?.into_iter().map(|p| (p.pool, p.cpu.0)).collect();
     facts.schedules = store.schedules(None).await?;
+    facts.planned = crate::view::PlannedSchedules::of(&facts.schedules);
     Ok(facts)
 }
 
@@ -150,11 +154,12 @@ async fn load_tenant(store: &dyn LedgerStore, id: &TenantId) -> sparkcap_ledger:
     Ok(Some(TenantFacts {
         balance: store.balance(id, now).await?,
         purchases: store.purchases(id).await?,
-        finished_runs: store
+        promoted: store
             .job_stats(Some(id))
             .await?
             .into_iter()
-            .map(|s| (s.job, s.finished_runs))
+            .filter(|s| s.state.stage == JobStage::Production)
+            .map(|s| s.job)
             .collect(),
         tenant,
     }))

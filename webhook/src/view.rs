@@ -3,9 +3,9 @@
 //! current; `admit` only reads it.
 
 use chrono::{DateTime, TimeDelta, Utc};
-use sparkcap_ledger::slices::{SlicePolicy, StoredSchedule};
+use sparkcap_ledger::slices::{Planned, SlicePolicy, StoredSchedule};
 use sparkcap_ledger::{Balance, Pool, Purchase, PurchaseKind, SparkUnitSize, Tenant, TenantId};
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
 /// Policy knobs an admin sets (Helm values / flags).
@@ -44,8 +44,8 @@ pub struct TenantFacts {
     pub balance: Balance,
     /// Every purchase (for validity and expiry messages).
     pub purchases: Vec<Purchase>,
-    /// Finished runs per job (draft state).
-    pub finished_runs: HashMap<String, i64>,
+    /// Jobs promoted out of the draft pool (R5.5); every other job is in draft.
+    pub promoted: HashSet<String>,
 }
 
 impl TenantFacts {
@@ -73,7 +73,29 @@ pub struct LedgerFacts {
     pub pool_cpu: HashMap<Pool, i64>,
     /// Every job schedule reserved in time slices.
     pub schedules: Vec<StoredSchedule>,
+    /// `schedules` parsed once per reload (each driver admission reads them).
+    pub planned: PlannedSchedules,
 }
+
+/// Schedules parsed, index-aligned with [`LedgerFacts::schedules`] (None
+/// for one that does not parse: it holds no room).
+#[derive(Debug, Clone, Default)]
+pub struct PlannedSchedules(pub Vec<Option<Planned>>);
+
+impl PlannedSchedules {
+    /// Parses `schedules`.
+    pub fn of(schedules: &[StoredSchedule]) -> Self {
+        Self(schedules.iter().map(|s| s.spec.plan().ok()).collect())
+    }
+}
+
+/// Derived from `schedules`, which the facts' equality already compares.
+impl PartialEq for PlannedSchedules {
+    fn eq(&self, _: &Self) -> bool {
+        true
+    }
+}
+impl Eq for PlannedSchedules {}
 
 /// A Spark application with pods in the cluster.
 #[derive(Debug, Clone, PartialEq, Eq)]

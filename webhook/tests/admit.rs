@@ -483,3 +483,57 @@ fn responses_echo_the_uid_and_word_denials_as_kubernetes_status() {
         assert_eq!(status, 400, "{}", String::from_utf8_lossy(&out));
     }
 }
+
+/// At run time reservations keep their slices: an unreserved driver is
+/// refused when the current slice has no room left by them, with when to
+/// come back; a run of the job's own schedule uses its reservation.
+#[test]
+fn drivers_respect_reservations_of_the_current_slice() {
+    use sparkcap_ledger::slices::{JobSchedule, Offset, StoredSchedule};
+    use sparkcap_webhook::view::PlannedSchedules;
+    let with_schedule = |tenant: &str, job: &str| {
+        let mut v = graduated(view(), "acme", "ingest-orders");
+        let mut ledger = LedgerFacts::clone(&v.ledger);
+        // 7.5 of the 8 shared cores from 12:00 to 13:00 (now is 12:00).
+        ledger.schedules.push(StoredSchedule {
+            tenant: TenantId::new(tenant).unwrap(),
+            job: job.into(),
+            pool: Pool::Shared,
+            spec: JobSchedule {
+                schedule: "0 12 * * *".into(),
+                offset: Offset(0),
+                duration: TimeDelta::hours(1),
+                cores: 7500,
+            },
+            source: "api".into(),
+            updated_at: now(),
+        });
+        ledger.planned = PlannedSchedules::of(&ledger.schedules);
+        v.ledger = Arc::new(ledger);
+        v
+    };
+    let v = with_schedule("low", "nightly");
+    let pod = mutate(&v, "tenant-acme", &driver());
+    let d = denial(validate(&v, "tenant-acme", &pod));
+    assert_eq!(d.code, 403);
+    assert!(
+        d.message
+            .contains("the shared pool's time slice until 12:15 UTC has only 0.5 cores not reserved")
+            && d.message.contains("submit at 13:00 UTC or later"),
+        "{}",
+        d.message
+    );
+    // The same reservation, but it is this job's: its run is admitted on it.
+    let v = with_schedule("acme", "ingest-orders");
+    let pod = mutate(&v, "tenant-acme", &driver());
+    assert!(validate(&v, "tenant-acme", &pod).allowed());
+    // An SLA that cannot be read is refused by name.
+    let mut bad = pod.clone();
+    bad["metadata"]["annotations"] = json!({"sparkcap.io/sla": "soon"});
+    let d = denial(validate(&v, "tenant-acme", &bad));
+    assert!(
+        d.message.contains("annotation sparkcap.io/sla \"soon\""),
+        "{}",
+        d.message
+    );
+}

@@ -3,14 +3,16 @@
 //! every call atomic, as one transaction is in Postgres.
 
 use super::{
-    AuditReport, Epoch, Granularity, JobRun, JobStats, JobSummary, LedgerStore, PruneReport, RunOutcome, RunQuery,
-    TenantSummary, UsageBucket, check_range,
+    AuditReport, Delivery, Epoch, Granularity, JobRun, JobStats, JobSummary, LedgerStore, NoticeQuery, PruneReport,
+    RunOutcome, RunQuery, TenantSummary, UsageBucket, check_notify_url, check_range,
 };
 use crate::account::{Account, Balance, Lot};
+use crate::accrual::ClosedDriver;
 use crate::accrual::{AccrualOutcome, AccrualRequest, HourlyDelta, PodCheckpoint, PodOutcome, plan_accruals};
 use crate::error::{LedgerError, Result};
 use crate::feed::{ChangeKind, LedgerChange};
 use crate::ids::{TenantId, validate_namespace};
+use crate::lifecycle::{JobState, Notice, RunProfile, balance_notice_for, profile, record_run};
 use crate::pool::{Pool, PoolCapacity};
 use crate::purchase::{
     Purchase, PurchaseKind, PurchaseReceipt, PurchaseRequest, check_dedicated_room, dedicated_units_at,
@@ -61,8 +63,14 @@ struct State {
     by_key: HashMap<String, (usize, PurchaseRequest)>,
     pods: HashMap<String, PodRow>,
     hourly: BTreeMap<(TenantId, DateTime<Utc>, Pool), HourlyDelta>,
-    jobs: BTreeMap<(TenantId, String), (i64, DateTime<Utc>)>,
+    jobs: BTreeMap<(TenantId, String), JobState>,
     schedules: BTreeMap<(TenantId, String), StoredSchedule>,
+    /// Pod uids by application: a run's pods, for its profile.
+    apps: HashMap<String, Vec<String>>,
+    profiles: Vec<RunProfile>,
+    notices: Vec<Notice>,
+    notice_keys: HashSet<String>,
+    notify_urls: BTreeMap<TenantId, String>,
 }
 
 impl State {
@@ -118,6 +126,46 @@ impl State {
     fn check_epoch(&self, epoch: Epoch) -> Result<()> {
         check_epoch(epoch.0, self.epoch)
     }
+
+    /// Stores `n` unless its dedupe key is taken.
+    fn add_notice(&mut self, mut n: Notice) -> Option<i64> {
+        if let Some(k) = &n.dedupe_key
+            && !self.notice_keys.insert(k.clone())
+        {
+            return None;
+        }
+        n.id = self.notices.len() as i64 + 1;
+        let id = n.id;
+        self.notices.push(n);
+        Some(id)
+    }
+
+    /// Profiles the runs that `closed` end and applies them to their jobs.
+    fn finish_runs(&mut self, closed: &[ClosedDriver]) {
+        for c in closed {
+            let app = c.driver.pod.app_id.as_deref().and_then(|a| self.apps.get(a));
+            let pods = app
+                .into_iter()
+                .flatten()
+                .filter_map(|uid| self.pods.get(uid))
+                .map(|r| &r.cp);
+            let run = profile(c, pods);
+            let key = (run.tenant.clone(), run.job.clone());
+            let state = self.jobs.remove(&key).unwrap_or_default();
+            let (state, notices) = record_run(state, &run, c.facts.promote_after);
+            self.jobs.insert(key, state);
+            self.profiles.push(run);
+            for n in notices {
+                self.add_notice(n);
+            }
+        }
+    }
+}
+
+/// Sorts runs newest first (then by app id) and keeps `limit`.
+fn newest_first(runs: &mut Vec<RunProfile>, limit: i64) {
+    runs.sort_by(|a, b| b.finished_at.cmp(&a.finished_at).then(a.app_id.cmp(&b.app_id)));
+    runs.truncate(limit.max(0) as usize);
 }
 
 /// Refuses a write whose epoch is not the newest claimed.
@@ -394,6 +442,11 @@ impl LedgerStore for MemoryStore {
             let known: HashSet<TenantId> = accounts.keys().cloned().collect();
             let plan = plan_accruals(checkpoints, &accounts, &known, batch);
 
+            for cp in &plan.new_pods {
+                if let Some(app) = &cp.pod.app_id {
+                    s.apps.entry(app.clone()).or_default().push(cp.pod.uid.clone());
+                }
+            }
             for cp in plan.new_pods.into_iter().chain(plan.updated_pods).chain(plan.untouched) {
                 let uid = cp.pod.uid.clone();
                 let (interval_sum, intervals) = journal.remove(&uid).unwrap_or((McSeconds::ZERO, 0));
@@ -435,12 +488,16 @@ impl LedgerStore for MemoryStore {
                 .map(|t| LedgerChange::of(ChangeKind::Usage, t))
                 .collect();
             let job_tenants: std::collections::BTreeSet<&TenantId> =
-                plan.finished_runs.keys().map(|(t, _)| t).collect();
+                plan.closed_drivers.iter().map(|c| &c.driver.pod.tenant).collect();
             changed.extend(job_tenants.into_iter().map(|t| LedgerChange::of(ChangeKind::Job, t)));
-            for (key, (n, at)) in plan.finished_runs {
-                let e = s.jobs.entry(key).or_insert((0, at));
-                e.0 += n;
-                e.1 = e.1.max(at);
+            s.finish_runs(&plan.closed_drivers);
+            if let Some(now) = batch.iter().map(|r| trunc_secs(r.until)).max() {
+                for tenant in plan.accounts.keys() {
+                    let acct = s.account(tenant);
+                    if let Some(n) = balance_notice_for(tenant, &acct, now) {
+                        s.add_notice(n);
+                    }
+                }
             }
             for (tenant, d) in plan.tenant_totals {
                 if let Some(row) = s.tenants.get_mut(&tenant) {
@@ -593,13 +650,13 @@ impl LedgerStore for MemoryStore {
         let s = self.lock();
         s.tenant_row(tenant)?;
         let mut jobs: BTreeMap<&str, (JobSummary, HashSet<&str>)> = BTreeMap::new();
-        for ((t, job), (n, at)) in &s.jobs {
+        for ((t, job), state) in &s.jobs {
             if t == tenant {
                 let e = jobs
                     .entry(job.as_str())
                     .or_insert_with(|| (JobSummary::named(job), HashSet::new()));
-                e.0.finished_runs = *n;
-                e.0.last_finished_at = Some(*at);
+                e.0.finished_runs = state.runs;
+                e.0.last_finished_at = state.last_finished_at;
             }
         }
         for row in s.pods.values() {
@@ -628,12 +685,118 @@ impl LedgerStore for MemoryStore {
         Ok(s.jobs
             .iter()
             .filter(|((t, _), _)| tenant.is_none_or(|want| want == t))
-            .map(|((t, job), (n, at))| JobStats {
+            .map(|((t, job), state)| JobStats {
                 tenant: t.clone(),
                 job: job.clone(),
-                finished_runs: *n,
-                last_finished_at: *at,
+                state: state.clone(),
             })
+            .collect())
+    }
+
+    async fn run_profiles(&self, tenant: &TenantId, job: Option<&str>, limit: i64) -> Result<Vec<RunProfile>> {
+        let s = self.lock();
+        s.tenant_row(tenant)?;
+        let mut out: Vec<RunProfile> = s
+            .profiles
+            .iter()
+            .filter(|p| &p.tenant == tenant && job.is_none_or(|j| j == p.job))
+            .cloned()
+            .collect();
+        newest_first(&mut out, limit);
+        Ok(out)
+    }
+
+    async fn similar_runs(&self, source: Option<&str>, target: Option<&str>, limit: i64) -> Result<Vec<RunProfile>> {
+        let s = self.lock();
+        let mut out: Vec<RunProfile> = s
+            .profiles
+            .iter()
+            .filter(|p| {
+                p.outcome == RunOutcome::Succeeded
+                    && p.data_bytes.is_some()
+                    && source.is_none_or(|x| p.source.as_deref() == Some(x))
+                    && target.is_none_or(|x| p.target.as_deref() == Some(x))
+            })
+            .cloned()
+            .collect();
+        newest_first(&mut out, limit);
+        Ok(out)
+    }
+
+    async fn add_notice(&self, notice: &Notice) -> Result<Option<i64>> {
+        let mut s = self.lock();
+        s.tenant_row(&notice.tenant)?;
+        Ok(s.add_notice(notice.clone()))
+    }
+
+    async fn notices(&self, q: &NoticeQuery<'_>) -> Result<Vec<Notice>> {
+        let s = self.lock();
+        if let Some(t) = q.tenant {
+            s.tenant_row(t)?;
+        }
+        let keep =
+            |n: &&Notice| q.tenant.is_none_or(|t| *t == n.tenant) && (!q.undelivered || n.delivered_at.is_none());
+        let limit = q.limit.max(0) as usize;
+        Ok(if q.undelivered {
+            s.notices
+                .iter()
+                .filter(|n| q.cursor.is_none_or(|c| n.id > c))
+                .filter(keep)
+                .take(limit)
+                .cloned()
+                .collect()
+        } else {
+            s.notices
+                .iter()
+                .rev()
+                .filter(|n| q.cursor.is_none_or(|c| n.id < c))
+                .filter(keep)
+                .take(limit)
+                .cloned()
+                .collect()
+        })
+    }
+
+    async fn settle_notice(&self, id: i64, delivery: &Delivery, at: DateTime<Utc>) -> Result<()> {
+        let mut s = self.lock();
+        let Some(n) = s.notices.iter_mut().find(|n| n.id == id) else {
+            return Err(LedgerError::UnknownNotice(id));
+        };
+        n.last_attempt_at = Some(trunc_secs(at));
+        match delivery {
+            Delivery::Delivered => n.delivered_at = Some(trunc_secs(at)),
+            Delivery::Failed(why) => {
+                n.attempts += 1;
+                n.last_error = Some(why.clone());
+            }
+            Delivery::GaveUp(why) => {
+                n.attempts += 1;
+                n.last_error = Some(why.clone());
+                n.delivered_at = Some(trunc_secs(at));
+            }
+        }
+        Ok(())
+    }
+
+    async fn set_notify_url(&self, tenant: &TenantId, url: Option<&str>) -> Result<()> {
+        if let Some(u) = url {
+            check_notify_url(u)?;
+        }
+        let mut s = self.lock();
+        s.tenant_row(tenant)?;
+        match url {
+            Some(u) => s.notify_urls.insert(tenant.clone(), u.to_owned()),
+            None => s.notify_urls.remove(tenant),
+        };
+        Ok(())
+    }
+
+    async fn notify_urls(&self) -> Result<Vec<(TenantId, String)>> {
+        Ok(self
+            .lock()
+            .notify_urls
+            .iter()
+            .map(|(t, u)| (t.clone(), u.clone()))
             .collect())
     }
 
@@ -752,8 +915,18 @@ impl LedgerStore for MemoryStore {
             .map(|(uid, _)| uid.clone())
             .collect();
         let mut report = PruneReport::default();
+        s.profiles.retain(|p| p.finished_at >= before);
+        s.notices.retain(|n| n.delivered_at.is_none_or(|d| d >= before));
         for uid in old {
             if let Some(row) = s.pods.remove(&uid) {
+                if let Some(app) = &row.cp.pod.app_id
+                    && let Some(uids) = s.apps.get_mut(app)
+                {
+                    uids.retain(|u| *u != uid);
+                    if uids.is_empty() {
+                        s.apps.remove(app);
+                    }
+                }
                 report.pods += 1;
                 report.intervals += row.intervals;
                 if let Some(t) = s.tenants.get_mut(&row.cp.pod.tenant) {

@@ -10,6 +10,7 @@ use crate::accrual::{AccrualOutcome, AccrualRequest, PodCheckpoint, PodOutcome};
 use crate::error::{LedgerError, Result};
 use crate::feed::LedgerChange;
 use crate::ids::TenantId;
+use crate::lifecycle::{JobState, Notice, RunProfile};
 use crate::pool::{Pool, PoolCapacity};
 use crate::purchase::{Purchase, PurchaseReceipt, PurchaseRequest};
 use crate::slices::{Decision, SlicePolicy, StoredSchedule};
@@ -176,18 +177,40 @@ pub struct TenantSummary {
     pub namespaces: Vec<String>,
 }
 
-/// A job's finished runs: the draft pool holds a job until it has finished
-/// its first runs (R5.1).
+/// A job's lifecycle: the draft pool holds a job until it has run within
+/// its SLA often enough (R5).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct JobStats {
     /// Owner.
     pub tenant: TenantId,
     /// Job name.
     pub job: String,
-    /// Driver pods of this job that have finished.
-    pub finished_runs: i64,
-    /// When the latest one finished.
-    pub last_finished_at: DateTime<Utc>,
+    /// Stage, runs, streak, SLA.
+    pub state: JobState,
+}
+
+/// Which notices to list.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct NoticeQuery<'a> {
+    /// One tenant's, or everyone's.
+    pub tenant: Option<&'a TenantId>,
+    /// Only those not yet delivered (the outbox), oldest first; otherwise newest first.
+    pub undelivered: bool,
+    /// Newest first: ids below this; oldest first: ids above this.
+    pub cursor: Option<i64>,
+    /// At most this many.
+    pub limit: i64,
+}
+
+/// How one delivery attempt of a notice went.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Delivery {
+    /// Delivered everywhere it had to go.
+    Delivered,
+    /// Failed; tried again later.
+    Failed(String),
+    /// Failed for the last time: no more attempts.
+    GaveUp(String),
 }
 
 /// What the ledger found when checking its own books.
@@ -287,8 +310,24 @@ pub trait LedgerStore: Send + Sync + std::fmt::Debug {
     /// A tenant's jobs by name: finished runs (`job_stats`) and runs still going.
     async fn jobs(&self, tenant: &TenantId) -> Result<Vec<JobSummary>>;
 
-    /// Finished-run counts of a tenant's jobs, or of every tenant's.
+    /// Lifecycle of a tenant's jobs, or of every tenant's.
     async fn job_stats(&self, tenant: Option<&TenantId>) -> Result<Vec<JobStats>>;
+    /// Profiles of a tenant's finished runs (of one job or all), newest first.
+    async fn run_profiles(&self, tenant: &TenantId, job: Option<&str>, limit: i64) -> Result<Vec<RunProfile>>;
+    /// Successful runs of any tenant that recorded their data volume, from
+    /// `source` to `target` when given, newest first: the estimator's history (R4.2).
+    async fn similar_runs(&self, source: Option<&str>, target: Option<&str>, limit: i64) -> Result<Vec<RunProfile>>;
+
+    /// Stores a notice in the outbox; None when one with its dedupe key exists.
+    async fn add_notice(&self, notice: &Notice) -> Result<Option<i64>>;
+    /// Notices, by the query.
+    async fn notices(&self, query: &NoticeQuery<'_>) -> Result<Vec<Notice>>;
+    /// Records a delivery attempt.
+    async fn settle_notice(&self, id: i64, delivery: &Delivery, at: DateTime<Utc>) -> Result<()>;
+    /// Sets or clears the URL a tenant's notices are POSTed to.
+    async fn set_notify_url(&self, tenant: &TenantId, url: Option<&str>) -> Result<()>;
+    /// Every tenant's notification URL.
+    async fn notify_urls(&self) -> Result<Vec<(TenantId, String)>>;
 
     /// Plans a job's schedule in its pool's time slices (R7.3): reserved when
     /// every slice has room after the pool's other schedules and within the
@@ -313,6 +352,22 @@ pub trait LedgerStore: Send + Sync + std::fmt::Debug {
     async fn prune_history(&self, before: DateTime<Utc>) -> Result<PruneReport>;
     /// Changes from now on.
     async fn subscribe(&self) -> Result<BoxStream<'static, LedgerChange>>;
+}
+
+/// Checks a notification URL: absolute http(s), no credentials in it.
+pub(crate) fn check_notify_url(url: &str) -> Result<()> {
+    let ok = (url.starts_with("https://") || url.starts_with("http://"))
+        && url.len() <= 2048
+        && !url.contains(char::is_whitespace)
+        && url
+            .split("://")
+            .nth(1)
+            .is_some_and(|rest| !rest.is_empty() && !rest.split('/').next().unwrap_or("").contains('@'));
+    if ok {
+        Ok(())
+    } else {
+        Err(LedgerError::InvalidNotifyUrl(url.chars().take(200).collect()))
+    }
 }
 
 /// Checks a query window.

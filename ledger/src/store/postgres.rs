@@ -9,14 +9,18 @@
 //! (`statement_timeout`, `idle_in_transaction_session_timeout`).
 
 use super::{
-    AuditReport, Epoch, Granularity, JobRun, JobStats, JobSummary, LedgerStore, PruneReport, RunOutcome, RunQuery,
-    TenantBooks, TenantSummary, UsageBucket, check_range, pod_violations, tenant_violations,
+    AuditReport, Delivery, Epoch, Granularity, JobRun, JobStats, JobSummary, LedgerStore, NoticeQuery, PruneReport,
+    RunOutcome, RunQuery, TenantBooks, TenantSummary, UsageBucket, check_notify_url, check_range, pod_violations,
+    tenant_violations,
 };
 use crate::account::{Account, Balance, Lot};
-use crate::accrual::{AccrualOutcome, AccrualRequest, PodCheckpoint, PodOutcome, PodUsage, plan_accruals};
+use crate::accrual::{
+    AccrualOutcome, AccrualRequest, ClosedDriver, PodCheckpoint, PodOutcome, PodUsage, plan_accruals,
+};
 use crate::error::{LedgerError, Result};
 use crate::feed::{CHANNEL, ChangeKind, LedgerChange};
 use crate::ids::{TenantId, validate_namespace};
+use crate::lifecycle::{JobStage, JobState, Notice, NoticeKind, RunProfile, balance_notice_for, profile, record_run};
 use crate::pool::PoolCapacity;
 use crate::purchase::{Purchase, PurchaseKind, PurchaseReceipt, PurchaseRequest, check_dedicated_room};
 use crate::slices::{Decision, Horizon, JobSchedule, Offset, SlicePolicy, StoredSchedule};
@@ -260,6 +264,183 @@ fn checkpoint_from_row(r: &sqlx::postgres::PgRow) -> Result<PodCheckpoint> {
         charged: McSeconds(r.try_get("charged_mcs")?),
         opportunistic: McSeconds(r.try_get("opportunistic_mcs")?),
     })
+}
+
+fn job_state_from_row(r: &sqlx::postgres::PgRow) -> Result<JobState> {
+    let stage: String = r.try_get("stage")?;
+    Ok(JobState {
+        stage: JobStage::parse(&stage).ok_or_else(|| LedgerError::Corrupt(format!("unknown job stage {stage:?}")))?,
+        runs: r.try_get("finished_runs")?,
+        streak: r.try_get("streak")?,
+        inefficient_streak: r.try_get("inefficient_streak")?,
+        sla_seconds: r.try_get("sla_seconds")?,
+        last_finished_at: r.try_get("last_finished_at")?,
+        promoted_at: r.try_get("promoted_at")?,
+    })
+}
+
+const PROFILE_COLUMNS: &str = "tenant_id, app_id, job, pool, started_at, finished_at, cores_mc, vcpu_mcs, outcome, \
+     sla_seconds, cpu_used_mc, memory_used_bytes, data_bytes, source_type, target_type";
+
+fn profile_from_row(r: &sqlx::postgres::PgRow) -> Result<RunProfile> {
+    let outcome: String = r.try_get("outcome")?;
+    Ok(RunProfile {
+        tenant: TenantId::new(r.try_get::<String, _>("tenant_id")?)?,
+        job: r.try_get("job")?,
+        app_id: r.try_get("app_id")?,
+        pool: r.try_get::<String, _>("pool")?.parse()?,
+        started_at: r.try_get("started_at")?,
+        finished_at: r.try_get("finished_at")?,
+        cores: Millicores(r.try_get("cores_mc")?),
+        vcpu: McSeconds(r.try_get("vcpu_mcs")?),
+        outcome: serde_json::from_value(serde_json::Value::String(outcome.clone()))
+            .map_err(|_| LedgerError::Corrupt(format!("unknown run outcome {outcome:?}")))?,
+        sla_seconds: r.try_get("sla_seconds")?,
+        cpu_used: r.try_get::<Option<i64>, _>("cpu_used_mc")?.map(Millicores),
+        memory_used: r.try_get::<Option<i64>, _>("memory_used_bytes")?.map(Bytes),
+        data_bytes: r.try_get("data_bytes")?,
+        source: r.try_get("source_type")?,
+        target: r.try_get("target_type")?,
+    })
+}
+
+const NOTICE_COLUMNS: &str = "id, tenant_id, job, kind, at, message, recommended_mc, dedupe_key, attempts, \
+     last_attempt_at, last_error, delivered_at";
+
+fn notice_from_row(r: &sqlx::postgres::PgRow) -> Result<Notice> {
+    let kind: String = r.try_get("kind")?;
+    Ok(Notice {
+        id: r.try_get("id")?,
+        tenant: TenantId::new(r.try_get::<String, _>("tenant_id")?)?,
+        job: r.try_get("job")?,
+        kind: NoticeKind::parse(&kind).ok_or_else(|| LedgerError::Corrupt(format!("unknown notice kind {kind:?}")))?,
+        at: r.try_get("at")?,
+        message: r.try_get("message")?,
+        recommended_cores: r.try_get::<Option<i64>, _>("recommended_mc")?.map(Millicores),
+        dedupe_key: r.try_get("dedupe_key")?,
+        attempts: r.try_get("attempts")?,
+        last_attempt_at: r.try_get("last_attempt_at")?,
+        last_error: r.try_get("last_error")?,
+        delivered_at: r.try_get("delivered_at")?,
+    })
+}
+
+/// Inserts notices, skipping those whose dedupe key is taken.
+async fn insert_notices(tx: &mut Transaction<'_, Postgres>, notices: &[Notice]) -> Result<Vec<Option<i64>>> {
+    let mut ids = Vec::with_capacity(notices.len());
+    for n in notices {
+        let id: Option<i64> = sqlx::query_scalar(
+            "INSERT INTO notices (tenant_id, job, kind, at, message, recommended_mc, dedupe_key) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (dedupe_key) DO NOTHING RETURNING id",
+        )
+        .bind(n.tenant.as_str())
+        .bind(n.job.as_deref())
+        .bind(n.kind.as_str())
+        .bind(trunc_secs(n.at))
+        .bind(&n.message)
+        .bind(n.recommended_cores.map(|c| c.0))
+        .bind(n.dedupe_key.as_deref())
+        .fetch_optional(&mut **tx)
+        .await?;
+        ids.push(id);
+    }
+    Ok(ids)
+}
+
+/// Profiles the runs `closed` end, applies them to their jobs' lifecycle and
+/// stores profiles, states and notices: inside the accrual transaction.
+async fn finish_runs(tx: &mut Transaction<'_, Postgres>, closed: &[ClosedDriver]) -> Result<()> {
+    let apps: Vec<&str> = closed.iter().filter_map(|c| c.driver.pod.app_id.as_deref()).collect();
+    let mut pods: HashMap<String, Vec<PodCheckpoint>> = HashMap::new();
+    for row in sqlx::query(sqlx::AssertSqlSafe(checkpoint_sql("WHERE p.app_id = ANY($1)")))
+        .bind(&apps)
+        .fetch_all(&mut **tx)
+        .await?
+    {
+        let cp = checkpoint_from_row(&row)?;
+        if let Some(app) = cp.pod.app_id.clone() {
+            pods.entry(app).or_default().push(cp);
+        }
+    }
+    let tenants: Vec<&str> = closed.iter().map(|c| c.driver.pod.tenant.as_str()).collect();
+    let jobs: Vec<&str> = closed.iter().map(|c| c.job.as_str()).collect();
+    let mut states: HashMap<(TenantId, String), JobState> = HashMap::new();
+    for r in sqlx::query(
+        "SELECT * FROM job_stats WHERE (tenant_id, job) IN (SELECT * FROM UNNEST($1::text[], $2::text[])) \
+         ORDER BY tenant_id, job FOR UPDATE",
+    )
+    .bind(&tenants)
+    .bind(&jobs)
+    .fetch_all(&mut **tx)
+    .await?
+    {
+        let key = (TenantId::new(r.try_get::<String, _>("tenant_id")?)?, r.try_get("job")?);
+        states.insert(key, job_state_from_row(&r)?);
+    }
+    let mut profiles = Vec::with_capacity(closed.len());
+    let mut notices = Vec::new();
+    for c in closed {
+        let app = c.driver.pod.app_id.as_deref().and_then(|a| pods.get(a));
+        let run = profile(c, app.into_iter().flatten());
+        let key = (run.tenant.clone(), run.job.clone());
+        let state = states.remove(&key).unwrap_or_default();
+        let (state, raised) = record_run(state, &run, c.facts.promote_after);
+        states.insert(key, state);
+        notices.extend(raised);
+        profiles.push(run);
+    }
+    let touched: Vec<(&(TenantId, String), &JobState)> = states.iter().collect();
+    sqlx::query(
+        "INSERT INTO job_stats (tenant_id, job, finished_runs, last_finished_at, stage, streak, inefficient_streak, \
+         sla_seconds, promoted_at) SELECT * FROM UNNEST($1::text[], $2::text[], $3::bigint[], $4::timestamptz[], \
+         $5::text[], $6::bigint[], $7::bigint[], $8::bigint[], $9::timestamptz[]) \
+         ON CONFLICT (tenant_id, job) DO UPDATE SET finished_runs = EXCLUDED.finished_runs, \
+         last_finished_at = EXCLUDED.last_finished_at, stage = EXCLUDED.stage, streak = EXCLUDED.streak, \
+         inefficient_streak = EXCLUDED.inefficient_streak, sla_seconds = EXCLUDED.sla_seconds, \
+         promoted_at = EXCLUDED.promoted_at",
+    )
+    .bind(touched.iter().map(|((t, _), _)| t.as_str()).collect::<Vec<_>>())
+    .bind(touched.iter().map(|((_, j), _)| j.as_str()).collect::<Vec<_>>())
+    .bind(touched.iter().map(|(_, s)| s.runs).collect::<Vec<_>>())
+    .bind(touched.iter().map(|(_, s)| s.last_finished_at).collect::<Vec<_>>())
+    .bind(touched.iter().map(|(_, s)| s.stage.as_str()).collect::<Vec<_>>())
+    .bind(touched.iter().map(|(_, s)| s.streak).collect::<Vec<_>>())
+    .bind(touched.iter().map(|(_, s)| s.inefficient_streak).collect::<Vec<_>>())
+    .bind(touched.iter().map(|(_, s)| s.sla_seconds).collect::<Vec<_>>())
+    .bind(touched.iter().map(|(_, s)| s.promoted_at).collect::<Vec<_>>())
+    .execute(&mut **tx)
+    .await?;
+    let p = &profiles;
+    let outcome = |r: &RunProfile| {
+        serde_json::to_value(r.outcome)
+            .ok()
+            .and_then(|v| v.as_str().map(str::to_owned))
+            .unwrap_or_default()
+    };
+    sqlx::query(sqlx::AssertSqlSafe(format!(
+        "INSERT INTO run_profiles ({PROFILE_COLUMNS}) SELECT * FROM UNNEST($1::text[], $2::text[], $3::text[], \
+         $4::text[], $5::timestamptz[], $6::timestamptz[], $7::bigint[], $8::bigint[], $9::text[], $10::bigint[], \
+         $11::bigint[], $12::bigint[], $13::bigint[], $14::text[], $15::text[]) ON CONFLICT DO NOTHING"
+    )))
+    .bind(p.iter().map(|r| r.tenant.as_str()).collect::<Vec<_>>())
+    .bind(p.iter().map(|r| r.app_id.as_str()).collect::<Vec<_>>())
+    .bind(p.iter().map(|r| r.job.as_str()).collect::<Vec<_>>())
+    .bind(p.iter().map(|r| r.pool.as_str()).collect::<Vec<_>>())
+    .bind(p.iter().map(|r| r.started_at).collect::<Vec<_>>())
+    .bind(p.iter().map(|r| r.finished_at).collect::<Vec<_>>())
+    .bind(p.iter().map(|r| r.cores.0.max(1)).collect::<Vec<_>>())
+    .bind(p.iter().map(|r| r.vcpu.0).collect::<Vec<_>>())
+    .bind(p.iter().map(outcome).collect::<Vec<_>>())
+    .bind(p.iter().map(|r| r.sla_seconds).collect::<Vec<_>>())
+    .bind(p.iter().map(|r| r.cpu_used.map(|c| c.0)).collect::<Vec<_>>())
+    .bind(p.iter().map(|r| r.memory_used.map(|b| b.0)).collect::<Vec<_>>())
+    .bind(p.iter().map(|r| r.data_bytes).collect::<Vec<_>>())
+    .bind(p.iter().map(|r| r.source.as_deref()).collect::<Vec<_>>())
+    .bind(p.iter().map(|r| r.target.as_deref()).collect::<Vec<_>>())
+    .execute(&mut **tx)
+    .await?;
+    insert_notices(tx, &notices).await?;
+    Ok(())
 }
 
 fn schedule_from_row(r: &sqlx::postgres::PgRow) -> Result<StoredSchedule> {
@@ -780,23 +961,144 @@ impl LedgerStore for PgStore {
     }
 
     async fn job_stats(&self, tenant: Option<&TenantId>) -> Result<Vec<JobStats>> {
-        sqlx::query(
-            "SELECT tenant_id, job, finished_runs, last_finished_at FROM job_stats \
-             WHERE $1::text IS NULL OR tenant_id = $1 ORDER BY tenant_id, job",
-        )
-        .bind(tenant.map(TenantId::as_str))
+        sqlx::query("SELECT * FROM job_stats WHERE $1::text IS NULL OR tenant_id = $1 ORDER BY tenant_id, job")
+            .bind(tenant.map(TenantId::as_str))
+            .fetch_all(&self.pool)
+            .await?
+            .into_iter()
+            .map(|r| {
+                Ok(JobStats {
+                    tenant: TenantId::new(r.try_get::<String, _>("tenant_id")?)?,
+                    job: r.try_get("job")?,
+                    state: job_state_from_row(&r)?,
+                })
+            })
+            .collect()
+    }
+
+    async fn run_profiles(&self, tenant: &TenantId, job: Option<&str>, limit: i64) -> Result<Vec<RunProfile>> {
+        self.require_tenant(tenant).await?;
+        sqlx::query(sqlx::AssertSqlSafe(format!(
+            "SELECT {PROFILE_COLUMNS} FROM run_profiles WHERE tenant_id = $1 AND ($2::text IS NULL OR job = $2) \
+             ORDER BY finished_at DESC, app_id LIMIT $3"
+        )))
+        .bind(tenant.as_str())
+        .bind(job)
+        .bind(limit.max(0))
         .fetch_all(&self.pool)
         .await?
-        .into_iter()
-        .map(|r| {
-            Ok(JobStats {
-                tenant: TenantId::new(r.try_get::<String, _>("tenant_id")?)?,
-                job: r.try_get("job")?,
-                finished_runs: r.try_get("finished_runs")?,
-                last_finished_at: r.try_get("last_finished_at")?,
-            })
-        })
+        .iter()
+        .map(profile_from_row)
         .collect()
+    }
+
+    async fn similar_runs(&self, source: Option<&str>, target: Option<&str>, limit: i64) -> Result<Vec<RunProfile>> {
+        sqlx::query(sqlx::AssertSqlSafe(format!(
+            "SELECT {PROFILE_COLUMNS} FROM run_profiles WHERE data_bytes IS NOT NULL AND outcome = 'succeeded' \
+             AND ($1::text IS NULL OR source_type = $1) AND ($2::text IS NULL OR target_type = $2) \
+             ORDER BY finished_at DESC, app_id LIMIT $3"
+        )))
+        .bind(source)
+        .bind(target)
+        .bind(limit.max(0))
+        .fetch_all(&self.pool)
+        .await?
+        .iter()
+        .map(profile_from_row)
+        .collect()
+    }
+
+    async fn add_notice(&self, notice: &Notice) -> Result<Option<i64>> {
+        self.require_tenant(&notice.tenant).await?;
+        let mut tx = self.pool.begin().await?;
+        let id = insert_notices(&mut tx, std::slice::from_ref(notice))
+            .await?
+            .pop()
+            .flatten();
+        tx.commit().await?;
+        Ok(id)
+    }
+
+    async fn notices(&self, q: &NoticeQuery<'_>) -> Result<Vec<Notice>> {
+        if let Some(t) = q.tenant {
+            self.require_tenant(t).await?;
+        }
+        let order = if q.undelivered {
+            "delivered_at IS NULL AND ($2::bigint IS NULL OR id > $2) ORDER BY id"
+        } else {
+            "($2::bigint IS NULL OR id < $2) ORDER BY id DESC"
+        };
+        sqlx::query(sqlx::AssertSqlSafe(format!(
+            "SELECT {NOTICE_COLUMNS} FROM notices WHERE ($1::text IS NULL OR tenant_id = $1) AND {order} LIMIT $3"
+        )))
+        .bind(q.tenant.map(TenantId::as_str))
+        .bind(q.cursor)
+        .bind(q.limit.max(0))
+        .fetch_all(&self.pool)
+        .await?
+        .iter()
+        .map(notice_from_row)
+        .collect()
+    }
+
+    async fn settle_notice(&self, id: i64, delivery: &Delivery, at: DateTime<Utc>) -> Result<()> {
+        let (done, error) = match delivery {
+            Delivery::Delivered => (true, None),
+            Delivery::Failed(why) => (false, Some(why.as_str())),
+            Delivery::GaveUp(why) => (true, Some(why.as_str())),
+        };
+        let n = sqlx::query(
+            "UPDATE notices SET last_attempt_at = $2, \
+             delivered_at = CASE WHEN $3 THEN $2 ELSE delivered_at END, \
+             attempts = attempts + CASE WHEN $4::text IS NULL THEN 0 ELSE 1 END, \
+             last_error = COALESCE($4, last_error) WHERE id = $1",
+        )
+        .bind(id)
+        .bind(trunc_secs(at))
+        .bind(done)
+        .bind(error)
+        .execute(&self.pool)
+        .await?
+        .rows_affected();
+        if n == 0 {
+            return Err(LedgerError::UnknownNotice(id));
+        }
+        Ok(())
+    }
+
+    async fn set_notify_url(&self, tenant: &TenantId, url: Option<&str>) -> Result<()> {
+        if let Some(u) = url {
+            check_notify_url(u)?;
+        }
+        self.require_tenant(tenant).await?;
+        match url {
+            Some(u) => {
+                sqlx::query(
+                    "INSERT INTO tenant_notify (tenant_id, url) VALUES ($1, $2) \
+                     ON CONFLICT (tenant_id) DO UPDATE SET url = EXCLUDED.url",
+                )
+                .bind(tenant.as_str())
+                .bind(u)
+                .execute(&self.pool)
+                .await?;
+            }
+            None => {
+                sqlx::query("DELETE FROM tenant_notify WHERE tenant_id = $1")
+                    .bind(tenant.as_str())
+                    .execute(&self.pool)
+                    .await?;
+            }
+        }
+        Ok(())
+    }
+
+    async fn notify_urls(&self) -> Result<Vec<(TenantId, String)>> {
+        sqlx::query("SELECT tenant_id, url FROM tenant_notify ORDER BY tenant_id")
+            .fetch_all(&self.pool)
+            .await?
+            .iter()
+            .map(|r| Ok((TenantId::new(r.try_get::<String, _>("tenant_id")?)?, r.try_get("url")?)))
+            .collect()
     }
 
     async fn put_schedule(
@@ -1000,6 +1302,15 @@ impl LedgerStore for PgStore {
         .bind(before)
         .fetch_one(&mut *tx)
         .await?;
+        // Run profiles and delivered notices age out with the runs (R14.5).
+        sqlx::query("DELETE FROM run_profiles WHERE finished_at < $1")
+            .bind(before)
+            .execute(&mut *tx)
+            .await?;
+        sqlx::query("DELETE FROM notices WHERE delivered_at < $1")
+            .bind(before)
+            .execute(&mut *tx)
+            .await?;
         // Monthly journal partitions that ended before the cutoff and are
         // now empty go whole: that is what the partitioning is for.
         let old: Vec<String> = sqlx::query_scalar(
@@ -1172,9 +1483,20 @@ impl PgStore {
                 .keys()
                 .map(|t| LedgerChange::of(ChangeKind::Usage, t))
                 .collect();
-            let job_tenants: BTreeSet<&TenantId> = plan.finished_runs.keys().map(|(t, _)| t).collect();
+            let job_tenants: BTreeSet<&TenantId> = plan.closed_drivers.iter().map(|c| &c.driver.pod.tenant).collect();
             changes.extend(job_tenants.into_iter().map(|t| LedgerChange::of(ChangeKind::Job, t)));
             write_plan(&mut tx, epoch, &accounts, &plan).await?;
+            if !plan.closed_drivers.is_empty() {
+                finish_runs(&mut tx, &plan.closed_drivers).await?;
+            }
+            if let Some(now) = batch.iter().map(|r| trunc_secs(r.until)).max() {
+                let low: Vec<Notice> = plan
+                    .accounts
+                    .iter()
+                    .filter_map(|(t, a)| balance_notice_for(t, a, now))
+                    .collect();
+                insert_notices(&mut tx, &low).await?;
+            }
             Self::notify(&mut tx, &changes).await?;
             tx.commit().await?;
             self.partitions
@@ -1388,22 +1710,6 @@ async fn write_plan(
                 closing.len()
             )));
         }
-    }
-    if !plan.finished_runs.is_empty() {
-        let f: Vec<_> = plan.finished_runs.iter().collect();
-        sqlx::query(
-            "INSERT INTO job_stats (tenant_id, job, finished_runs, last_finished_at) \
-             SELECT * FROM UNNEST($1::text[], $2::text[], $3::bigint[], $4::timestamptz[]) \
-             ON CONFLICT (tenant_id, job) DO UPDATE SET \
-             finished_runs = job_stats.finished_runs + EXCLUDED.finished_runs, \
-             last_finished_at = greatest(job_stats.last_finished_at, EXCLUDED.last_finished_at)",
-        )
-        .bind(f.iter().map(|((t, _), _)| t.as_str()).collect::<Vec<_>>())
-        .bind(f.iter().map(|((_, j), _)| j.as_str()).collect::<Vec<_>>())
-        .bind(f.iter().map(|(_, (n, _))| *n).collect::<Vec<_>>())
-        .bind(f.iter().map(|(_, (_, at))| *at).collect::<Vec<_>>())
-        .execute(&mut **tx)
-        .await?;
     }
     if !plan.intervals.is_empty() {
         let i = &plan.intervals;

@@ -475,9 +475,12 @@ impl<'a> Sim<'a> {
         let mut facts = sparkcap_webhook::sync::load_ledger(self.store, now).await?;
         let mut tenants = HashMap::new();
         for (id, f) in &mut facts.tenants {
+            // Jobs that ran often enough before the simulated day are out of draft.
             if let Some(prev) = self.previous_runs.get(id) {
                 for (job, n) in prev {
-                    *f.finished_runs.entry(job.clone()).or_default() += n;
+                    if *n >= self.view.settings.draft_runs {
+                        f.promoted.insert(job.clone());
+                    }
                 }
             }
             tenants.insert(
@@ -1018,9 +1021,14 @@ impl<'a> Sim<'a> {
                 batch.extend(meter::accrual(&p.pod, now));
             }
         }
+        let draft_runs = self.view.settings.draft_runs;
         for id in std::mem::take(&mut self.closing) {
             if let Some(p) = self.pods.remove(&id) {
-                batch.extend(meter::accrual(&p.pod, now));
+                // A driver's close carries what profiles its run, as the scheduler's meter sends.
+                batch.extend(meter::accrual(&p.pod, now).map(|mut r| {
+                    r.run = meter::run_facts(&p.pod, draft_runs, None);
+                    r
+                }));
             }
         }
         if batch.is_empty() {

@@ -62,6 +62,7 @@ async fn main() -> anyhow::Result<()> {
                 until: epoch_start() + chrono::TimeDelta::seconds(tick.min(l.end)),
                 finished: tick >= l.end,
                 outcome: None,
+                run: None,
             })
             .collect();
         for chunk in batch.chunks(1000) {

@@ -342,6 +342,12 @@ pub struct JobDto {
     pub last_finished_at: Option<DateTime<Utc>>,
     /// Runs with pods still running.
     pub running_runs: i64,
+    /// Consecutive successful runs within its SLA (promotion needs N, R5.5).
+    pub streak: i64,
+    /// Its SLA (`sparkcap.io/sla` on its driver), in seconds.
+    pub sla_seconds: Option<i64>,
+    /// When it was promoted to production.
+    pub promoted_at: Option<DateTime<Utc>>,
 }
 
 /// How a run ended.

@@ -15,10 +15,12 @@ use axum::routing::get;
 use axum::{Extension, Json, Router};
 use chrono::{DateTime, TimeDelta, Utc};
 use serde::{Deserialize, Serialize};
+use sparkcap_ledger::lifecycle::{JobStage, JobState};
 use sparkcap_ledger::store::HISTORY_DAYS;
 use sparkcap_ledger::{
     Granularity, McSeconds, NewTenant, Pool, PurchaseKind, PurchaseRequest, RunCursor, RunQuery, TenantId, TenantPatch,
 };
+use std::collections::HashMap;
 use utoipa::{IntoParams, OpenApi, ToSchema};
 
 /// Where the OpenAPI document is served (without authentication).
@@ -519,22 +521,33 @@ async fn jobs(
     let q = query(q)?;
     let limit = paging::limit(q.limit)?;
     let after: Option<String> = paging::decode(q.cursor.as_deref())?;
-    let draft_runs = s.view.load().settings.draft_runs;
+    let mut states: HashMap<String, JobState> = s
+        .store
+        .job_stats(Some(&id))
+        .await?
+        .into_iter()
+        .map(|j| (j.job, j.state))
+        .collect();
     let all: Vec<JobDto> = s
         .store
         .jobs(&id)
         .await?
         .into_iter()
-        .map(|j| JobDto {
-            stage: if j.finished_runs >= draft_runs {
-                Stage::Production
-            } else {
-                Stage::Draft
-            },
-            job: j.job,
-            finished_runs: j.finished_runs,
-            last_finished_at: j.last_finished_at,
-            running_runs: j.running_runs,
+        .map(|j| {
+            let st = states.remove(&j.job).unwrap_or_default();
+            JobDto {
+                stage: match st.stage {
+                    JobStage::Production => Stage::Production,
+                    JobStage::Draft => Stage::Draft,
+                },
+                job: j.job,
+                finished_runs: j.finished_runs,
+                last_finished_at: j.last_finished_at,
+                running_runs: j.running_runs,
+                streak: st.streak,
+                sla_seconds: st.sla_seconds,
+                promoted_at: st.promoted_at,
+            }
         })
         .filter(|j| q.stage.is_none_or(|s| s == j.stage))
         .collect();

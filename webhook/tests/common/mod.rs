@@ -9,7 +9,7 @@ use sparkcap_ledger::{
 };
 use sparkcap_webhook::review::{self, Request};
 use sparkcap_webhook::view::{LedgerFacts, RunningApp, Settings, TenantFacts, TenantView};
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
 pub(crate) fn now() -> DateTime<Utc> {
@@ -69,7 +69,7 @@ pub(crate) fn tenant(id: &str, status: TenantStatus, balance: Balance, purchases
         },
         balance,
         purchases,
-        finished_runs: HashMap::new(),
+        promoted: HashSet::new(),
     }
 }
 
@@ -161,8 +161,8 @@ pub(crate) fn graduated(mut v: TenantView, tenant: &str, job: &str) -> TenantVie
         .tenants
         .get_mut(&TenantId::new(tenant).unwrap())
         .unwrap()
-        .finished_runs
-        .insert(job.into(), 3);
+        .promoted
+        .insert(job.into());
     v.ledger = Arc::new(ledger);
     v
 }
@@ -236,7 +236,7 @@ pub(crate) fn realistic_view(tenants: usize, apps: usize) -> TenantView {
             purchases,
         );
         for j in 0..20 {
-            t.finished_runs.insert(format!("job-{j}"), 10);
+            t.promoted.insert(format!("job-{j}"));
         }
         namespaces.insert(format!("tenant-{id}"), Some(id.clone()));
         ledger.tenants.insert(t.tenant.id.clone(), t);
