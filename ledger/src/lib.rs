@@ -7,7 +7,9 @@
 pub mod account;
 pub mod accrual;
 pub mod error;
+pub mod estimate;
 pub mod feed;
+pub mod forecast;
 pub mod ids;
 pub mod lifecycle;
 pub mod pool;

@@ -205,7 +205,25 @@ fn routes() -> Vec<Route> {
             OwnOrAdmin,
             StatusCode::OK,
         ),
+        r(
+            Method::PATCH,
+            "/tenants/acme/jobs/orders/schedule",
+            OwnOrAdmin,
+            StatusCode::OK,
+        ),
         r(Method::GET, "/tenants/acme/schedules", OwnOrAdmin, StatusCode::OK),
+        r(
+            Method::GET,
+            "/tenants/acme/jobs/orders/profile",
+            OwnOrAdmin,
+            StatusCode::OK,
+        ),
+        r(Method::GET, "/tenants/acme/notices", OwnOrAdmin, StatusCode::OK),
+        r(Method::GET, "/tenants/acme/notifications", OwnOrAdmin, StatusCode::OK),
+        r(Method::PUT, "/tenants/acme/notifications", OwnOrAdmin, StatusCode::OK),
+        r(Method::POST, "/tenants/acme/estimate", OwnOrAdmin, StatusCode::OK),
+        r(Method::GET, "/tenants/acme/forecast", OwnOrAdmin, StatusCode::OK),
+        r(Method::GET, "/forecast", AdminOnly, StatusCode::OK),
         r(
             Method::GET,
             "/tenants/acme/slots?cores_millicores=1000&duration=30m",
@@ -247,7 +265,12 @@ async fn every_route_times_every_caller() {
                 ("POST", "/tenants") => {
                     req.json(&json!({"id": format!("made-{n}"), "namespaces": [format!("made-{n}-ns")]}))
                 }
+                ("PATCH", "/tenants/acme/jobs/orders/schedule") => req.json(&json!({"duration": "20m"})),
                 ("PATCH", _) => req.json(&json!({"display_name": format!("Acme {n}")})),
+                ("PUT", _) => req.json(&json!({"url": null})),
+                ("POST", "/tenants/acme/estimate") => {
+                    req.json(&json!({"volume_gib": 50, "source": "postgres", "target": "iceberg", "sla_minutes": 30}))
+                }
                 ("POST", "/tenants/acme/jobs/orders/schedule") => {
                     req.json(&json!({"schedule": "0 4 * * *", "duration": "30m", "cores_millicores": 1000}))
                 }
@@ -865,6 +888,146 @@ async fn schedules_are_reserved_refused_with_alternatives_and_removed() {
     let (s, _) = call(Method::DELETE, "/tenants/acme/jobs/orders/schedule", None).await;
     assert_eq!(s, StatusCode::NO_CONTENT);
     let (s, _) = call(Method::DELETE, "/tenants/acme/jobs/orders/schedule", None).await;
+    assert_eq!(s, StatusCode::NOT_FOUND);
+    env.stop().await;
+}
+
+/// A job's runs, closed by the ledger writer as the scheduler's meter closes
+/// them, show up as its profile, promote it after 3 runs within SLA with a
+/// notice, feed the estimator, and the tenant sets where notices go.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn jobs_are_profiled_promoted_estimated_and_forecast() {
+    use sparkcap_ledger::lifecycle::RunFacts;
+    use sparkcap_ledger::{AccrualRequest, Millicores, PodOutcome, PodUsage, Pool};
+    let env = ApiEnv::start(big_limits()).await.unwrap();
+    let http = env.webhook.client();
+    let t = env.sa_token("acme-etl", "reader", AUDIENCE);
+    let call = |m: Method, path: &str, body: Option<Value>| {
+        let mut req = http.request(m, env.url(path)).bearer_auth(&t);
+        if let Some(b) = body {
+            req = req.json(&b);
+        }
+        async move {
+            let r = req.send().await.unwrap();
+            let status = r.status();
+            (status, r.json::<Value>().await.unwrap_or(Value::Null))
+        }
+    };
+    let acme = TenantId::new("acme").unwrap();
+    let epoch = env.store.claim_epoch("test-meter").await.unwrap();
+    let now = Utc::now();
+    // Three runs of 20 minutes, 1 driver core + 3 executor cores, 10 GiB
+    // from postgres to iceberg each, SLA 30 minutes.
+    for run in 0..3_i64 {
+        let started = now - TimeDelta::hours(6 - run);
+        let pod = |role: &str, cpu: i64| PodUsage {
+            uid: format!("ingest-{run}-{role}"),
+            tenant: acme.clone(),
+            namespace: "acme-etl".into(),
+            name: format!("ingest-{run}-{role}"),
+            app_id: Some(format!("spark-ingest-{run}")),
+            job: Some("ingest".into()),
+            role: Some(role.into()),
+            pool: Pool::Draft,
+            cpu: Millicores(cpu),
+            opportunistic: false,
+            started_at: started,
+        };
+        let close = |p: PodUsage, run_facts: Option<RunFacts>| AccrualRequest {
+            pod: p,
+            until: started + TimeDelta::minutes(20),
+            finished: true,
+            outcome: Some(PodOutcome::Succeeded),
+            run: run_facts,
+        };
+        let facts = RunFacts {
+            sla_seconds: Some(1800),
+            data_bytes: Some(10 << 30),
+            source: Some("postgres".into()),
+            target: Some("iceberg".into()),
+            ..RunFacts::default()
+        };
+        env.store
+            .accrue(
+                epoch,
+                &[
+                    close(pod("executor", 3000), None),
+                    close(pod("driver", 1000), Some(facts)),
+                ],
+            )
+            .await
+            .unwrap();
+    }
+    let (s, p) = call(Method::GET, "/tenants/acme/jobs/ingest/profile", None).await;
+    assert_eq!(s, StatusCode::OK, "{p}");
+    assert_eq!(
+        (
+            p["stage"].as_str(),
+            p["streak"].as_i64(),
+            p["runs_to_promotion"].as_i64()
+        ),
+        (Some("production"), Some(3), Some(0)),
+        "{p}"
+    );
+    assert_eq!(p["sla_compliance_pct"], 100);
+    assert_eq!(p["runs"].as_array().unwrap().len(), 3);
+    assert_eq!(p["runs"][0]["cores_millicores"], 4000);
+    assert_eq!(p["runs"][0]["vcpu_millicore_seconds"], 4000 * 1200);
+    let (_, jobs) = call(Method::GET, "/tenants/acme/jobs?stage=production", None).await;
+    assert_eq!(jobs["items"][0]["job"], "ingest", "{jobs}");
+    let (_, n) = call(Method::GET, "/tenants/acme/notices", None).await;
+    assert_eq!(n["items"][0]["kind"], "promoted", "{n}");
+    assert!(
+        n["items"][0]["message"]
+            .as_str()
+            .unwrap()
+            .contains("promoted from draft to production after 3 consecutive runs within its SLA of 30 min"),
+        "{n}"
+    );
+    // The estimator learns from those runs: 10 GiB took 4,800 core-seconds.
+    let est = |body: Value| call(Method::POST, "/tenants/acme/estimate", Some(body));
+    let (s, e) = est(json!({"volume_gib": 10, "source": "postgres", "target": "iceberg", "sla_minutes": 10})).await;
+    assert_eq!(s, StatusCode::OK, "{e}");
+    assert_eq!(
+        (e["basis"].as_str(), e["similar_runs"].as_i64()),
+        (Some("history"), Some(3))
+    );
+    // 4,800 core-s in 600 s = 8 cores, plus the driver's.
+    assert_eq!(e["recommended_cores_millicores"], 9000, "{e}");
+    let (_, e) = est(json!({"volume_gib": 10, "source": "s3", "target": "iceberg", "sla_minutes": 10})).await;
+    assert_eq!(e["basis"], "default", "no similar runs: the conservative default");
+    assert!(e["cores_low_millicores"].as_i64() < e["cores_high_millicores"].as_i64());
+    let (s, e) = est(json!({"volume_gib": 0, "source": "s3", "target": "iceberg", "sla_minutes": 10})).await;
+    assert_eq!(s, StatusCode::BAD_REQUEST);
+    assert!(e["message"].as_str().unwrap().contains("volume_gib 0 must be"), "{e}");
+    // Where notices go.
+    let (s, e) = call(
+        Method::PUT,
+        "/tenants/acme/notifications",
+        Some(json!({"url": "ftp://x"})),
+    )
+    .await;
+    assert_eq!(s, StatusCode::BAD_REQUEST);
+    assert!(
+        e["message"].as_str().unwrap().contains("invalid notification URL"),
+        "{e}"
+    );
+    let url = json!({"url": "https://hooks.acme.example/sparkcap"});
+    let (s, _) = call(Method::PUT, "/tenants/acme/notifications", Some(url.clone())).await;
+    assert_eq!(s, StatusCode::OK);
+    assert_eq!(call(Method::GET, "/tenants/acme/notifications", None).await.1, url);
+    // The forecast has the two days of seeded history.
+    let (s, f) = call(Method::GET, "/tenants/acme/forecast", None).await;
+    assert_eq!(s, StatusCode::OK, "{f}");
+    assert!(f["history_days"].as_i64().unwrap() >= 1, "{f}");
+    assert!(f["message"].as_str().unwrap().starts_with("tenant acme"), "{f}");
+    // Only API schedules are changed over the API, and only existing ones.
+    let (s, _) = call(
+        Method::PATCH,
+        "/tenants/acme/jobs/nope/schedule",
+        Some(json!({"duration": "1h"})),
+    )
+    .await;
     assert_eq!(s, StatusCode::NOT_FOUND);
     env.stop().await;
 }

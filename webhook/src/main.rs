@@ -131,6 +131,12 @@ struct ApiArgs {
     /// API requests per minute of each admin identity.
     #[arg(long, default_value_t = 1000)]
     rate_limit_admin: u32,
+    /// Price of one dedicated Spark Unit for a month, in cents (the estimator's cost comparison).
+    #[arg(long, default_value_t = 10_000)]
+    price_unit_month_cents: i64,
+    /// Price of one vCPU-hour, in cents.
+    #[arg(long, default_value_t = 6)]
+    price_vcpu_hour_cents: i64,
 }
 
 fn authenticator(args: &ApiArgs, kube: &kube::Client) -> anyhow::Result<Authenticator> {
@@ -223,7 +229,15 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         premium: args.api.rate_limit_premium,
         admin: args.api.rate_limit_admin,
     };
-    let api = api.map(|l| (l, ApiState::new(store, view.clone(), auth, limits, metrics.clone())));
+    if args.api.price_unit_month_cents < 0 || args.api.price_vcpu_hour_cents < 0 {
+        anyhow::bail!("--price-unit-month-cents and --price-vcpu-hour-cents must not be negative");
+    }
+    let api = api.map(|l| {
+        let mut state = ApiState::new(store, view.clone(), auth, limits, metrics.clone());
+        state.prices.unit_month_cents = args.api.price_unit_month_cents;
+        state.prices.vcpu_hour_cents = args.api.price_vcpu_hour_cents;
+        (l, state)
+    });
     run(
         Listeners { admission, ops, api },
         CertFiles {

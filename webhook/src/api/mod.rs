@@ -7,6 +7,7 @@
 pub mod auth;
 pub mod dto;
 pub mod error;
+pub mod insights;
 pub mod oidc;
 pub mod paging;
 pub mod ratelimit;
@@ -68,6 +69,8 @@ pub struct ApiState {
     pub started: Instant,
     /// How schedules are planned in time slices.
     pub slices: SlicePolicy,
+    /// Prices the estimator compares.
+    pub prices: sparkcap_ledger::estimate::Prices,
 }
 
 impl ApiState {
@@ -92,6 +95,7 @@ impl ApiState {
             limiter: Arc::new(Limiter::default()),
             metrics,
             started: Instant::now(),
+            prices: insights::default_prices(slices.unit_cpu),
             slices,
         }
     }

@@ -71,7 +71,10 @@ pub(super) enum Conflicts {
     paths(
         whoami, list_tenants, create_tenant, get_tenant, patch_tenant, balance, list_purchases,
         create_purchase, usage, jobs, runs, pools, super::schedules::put_schedule,
-        super::schedules::delete_schedule, super::schedules::list_schedules, super::schedules::slots
+        super::schedules::patch_schedule, super::schedules::delete_schedule, super::schedules::list_schedules,
+        super::schedules::slots, super::insights::job_profile, super::insights::notices,
+        super::insights::get_notifications, super::insights::put_notifications, super::insights::estimate_route,
+        super::insights::tenant_forecast, super::insights::platform_forecast
     ),
     modifiers(&Security),
     security(("bearer" = []))
@@ -119,8 +122,28 @@ pub(super) fn routes() -> Router<ApiState> {
         .route("/api/v1/pools", get(pools))
         .route(
             "/api/v1/tenants/{tenant}/jobs/{job}/schedule",
-            axum::routing::post(super::schedules::put_schedule).delete(super::schedules::delete_schedule),
+            axum::routing::post(super::schedules::put_schedule)
+                .patch(super::schedules::patch_schedule)
+                .delete(super::schedules::delete_schedule),
         )
+        .route(
+            "/api/v1/tenants/{tenant}/jobs/{job}/profile",
+            get(super::insights::job_profile),
+        )
+        .route("/api/v1/tenants/{tenant}/notices", get(super::insights::notices))
+        .route(
+            "/api/v1/tenants/{tenant}/notifications",
+            get(super::insights::get_notifications).put(super::insights::put_notifications),
+        )
+        .route(
+            "/api/v1/tenants/{tenant}/estimate",
+            axum::routing::post(super::insights::estimate_route),
+        )
+        .route(
+            "/api/v1/tenants/{tenant}/forecast",
+            get(super::insights::tenant_forecast),
+        )
+        .route("/api/v1/forecast", get(super::insights::platform_forecast))
         .route(
             "/api/v1/tenants/{tenant}/schedules",
             get(super::schedules::list_schedules),

@@ -143,8 +143,96 @@ pub(super) async fn put_schedule(
         source: "api".into(),
         updated_at: now,
     };
-    match s.store.put_schedule(&stored, &s.slices, now, b.dry_run).await? {
-        Decision::Accepted { headroom } => Ok(Json(ScheduleDto::new(&stored, Some(headroom), b.dry_run))),
+    reserve(&s, stored, now, b.dry_run).await
+}
+
+/// Changes some fields of a job's schedule.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SchedulePatch {
+    /// New cron, descriptor or `@every`.
+    #[serde(default)]
+    pub schedule: Option<String>,
+    /// New clock: `UTC` or `+02:00`.
+    #[serde(default)]
+    pub time_zone: Option<String>,
+    /// New expected run time.
+    #[serde(default)]
+    pub duration: Option<String>,
+    /// New size, millicores.
+    #[serde(default)]
+    pub cores_millicores: Option<i64>,
+    /// New pool.
+    #[serde(default)]
+    pub pool: Option<PoolDto>,
+    /// Decide only.
+    #[serde(default)]
+    pub dry_run: bool,
+}
+
+/// Changes a reserved schedule: the new shape is decided against everything
+/// else; if it does not fit, 409 with alternatives and the old one stays.
+#[utoipa::path(patch, path = "/api/v1/tenants/{tenant}/jobs/{job}/schedule", tag = "schedules",
+    request_body = SchedulePatch,
+    params(("tenant" = String, Path, description = "Tenant id"), ("job" = String, Path, description = "Job name")),
+    responses((status = 200, body = ScheduleDto), super::routes::Errors, super::routes::Conflicts))]
+pub(super) async fn patch_schedule(
+    State(s): State<ApiState>,
+    Extension(p): Extension<Principal>,
+    path: Result<Path<(String, String)>, PathRejection>,
+    body: Result<Json<SchedulePatch>, JsonRejection>,
+) -> Res<Json<ScheduleDto>> {
+    let (tenant, job) = ids(path)?;
+    p.may_read(&tenant)?;
+    let b = super::routes::json_body(body)?;
+    let Some(mut stored) = s
+        .store
+        .schedules(Some(&tenant))
+        .await?
+        .into_iter()
+        .find(|x| x.job == job)
+    else {
+        return Err(ApiError::not_found(format!(
+            "tenant {tenant} has no schedule for job {job}; create one with POST"
+        )));
+    };
+    if stored.source != "api" {
+        return Err(ApiError::new(
+            StatusCode::CONFLICT,
+            "managed_elsewhere",
+            format!(
+                "job {job}'s schedule comes from {}; change that object instead (kubectl edit)",
+                stored.source
+            ),
+        ));
+    }
+    let bad = |code, m: String| ApiError::bad_request(code, m);
+    if let Some(t) = b.schedule {
+        stored.spec.schedule = t;
+    }
+    if let Some(z) = b.time_zone.as_deref() {
+        stored.spec.offset = z
+            .parse()
+            .map_err(|e: sparkcap_ledger::slices::SliceError| bad("invalid_time_zone", e.to_string()))?;
+    }
+    if let Some(d) = b.duration.as_deref() {
+        stored.spec.duration = parse_go_duration(d.trim()).map_err(|e| bad("invalid_duration", e))?;
+    }
+    if let Some(c) = b.cores_millicores {
+        stored.spec.cores = c;
+    }
+    if let Some(p) = b.pool {
+        stored.pool = p.into();
+    }
+    let now = Utc::now();
+    stored.updated_at = now;
+    reserve(&s, stored, now, b.dry_run).await
+}
+
+/// Reserves `stored` (replacing the job's schedule) or explains why not.
+async fn reserve(s: &ApiState, stored: StoredSchedule, now: DateTime<Utc>, dry_run: bool) -> Res<Json<ScheduleDto>> {
+    match s.store.put_schedule(&stored, &s.slices, now, dry_run).await? {
+        Decision::Accepted { headroom } => Ok(Json(ScheduleDto::new(&stored, Some(headroom), dry_run))),
         Decision::Refused {
             shortfall,
             alternatives,
