@@ -233,6 +233,72 @@ async fn devcluster_binary_runs_the_webhook_for_kubectl() {
         "{}",
         text(&out)
     );
+    // A ScheduledSparkApplication that fits its slices is admitted and the
+    // scheduler's controller reserves them; one that would overlap it beyond
+    // the tenant's cap (3.2 of the shared pool's 16 cores) is refused, and
+    // kubectl prints the alternatives.
+    let ssa = |name: &str, schedule: &str| {
+        let path = dir.join(format!("{name}.yaml"));
+        std::fs::write(
+            &path,
+            format!(
+                "apiVersion: sparkoperator.k8s.io/v1beta2\nkind: ScheduledSparkApplication\nmetadata:\n  name: {name}\n  \
+                 namespace: tenant-acme\n  annotations:\n    sparkcap.io/expected-duration: 30m\nspec:\n  schedule: \"{schedule}\"\n  \
+                 template:\n    type: Scala\n    mode: cluster\n    image: apache/spark:3.5.3\n    sparkVersion: 3.5.3\n    \
+                 mainApplicationFile: local:///opt/spark/examples/jars/spark-examples.jar\n    \
+                 driver: {{cores: 1, memory: 512m}}\n    executor: {{cores: 1, instances: 1, memory: 512m}}\n"
+            ),
+        )
+        .unwrap();
+        path
+    };
+    let first = ssa("nightly-orders", "0 2 * * *");
+    let out = kubectl(&kc, &["apply", "--validate=false", "-f", first.to_str().unwrap()]).await;
+    assert!(
+        text(&out).contains("scheduledsparkapplication.sparkoperator.k8s.io/nightly-orders created"),
+        "{}",
+        text(&out)
+    );
+    let mut reason = String::new();
+    for _ in 0..100 {
+        let out = kubectl(
+            &kc,
+            &[
+                "get",
+                "scheduledsparkapplication",
+                "-n",
+                "tenant-acme",
+                "nightly-orders",
+                "-o",
+                "jsonpath={.status.conditions[0].type}={.status.conditions[0].reason}",
+            ],
+        )
+        .await;
+        reason = text(&out);
+        if reason == "SlicesReserved=Reserved" {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(reason, "SlicesReserved=Reserved");
+    let second = ssa("nightly-refunds", "15 2 * * *");
+    let mut refused = String::new();
+    for _ in 0..50 {
+        // The webhook sees the reservation once its view has reloaded (a second at most).
+        let out = kubectl(&kc, &["apply", "--validate=false", "-f", second.to_str().unwrap()]).await;
+        refused = text(&out);
+        if !out.status.success() {
+            break;
+        }
+        kubectl(&kc, &["delete", "-f", second.to_str().unwrap()]).await;
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert!(
+        refused.contains("denied the request: ScheduledSparkApplication nightly-refunds does not fit in the shared pool's time slices")
+            && refused.contains("limited by tenant acme's cap")
+            && refused.contains("these would fit: schedule \"30 2 * * *\""),
+        "{refused}"
+    );
     child.kill().await.ok();
     std::fs::remove_dir_all(&dir).ok();
 }

@@ -507,3 +507,168 @@ async fn the_ledger_equals_the_analytic_sum_across_scheduler_kills() {
     assert_eq!(charged, expected_total);
     assert!(c.store.audit().await.unwrap().is_clean());
 }
+
+/// R5 end to end: a new job's first three runs go to the draft pool; the
+/// scheduler's meter closes each with its SLA; after three consecutive runs
+/// within it the ledger promotes the job, the notice becomes an Event in
+/// the tenant's namespace, and the next run goes to the tenant's pool.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_job_runs_three_times_in_draft_and_is_promoted() {
+    let c = cluster("promote").await;
+    let pods: Api<Pod> = Api::namespaced(c.server.client(), "tenant-acme");
+    let acme = sparkcap_ledger::TenantId::new("acme").unwrap();
+    let run = |n: usize| {
+        let mut p = driver(&format!("nightly-{n}"), "1");
+        let meta = &mut p.metadata;
+        meta.labels.as_mut().unwrap().insert("spark-app-name".into(), "nightly".into());
+        let ann = meta.annotations.as_mut().unwrap();
+        ann.insert("sim.sparkcap.io/run-seconds".into(), "1".into());
+        ann.insert("sparkcap.io/sla".into(), "10m".into());
+        p
+    };
+    for n in 1..=4 {
+        let created = pods.create(&PostParams::default(), &run(n)).await.unwrap();
+        let pool = created.metadata.labels.as_ref().unwrap()["sparkcap.io/pool"].clone();
+        if n <= 3 {
+            assert_eq!(pool, "draft", "run {n} profiles in draft");
+            closed_checkpoint(&c.store, created.metadata.uid.as_deref().unwrap()).await;
+            let stats = wait_for("the run in the job's lifecycle", async || {
+                let s = c.store.job_stats(Some(&acme)).await.ok()?.into_iter().find(|j| j.job == "nightly")?;
+                (s.state.runs == n as i64).then_some(s)
+            })
+            .await;
+            assert_eq!(stats.state.sla_seconds, Some(600));
+        } else {
+            assert_eq!(pool, "shared", "promoted: the 4th run goes to the tenant's pool");
+        }
+        if n == 3 {
+            let s = c.store.job_stats(Some(&acme)).await.unwrap();
+            assert_eq!(s[0].state.stage, sparkcap_ledger::lifecycle::JobStage::Production);
+            // The webhook's view has to see the promotion before run 4.
+            tokio::time::sleep(Duration::from_millis(1500)).await;
+        }
+    }
+    // The promotion's notice is an Event in the tenant's namespace.
+    let events: Api<Event> = Api::namespaced(c.server.client(), "tenant-acme");
+    let promoted = wait_for("the Promoted Event", async || {
+        events
+            .list(&ListParams::default())
+            .await
+            .ok()?
+            .items
+            .into_iter()
+            .find(|e| e.reason.as_deref() == Some("Promoted"))
+    })
+    .await;
+    assert!(
+        promoted
+            .message
+            .unwrap()
+            .contains("job nightly promoted from draft to production after 3 consecutive runs within its SLA of 10 min"),
+    );
+    let profiles = c.store.run_profiles(&acme, Some("nightly"), 10).await.unwrap();
+    assert!(profiles.iter().all(|p| p.within_sla() && p.pool == sparkcap_ledger::Pool::Draft));
+}
+
+/// A ScheduledSparkApplication admitted while its slices were free, but
+/// taken by another schedule before the controller could reserve them, is
+/// told so by an Event and a status condition with the alternatives; one
+/// that fits is reserved, and deleting it releases the slices.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn scheduled_applications_reserve_slices_and_losers_are_told() {
+    use kube::api::{DeleteParams, DynamicObject};
+    use sparkcap_ledger::slices::{JobSchedule, Offset, SlicePolicy, StoredSchedule};
+    let server = ApiServer::new();
+    let nodes = NodesFile::default_nodes();
+    for n in &nodes.nodes {
+        register_node(&server, n).unwrap();
+    }
+    let store: Arc<dyn LedgerStore> = Arc::new(MemoryStore::new());
+    let tenants = TenantsFile::parse("tenants:\n- id: acme\n  vcpu_hours: 500\n- id: beta\n  vcpu_hours: 500\n").unwrap();
+    seed(&server, store.as_ref(), &nodes, &tenants).await.unwrap();
+    let dir = std::env::temp_dir().join(format!("sparkcap-sched-ssa-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let _webhook = sparkcap_testkit::webhook::start(&server, store.clone(), Settings::default(), &dir)
+        .await
+        .unwrap();
+    let api: Api<DynamicObject> =
+        Api::namespaced_with(server.client(), "tenant-acme", &sparkcap_scheduler::reservations::resource());
+    let ssa = |name: &str, schedule: &str| -> DynamicObject {
+        let mut v: serde_json::Value = serde_json::from_str(include_str!(
+            "../../webhook/tests/fixtures/scheduled-spark-application.json"
+        ))
+        .unwrap();
+        v["metadata"]["name"] = json!(name);
+        v["metadata"]["annotations"] = json!({"sparkcap.io/expected-duration": "30m"});
+        v["spec"]["schedule"] = json!(schedule);
+        serde_json::from_value(v).unwrap()
+    };
+    // Admitted (nothing reserved yet), before any scheduler runs.
+    api.create(&PostParams::default(), &ssa("nightly-orders", "0 2 * * *"))
+        .await
+        .unwrap();
+    api.create(&PostParams::default(), &ssa("nightly-refunds", "0 4 * * *"))
+        .await
+        .unwrap();
+    // Meanwhile another client reserves acme's whole cap at 04:00 over the API.
+    let taken = StoredSchedule {
+        tenant: sparkcap_ledger::TenantId::new("acme").unwrap(),
+        job: "warehouse".into(),
+        pool: sparkcap_ledger::Pool::Shared,
+        spec: JobSchedule {
+            schedule: "0 4 * * *".into(),
+            offset: Offset(0),
+            duration: chrono::TimeDelta::hours(1),
+            cores: 3000,
+        },
+        source: "api".into(),
+        updated_at: chrono::Utc::now(),
+    };
+    let d = store
+        .put_schedule(&taken, &SlicePolicy::default(), chrono::Utc::now(), false)
+        .await
+        .unwrap();
+    assert!(matches!(d, sparkcap_ledger::slices::Decision::Accepted { .. }), "{d:?}");
+    let _stop = start_scheduler(&server, &store, "scheduler-a");
+    let reason = |name: &'static str| {
+        let api = api.clone();
+        async move {
+            let o = api.get(name).await.ok()?;
+            let c = o.data.pointer("/status/conditions/0")?.clone();
+            Some((c["reason"].as_str()?.to_owned(), c["message"].as_str()?.to_owned()))
+        }
+    };
+    let (r, _) = wait_for("nightly-orders reserved", async || reason("nightly-orders").await).await;
+    assert_eq!(r, "Reserved");
+    let (r, m) = wait_for("nightly-refunds refused", async || reason("nightly-refunds").await).await;
+    assert_eq!(r, "SlicesUnavailable");
+    assert!(
+        m.contains("ScheduledSparkApplication nightly-refunds does not fit in the shared pool's time slices")
+            && m.contains("these would fit"),
+        "{m}"
+    );
+    let events: Api<Event> = Api::namespaced(server.client(), "tenant-acme");
+    let ev = wait_for("the SlicesUnavailable Event", async || {
+        events
+            .list(&ListParams::default())
+            .await
+            .ok()?
+            .items
+            .into_iter()
+            .find(|e| e.reason.as_deref() == Some("SlicesUnavailable"))
+    })
+    .await;
+    assert_eq!(ev.involved_object.name.as_deref(), Some("nightly-refunds"));
+    let sources: Vec<String> = store.schedules(None).await.unwrap().into_iter().map(|s| s.source).collect();
+    assert_eq!(
+        sources,
+        vec!["scheduledsparkapplication/tenant-acme/nightly-orders".to_owned(), "api".to_owned()]
+    );
+    // Deleting the object releases its slices.
+    api.delete("nightly-orders", &DeleteParams::default()).await.unwrap();
+    wait_for("the reservation released", async || {
+        let left = store.schedules(None).await.ok()?;
+        (left.len() == 1).then_some(())
+    })
+    .await;
+}
