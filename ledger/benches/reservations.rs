@@ -75,7 +75,10 @@ async fn main() -> anyhow::Result<()> {
     let t0 = Instant::now();
     for s in &all {
         let t = Instant::now();
-        if matches!(store.put_schedule(s, &policy, now, false).await?, Decision::Accepted { .. }) {
+        if matches!(
+            store.put_schedule(s, &policy, now, false).await?,
+            Decision::Accepted { .. }
+        ) {
             accepted += 1;
         }
         lat.push(t.elapsed());

@@ -517,23 +517,73 @@ async fn a_job_runs_three_times_in_draft_and_is_promoted() {
     let c = cluster("promote").await;
     let pods: Api<Pod> = Api::namespaced(c.server.client(), "tenant-acme");
     let acme = sparkcap_ledger::TenantId::new("acme").unwrap();
+    // The tenant's notification receiver: down for the first POST, then up.
+    let received = Arc::new(std::sync::Mutex::new(Vec::<serde_json::Value>::new()));
+    let calls = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let app = {
+        let (received, calls) = (received.clone(), calls.clone());
+        axum::Router::new().route(
+            "/hook",
+            axum::routing::post(move |body: axum::Json<serde_json::Value>| async move {
+                if calls.fetch_add(1, std::sync::atomic::Ordering::SeqCst) == 0 {
+                    return axum::http::StatusCode::SERVICE_UNAVAILABLE;
+                }
+                received.lock().unwrap().push(body.0);
+                axum::http::StatusCode::NO_CONTENT
+            }),
+        )
+    };
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let hook = format!("http://{}/hook", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    c.store.set_notify_url(&acme, Some(&hook)).await.unwrap();
+    // metrics-server's view of each driver: 0.9 of its core and 1 GiB in use.
+    let metrics: Api<kube::api::DynamicObject> = Api::namespaced_with(
+        c.server.client(),
+        "tenant-acme",
+        &kube::api::ApiResource {
+            group: "metrics.k8s.io".into(),
+            version: "v1beta1".into(),
+            api_version: "metrics.k8s.io/v1beta1".into(),
+            kind: "PodMetrics".into(),
+            plural: "pods".into(),
+        },
+    );
     let run = |n: usize| {
         let mut p = driver(&format!("nightly-{n}"), "1");
         let meta = &mut p.metadata;
-        meta.labels.as_mut().unwrap().insert("spark-app-name".into(), "nightly".into());
+        meta.labels
+            .as_mut()
+            .unwrap()
+            .insert("spark-app-name".into(), "nightly".into());
         let ann = meta.annotations.as_mut().unwrap();
-        ann.insert("sim.sparkcap.io/run-seconds".into(), "1".into());
+        ann.insert("sim.sparkcap.io/run-seconds".into(), "2".into());
         ann.insert("sparkcap.io/sla".into(), "10m".into());
         p
     };
     for n in 1..=4 {
         let created = pods.create(&PostParams::default(), &run(n)).await.unwrap();
+        let sample = json!({
+            "apiVersion": "metrics.k8s.io/v1beta1", "kind": "PodMetrics",
+            "metadata": {"name": format!("nightly-{n}"), "namespace": "tenant-acme", "labels": {"spark-role": "driver"}},
+            "containers": [{"name": "spark-kubernetes-driver", "usage": {"cpu": "900m", "memory": "1Gi"}}]
+        });
+        metrics
+            .create(&PostParams::default(), &serde_json::from_value(sample).unwrap())
+            .await
+            .unwrap();
         let pool = created.metadata.labels.as_ref().unwrap()["sparkcap.io/pool"].clone();
         if n <= 3 {
             assert_eq!(pool, "draft", "run {n} profiles in draft");
             closed_checkpoint(&c.store, created.metadata.uid.as_deref().unwrap()).await;
             let stats = wait_for("the run in the job's lifecycle", async || {
-                let s = c.store.job_stats(Some(&acme)).await.ok()?.into_iter().find(|j| j.job == "nightly")?;
+                let s = c
+                    .store
+                    .job_stats(Some(&acme))
+                    .await
+                    .ok()?
+                    .into_iter()
+                    .find(|j| j.job == "nightly")?;
                 (s.state.runs == n as i64).then_some(s)
             })
             .await;
@@ -561,13 +611,51 @@ async fn a_job_runs_three_times_in_draft_and_is_promoted() {
     })
     .await;
     assert!(
-        promoted
-            .message
-            .unwrap()
-            .contains("job nightly promoted from draft to production after 3 consecutive runs within its SLA of 10 min"),
+        promoted.message.unwrap().contains(
+            "job nightly promoted from draft to production after 3 consecutive runs within its SLA of 10 min"
+        ),
     );
     let profiles = c.store.run_profiles(&acme, Some("nightly"), 10).await.unwrap();
-    assert!(profiles.iter().all(|p| p.within_sla() && p.pool == sparkcap_ledger::Pool::Draft));
+    assert!(
+        profiles
+            .iter()
+            .all(|p| p.within_sla() && p.pool == sparkcap_ledger::Pool::Draft)
+    );
+    // Measured use from metrics.k8s.io is in each profile.
+    for p in &profiles {
+        assert_eq!(
+            (p.cpu_used, p.memory_used),
+            (
+                Some(sparkcap_ledger::Millicores(900)),
+                Some(sparkcap_ledger::Bytes(1 << 30))
+            ),
+            "{p:?}"
+        );
+    }
+    // The notice reached the tenant's URL on the retry after a 503.
+    let delivered = wait_for("the notice delivered to the URL", async || {
+        let all = c
+            .store
+            .notices(&sparkcap_ledger::store::NoticeQuery {
+                tenant: Some(&acme),
+                undelivered: false,
+                cursor: None,
+                limit: 10,
+            })
+            .await
+            .ok()?;
+        all.into_iter().find(|n| n.delivered_at.is_some())
+    })
+    .await;
+    assert_eq!(delivered.attempts, 1);
+    assert!(
+        delivered.last_error.as_deref().unwrap().contains("HTTP 503"),
+        "{delivered:?}"
+    );
+    let got = received.lock().unwrap().clone();
+    assert_eq!(got.len(), 1, "{got:?}");
+    assert_eq!(got[0]["kind"], "promoted");
+    assert_eq!(got[0]["id"], delivered.id);
 }
 
 /// A ScheduledSparkApplication admitted while its slices were free, but
@@ -584,15 +672,19 @@ async fn scheduled_applications_reserve_slices_and_losers_are_told() {
         register_node(&server, n).unwrap();
     }
     let store: Arc<dyn LedgerStore> = Arc::new(MemoryStore::new());
-    let tenants = TenantsFile::parse("tenants:\n- id: acme\n  vcpu_hours: 500\n- id: beta\n  vcpu_hours: 500\n").unwrap();
+    let tenants =
+        TenantsFile::parse("tenants:\n- id: acme\n  vcpu_hours: 500\n- id: beta\n  vcpu_hours: 500\n").unwrap();
     seed(&server, store.as_ref(), &nodes, &tenants).await.unwrap();
     let dir = std::env::temp_dir().join(format!("sparkcap-sched-ssa-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let _webhook = sparkcap_testkit::webhook::start(&server, store.clone(), Settings::default(), &dir)
         .await
         .unwrap();
-    let api: Api<DynamicObject> =
-        Api::namespaced_with(server.client(), "tenant-acme", &sparkcap_scheduler::reservations::resource());
+    let api: Api<DynamicObject> = Api::namespaced_with(
+        server.client(),
+        "tenant-acme",
+        &sparkcap_scheduler::reservations::resource(),
+    );
     let ssa = |name: &str, schedule: &str| -> DynamicObject {
         let mut v: serde_json::Value = serde_json::from_str(include_str!(
             "../../webhook/tests/fixtures/scheduled-spark-application.json"
@@ -659,10 +751,19 @@ async fn scheduled_applications_reserve_slices_and_losers_are_told() {
     })
     .await;
     assert_eq!(ev.involved_object.name.as_deref(), Some("nightly-refunds"));
-    let sources: Vec<String> = store.schedules(None).await.unwrap().into_iter().map(|s| s.source).collect();
+    let sources: Vec<String> = store
+        .schedules(None)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|s| s.source)
+        .collect();
     assert_eq!(
         sources,
-        vec!["scheduledsparkapplication/tenant-acme/nightly-orders".to_owned(), "api".to_owned()]
+        vec![
+            "scheduledsparkapplication/tenant-acme/nightly-orders".to_owned(),
+            "api".to_owned()
+        ]
     );
     // Deleting the object releases its slices.
     api.delete("nightly-orders", &DeleteParams::default()).await.unwrap();

@@ -101,6 +101,8 @@ pub const RESOURCES: &[ResourceDef] = &[
         &["quota"],
     ),
     def("coordination.k8s.io", "v1", "leases", "Lease", true, &[], &[]),
+    // What metrics-server serves; tests write the samples themselves.
+    def("metrics.k8s.io", "v1beta1", "pods", "PodMetrics", true, &[], &[]),
     def(
         "authentication.k8s.io",
         "v1",
