@@ -689,7 +689,11 @@ async fn runs_are_profiled_and_promote_jobs(s: &dyn LedgerStore) {
     // 5 cores × 700 / 600 = 5.83 → 6.
     assert_eq!(all[1].recommended_cores, Some(Millicores(6000)));
     let similar = s.similar_runs(Some("postgres"), Some("iceberg"), 10).await.unwrap();
-    assert_eq!(similar.len(), 4, "run 5 has no executors but counts; all succeeded");
+    assert_eq!(
+        similar.len(),
+        5,
+        "every successful run with a data volume, run 5 (no executors) too"
+    );
     assert!(s.similar_runs(Some("s3"), None, 10).await.unwrap().is_empty());
     // The outbox: oldest first, settled one by one.
     let q = NoticeQuery {

@@ -10,6 +10,7 @@ pub mod metrics;
 pub mod model;
 pub mod notifier;
 pub mod observe;
+pub mod onboarding;
 pub mod plan;
 pub mod reservations;
 pub mod shell;

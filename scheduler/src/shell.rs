@@ -72,6 +72,8 @@ pub struct ShellConfig {
     pub slices: sparkcap_ledger::slices::SlicePolicy,
     /// Time between deliveries of the notice outbox.
     pub notify_period: Duration,
+    /// Time between reconciliations of tenant namespaces (quota, network policy).
+    pub onboarding_period: Duration,
 }
 
 impl Default for ShellConfig {
@@ -86,6 +88,7 @@ impl Default for ShellConfig {
             draft_runs: sparkcap_ledger::lifecycle::DEFAULT_DRAFT_RUNS,
             slices: sparkcap_ledger::slices::SlicePolicy::default(),
             notify_period: Duration::from_secs(2),
+            onboarding_period: Duration::from_secs(10),
         }
     }
 }
@@ -138,6 +141,12 @@ pub async fn run(
     let mut side = tokio::task::JoinSet::new();
     side.spawn(crate::reservations::run(client.clone(), store.clone(), config.clone()));
     side.spawn(crate::notifier::run(client.clone(), store.clone(), config.clone()));
+    side.spawn(crate::onboarding::run(
+        client.clone(),
+        store.clone(),
+        config.clone(),
+        config.onboarding_period,
+    ));
     let mut tick = tokio::time::interval(config.period);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let metrics = config.metrics.clone();

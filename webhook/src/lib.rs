@@ -11,6 +11,7 @@ pub mod metrics;
 pub mod operator;
 pub mod review;
 pub mod run;
+pub mod selfcert;
 pub mod server;
 pub mod spark;
 pub mod sync;

@@ -64,6 +64,23 @@ struct ServeArgs {
     /// How often the certificate files are checked for rotation, in seconds.
     #[arg(long, default_value_t = 5)]
     cert_poll_seconds: u64,
+    /// Make and rotate the serving certificate itself (no cert-manager): kept in
+    /// --tls-secret, written to --tls-cert/--tls-key, its CA put into the
+    /// webhook configurations named --webhook-configurations.
+    #[arg(long)]
+    self_managed_tls: bool,
+    /// Secret of the self-managed certificate.
+    #[arg(long, default_value = "sparkcap-webhook-tls")]
+    tls_secret: String,
+    /// The webhook's Service (the certificate's DNS names).
+    #[arg(long, default_value = "sparkcap-webhook")]
+    webhook_service: String,
+    /// Mutating and Validating webhook configurations to put the CA in.
+    #[arg(long, default_value = "sparkcap")]
+    webhook_configurations: String,
+    /// The webhook's namespace.
+    #[arg(long, env = "POD_NAMESPACE", default_value = "sparkcap-system")]
+    namespace: String,
     /// A job's first N runs go to the draft pool (0: no draft pool).
     #[arg(long, default_value_t = 3)]
     draft_runs: i64,
@@ -216,7 +233,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let (view, _sync) = sync::start(
         TenantView::new(settings),
         store.clone(),
-        kube,
+        kube.clone(),
         SyncConfig {
             full_reload: Duration::from_secs(args.reload_seconds.max(1)),
             ..SyncConfig::default()
@@ -238,12 +255,27 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         state.prices.vcpu_hour_cents = args.api.price_vcpu_hour_cents;
         (l, state)
     });
+    let files = CertFiles {
+        cert: args.tls_cert,
+        key: args.tls_key,
+    };
+    if args.self_managed_tls {
+        let cfg = sparkcap_webhook::selfcert::SelfManaged {
+            namespace: args.namespace,
+            secret: args.tls_secret,
+            service: args.webhook_service,
+            configurations: args.webhook_configurations,
+            files: files.clone(),
+        };
+        tokio::spawn(sparkcap_webhook::selfcert::run(
+            kube.clone(),
+            cfg,
+            Duration::from_secs(600),
+        ));
+    }
     run(
         Listeners { admission, ops, api },
-        CertFiles {
-            cert: args.tls_cert,
-            key: args.tls_key,
-        },
+        files,
         Duration::from_secs(args.cert_poll_seconds.max(1)),
         view,
         metrics,

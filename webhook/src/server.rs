@@ -101,6 +101,43 @@ pub fn admission_router(state: AppState) -> Router {
         .with_state(state)
 }
 
+/// Every live tenant's vCPU-hour balance as the view holds it (the
+/// dashboards' balances, and alerts on them).
+fn balance_gauges(ledger: &crate::view::LedgerFacts) -> String {
+    use std::fmt::Write;
+    let mut out = String::from(
+        "# HELP sparkcap_tenant_balance_remaining_vcpu_hours vCPU-hours left of the purchases in force (negative: debt)\n\
+         # TYPE sparkcap_tenant_balance_remaining_vcpu_hours gauge\n",
+    );
+    let mut tenants: Vec<_> = ledger
+        .tenants
+        .values()
+        .filter(|t| t.tenant.status != sparkcap_ledger::TenantStatus::Deleted)
+        .collect();
+    tenants.sort_by(|a, b| a.tenant.id.cmp(&b.tenant.id));
+    for t in &tenants {
+        let _ = writeln!(
+            out,
+            "sparkcap_tenant_balance_remaining_vcpu_hours{{tenant=\"{}\"}} {}",
+            t.tenant.id,
+            t.balance.remaining.0 as f64 / 3_600_000.0
+        );
+    }
+    out.push_str(
+        "# HELP sparkcap_tenant_balance_purchased_vcpu_hours vCPU-hours of the purchases in force\n\
+         # TYPE sparkcap_tenant_balance_purchased_vcpu_hours gauge\n",
+    );
+    for t in &tenants {
+        let _ = writeln!(
+            out,
+            "sparkcap_tenant_balance_purchased_vcpu_hours{{tenant=\"{}\"}} {}",
+            t.tenant.id,
+            t.balance.purchased.0 as f64 / 3_600_000.0
+        );
+    }
+    out
+}
+
 /// Health, readiness and metrics (served plain, for probes and Prometheus).
 pub fn ops_router(state: AppState) -> Router {
     Router::new()
@@ -134,6 +171,7 @@ pub fn ops_router(state: AppState) -> Router {
                     view.ledger.tenants.len(),
                     view.apps.len()
                 );
+                let extra = extra + &balance_gauges(&view.ledger);
                 ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], s.metrics.render(&extra))
             }),
         )
