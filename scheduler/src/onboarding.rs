@@ -49,15 +49,19 @@ pub struct Reach {
 /// dedicated capacity others leave idle (borrowed, R8).
 pub fn desired(units: i64, vcpu_hours: bool, unit_cpu: i64, unit_memory: i64, pools: &[PoolCapacity]) -> Reach {
     let pool = |p: Pool| pools.iter().find(|c| c.pool == p);
-    let mut cpu = units * unit_cpu;
-    let mut memory = units * unit_memory;
+    let (own_cpu, own_memory) = (units * unit_cpu, units * unit_memory);
+    let (mut cpu, mut memory) = (own_cpu, own_memory);
     if vcpu_hours {
-        for p in [Pool::Shared, Pool::Draft, Pool::Dedicated] {
+        for p in [Pool::Shared, Pool::Draft] {
             if let Some(c) = pool(p) {
-                let (own_cpu, own_mem) = if p == Pool::Dedicated { (cpu, memory) } else { (0, 0) };
-                cpu += (c.cpu.0 - own_cpu).max(0);
-                memory += (c.memory.0 - own_mem).max(0);
+                cpu += c.cpu.0;
+                memory += c.memory.0;
             }
+        }
+        // The rest of the dedicated pool, when its owners leave it idle.
+        if let Some(c) = pool(Pool::Dedicated) {
+            cpu += (c.cpu.0 - own_cpu).max(0);
+            memory += (c.memory.0 - own_memory).max(0);
         }
     }
     Reach { cpu, memory }

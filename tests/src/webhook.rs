@@ -95,15 +95,44 @@ pub async fn start_with_api(
     dir: &Path,
     api: Option<ApiOptions>,
 ) -> anyhow::Result<RunningWebhook> {
-    let ca = TestCa::new();
-    let cert = ca.issue(&["127.0.0.1", "localhost"]);
+    start_inner(server, store, settings, dir, api, None).await
+}
+
+/// The webhook as the Helm chart runs it by default: it makes its own
+/// certificate (Secret `sparkcap-webhook-tls` in `namespace`) and puts the
+/// CA into the webhook configurations named `sparkcap` already applied to
+/// the control plane, which reaches it as the Service
+/// `sparkcap-webhook.<namespace>.svc` (verified against that name).
+pub async fn start_self_managed(
+    server: &ApiServer,
+    store: Arc<dyn LedgerStore>,
+    settings: Settings,
+    dir: &Path,
+    namespace: &str,
+) -> anyhow::Result<RunningWebhook> {
+    start_inner(server, store, settings, dir, None, Some(namespace)).await
+}
+
+async fn start_inner(
+    server: &ApiServer,
+    store: Arc<dyn LedgerStore>,
+    settings: Settings,
+    dir: &Path,
+    api: Option<ApiOptions>,
+    self_managed: Option<&str>,
+) -> anyhow::Result<RunningWebhook> {
     let files = CertFiles {
         cert: dir.join("webhook-tls.crt"),
         key: dir.join("webhook-tls.key"),
     };
-    std::fs::write(&files.cert, &cert.cert_pem)?;
-    std::fs::write(&files.key, &cert.key_pem)?;
+    let ca = TestCa::new();
+    if self_managed.is_none() {
+        let cert = ca.issue(&["127.0.0.1", "localhost"]);
+        std::fs::write(&files.cert, &cert.cert_pem)?;
+        std::fs::write(&files.key, &cert.key_pem)?;
+    }
     let admission = std::net::TcpListener::bind("127.0.0.1:0")?;
+    let admission_addr = admission.local_addr()?;
     let ops = std::net::TcpListener::bind("127.0.0.1:0")?;
     let url = format!("https://{}", admission.local_addr()?);
     let ops_url = format!("http://{}", ops.local_addr()?);
@@ -140,6 +169,23 @@ pub async fn start_with_api(
             ))
         }
     };
+    let mut self_ca = None;
+    if let Some(namespace) = self_managed {
+        let cfg = sparkcap_webhook::selfcert::SelfManaged {
+            namespace: namespace.to_owned(),
+            secret: "sparkcap-webhook-tls".into(),
+            service: "sparkcap-webhook".into(),
+            configurations: "sparkcap".into(),
+            files: files.clone(),
+        };
+        let ca = sparkcap_webhook::selfcert::ensure(&server.client(), &cfg, chrono::Utc::now()).await?;
+        self_ca = Some(String::from_utf8(ca)?);
+        tokio::spawn(sparkcap_webhook::selfcert::run(
+            server.client(),
+            cfg,
+            Duration::from_secs(600),
+        ));
+    }
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     tokio::spawn(async move {
         let _tasks = tasks;
@@ -160,12 +206,27 @@ pub async fn start_with_api(
         }
     });
     wait_ready(&ops_url).await?;
-    register(server, &url, &ca.ca_bundle())?;
+    let ca_pem = match (self_managed, self_ca) {
+        (Some(namespace), Some(ca)) => {
+            // As kube-apiserver reaches a Service: by its DNS name, here resolved to the listener.
+            server
+                .admission
+                .service_urls
+                .write()
+                .unwrap_or_else(|p| p.into_inner())
+                .insert(format!("{namespace}/sparkcap-webhook"), admission_addr.to_string());
+            ca
+        }
+        _ => {
+            register(server, &url, &ca.ca_bundle())?;
+            ca.ca_pem()
+        }
+    };
     Ok(RunningWebhook {
         url,
         ops_url,
         api_url,
-        ca_pem: ca.ca_pem(),
+        ca_pem,
         _stop: stop,
     })
 }

@@ -6,35 +6,10 @@
 use sparkcap_testkit::apiserver::ApiServer;
 use sparkcap_testkit::devcluster::{NodesFile, register_node, serve_tls, write_kubeconfig};
 use sparkcap_testkit::tls::TestCa;
-use std::path::Path;
-use std::process::Output;
 use std::time::Duration;
 use tokio::process::Command;
 
-fn kubectl_available() -> bool {
-    std::process::Command::new("kubectl")
-        .arg("version")
-        .arg("--client")
-        .output()
-        .is_ok_and(|o| o.status.success())
-}
-
-async fn kubectl(kubeconfig: &Path, args: &[&str]) -> Output {
-    Command::new("kubectl")
-        .env("KUBECONFIG", kubeconfig)
-        .args(args)
-        .output()
-        .await
-        .expect("run kubectl")
-}
-
-fn text(o: &Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    )
-}
+use sparkcap_testkit::kubectl::{available as kubectl_available, run as kubectl, text};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kubectl_get_apply_watch_delete() {

@@ -330,3 +330,227 @@ fn committed_manifests_are_the_rendered_chart() {
         "manifests/sparkcap.yaml is stale: run ./scripts/render-manifests.sh and commit it"
     );
 }
+
+/// The committed manifests (the chart with its defaults) applied with the
+/// real kubectl to the test control plane; then sparkcap's two components,
+/// run as the chart runs them: the webhook makes its certificate and puts its
+/// CA into the applied webhook configurations, the control plane calls it as
+/// the Service `sparkcap-webhook.sparkcap-system.svc`, and labelling a
+/// namespace onboards it (binding, quota, network policy).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_rendered_chart_installs_on_the_test_control_plane() {
+    use sparkcap_ledger::*;
+    use sparkcap_testkit::apiserver::ApiServer;
+    use sparkcap_testkit::devcluster::{NodesFile, TenantsFile, register_node, seed};
+    use sparkcap_testkit::kubectl::{self, text};
+    use std::sync::Arc;
+    use std::time::Duration;
+    if !kubectl::available() {
+        eprintln!("\n*** SKIPPED: kubectl is not installed; ./scripts/test.sh fetches it ***\n");
+        return;
+    }
+    let server = ApiServer::new();
+    let nodes = NodesFile::default_nodes();
+    for n in &nodes.nodes {
+        register_node(&server, n).unwrap();
+    }
+    let dir = std::env::temp_dir().join(format!("sparkcap-chart-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let kc = kubectl::serve_with_kubeconfig(&server, &dir);
+    // (`kubectl create namespace` sends protobuf, which the test control plane
+    // does not decode; a manifest is sent as JSON.)
+    let create_namespace = |name: &str| {
+        let path = dir.join(format!("{name}.yaml"));
+        std::fs::write(
+            &path,
+            format!("apiVersion: v1\nkind: Namespace\nmetadata:\n  name: {name}\n"),
+        )
+        .unwrap();
+        let kc = kc.clone();
+        async move {
+            let out = kubectl::run(&kc, &["apply", "--validate=false", "-f", path.to_str().unwrap()]).await;
+            assert!(out.status.success(), "{}", text(&out));
+        }
+    };
+    create_namespace("sparkcap-system").await;
+    let manifests = root().join("manifests/sparkcap.yaml");
+    let out = kubectl::run(&kc, &["apply", "--validate=false", "-f", manifests.to_str().unwrap()]).await;
+    let printed = text(&out);
+    assert!(out.status.success(), "{printed}");
+    for line in [
+        "deployment.apps/sparkcap-webhook created",
+        "deployment.apps/sparkcap-scheduler created",
+        "clusterrole.rbac.authorization.k8s.io/sparkcap-scheduler created",
+        "mutatingwebhookconfiguration.admissionregistration.k8s.io/sparkcap created",
+        "validatingwebhookconfiguration.admissionregistration.k8s.io/sparkcap created",
+        "poddisruptionbudget.policy/sparkcap-webhook created",
+    ] {
+        assert!(printed.contains(line), "{line}:\n{printed}");
+    }
+
+    // The ledger: pools sized from the nodes, tenant acme with vCPU-hours.
+    let store: Arc<dyn LedgerStore> = Arc::new(MemoryStore::new());
+    seed(
+        &server,
+        store.as_ref(),
+        &nodes,
+        &TenantsFile::parse("tenants: []\n").unwrap(),
+    )
+    .await
+    .unwrap();
+    let acme = TenantId::new("acme").unwrap();
+    let now = chrono::Utc::now();
+    store
+        .create_tenant(NewTenant::new(acme.clone(), "Acme"), now)
+        .await
+        .unwrap();
+    store
+        .record_purchase(
+            &PurchaseRequest {
+                tenant: acme.clone(),
+                kind: PurchaseKind::VcpuHours,
+                quantity: 500,
+                period: Period::Monthly,
+                valid_from: Some(now),
+                valid_until: None,
+                idempotency_key: "chart".into(),
+            },
+            now,
+        )
+        .await
+        .unwrap();
+    let webhook = sparkcap_testkit::webhook::start_self_managed(
+        &server,
+        store.clone(),
+        sparkcap_webhook::view::Settings::default(),
+        &dir,
+        "sparkcap-system",
+    )
+    .await
+    .unwrap();
+    let _scheduler = sparkcap_testkit::scheduler::start(
+        &server,
+        &store,
+        sparkcap_scheduler::shell::ShellConfig {
+            onboarding_period: Duration::from_millis(200),
+            ..Default::default()
+        },
+    );
+    // The CA is in both applied configurations, the pair in a TLS Secret.
+    use base64::Engine;
+    let bundle = base64::engine::general_purpose::STANDARD.encode(&webhook.ca_pem);
+    for kind in ["mutatingwebhookconfiguration", "validatingwebhookconfiguration"] {
+        let out = kubectl::run(
+            &kc,
+            &[
+                "get",
+                kind,
+                "sparkcap",
+                "-o",
+                "jsonpath={.webhooks[*].clientConfig.caBundle}",
+            ],
+        )
+        .await;
+        for b in text(&out).split_whitespace() {
+            assert_eq!(b, bundle, "{kind}");
+        }
+    }
+    let out = kubectl::run(
+        &kc,
+        &[
+            "get",
+            "secret",
+            "-n",
+            "sparkcap-system",
+            "sparkcap-webhook-tls",
+            "-o",
+            "jsonpath={.type}",
+        ],
+    )
+    .await;
+    assert_eq!(text(&out), "kubernetes.io/tls");
+
+    // Onboarding by label.
+    create_namespace("acme-etl").await;
+    let out = kubectl::run(&kc, &["label", "namespace", "acme-etl", "sparkcap.io/tenant=acme"]).await;
+    assert!(out.status.success(), "{}", text(&out));
+    // vCPU-hours reach the shared and draft pools and borrowable dedicated
+    // capacity: every pool's cpu, as the scheduler registered it.
+    let (mut quota, mut want) = (String::new(), String::new());
+    for _ in 0..100 {
+        let pools: i64 = store.pools().await.unwrap().iter().map(|p| p.cpu.0).sum();
+        want = format!("{pools}m");
+        let out = kubectl::run(
+            &kc,
+            &[
+                "get",
+                "resourcequota",
+                "sparkcap",
+                "-n",
+                "acme-etl",
+                "-o",
+                "jsonpath={.spec.hard.requests\\.cpu}",
+            ],
+        )
+        .await;
+        quota = text(&out);
+        if quota == want {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(quota, want);
+    assert_ne!(quota, "0m");
+    let out = kubectl::run(
+        &kc,
+        &[
+            "get",
+            "networkpolicy",
+            "sparkcap-default-deny",
+            "-n",
+            "acme-etl",
+            "-o",
+            "jsonpath={.spec.policyTypes}",
+        ],
+    )
+    .await;
+    assert_eq!(text(&out), r#"["Ingress","Egress"]"#);
+    assert!(
+        store
+            .namespace_bindings()
+            .await
+            .unwrap()
+            .iter()
+            .any(|b| b.namespace == "acme-etl" && b.tenant == acme)
+    );
+
+    // A Spark driver in it goes through the chart's webhook configuration,
+    // over TLS verified against the self-managed CA.
+    let pod = dir.join("driver.json");
+    std::fs::copy(root().join("webhook/tests/fixtures/cluster-mode-driver-pod.json"), &pod).unwrap();
+    let mut created = String::new();
+    for _ in 0..50 {
+        // The webhook's view learns the new binding within its reload period.
+        let out = kubectl::run(
+            &kc,
+            &[
+                "create",
+                "--validate=false",
+                "-n",
+                "acme-etl",
+                "-f",
+                pod.to_str().unwrap(),
+                "-o",
+                "jsonpath={.spec.schedulerName}",
+            ],
+        )
+        .await;
+        created = text(&out);
+        if out.status.success() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert_eq!(created, "sparkcap-scheduler");
+    std::fs::remove_dir_all(&dir).ok();
+}

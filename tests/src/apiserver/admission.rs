@@ -57,6 +57,10 @@ pub struct Attributes<'a> {
     pub dry_run: bool,
 }
 
+/// Clients are kept per CA bundle, timeout and Service address (a new
+/// client per call put a 50–100 ms TLS setup on every admission).
+type ClientKey = (String, u64, Option<(String, std::net::SocketAddr)>);
+
 /// Admission state shared by the server.
 #[derive(Debug, Clone, Default)]
 pub struct Admission {
@@ -64,7 +68,7 @@ pub struct Admission {
     pub service_urls: Arc<RwLock<HashMap<String, String>>>,
     /// HTTPS clients by (caBundle, timeout): kept, as kube-apiserver keeps
     /// its webhook clients, so that calls reuse connections.
-    clients: Arc<RwLock<HashMap<(String, u64), reqwest::Client>>>,
+    clients: Arc<RwLock<HashMap<ClientKey, reqwest::Client>>>,
 }
 
 fn matches_list(list: Option<&Value>, want: &str) -> bool {
@@ -270,6 +274,7 @@ impl Admission {
                 )))
             }
         };
+        let mut resolve: Option<(String, std::net::SocketAddr)> = None;
         let url = match (
             w.pointer("/clientConfig/url").and_then(Value::as_str),
             w.pointer("/clientConfig/service"),
@@ -288,7 +293,26 @@ impl Admission {
                     .get(&key)
                     .cloned();
                 match base {
-                    Some(b) => format!("{b}{}", svc["path"].as_str().unwrap_or("")),
+                    // A URL: called as is (tests whose certificates name 127.0.0.1).
+                    Some(b) if b.starts_with("https://") => format!("{b}{}", svc["path"].as_str().unwrap_or("")),
+                    // An address: the Service's endpoint, called by the Service's DNS
+                    // name (the certificate must name it), as kube-apiserver does.
+                    Some(addr) => match addr.parse::<std::net::SocketAddr>() {
+                        Ok(a) => {
+                            let host = format!(
+                                "{}.{}.svc",
+                                svc["name"].as_str().unwrap_or(""),
+                                svc["namespace"].as_str().unwrap_or("")
+                            );
+                            resolve = Some((host.clone(), a));
+                            format!(
+                                "https://{host}:{}{}",
+                                svc["port"].as_u64().unwrap_or(443),
+                                svc["path"].as_str().unwrap_or("")
+                            )
+                        }
+                        Err(e) => return fail(format!("service {key} endpoint {addr:?}: {e}")),
+                    },
                     None => return fail(format!("failed to call webhook: service \"{key}\" not found")),
                 }
             }
@@ -304,7 +328,7 @@ impl Admission {
             .clients
             .read()
             .unwrap_or_else(|p| p.into_inner())
-            .get(&(ca_bundle.clone(), timeout))
+            .get(&(ca_bundle.clone(), timeout, resolve.clone()))
             .cloned();
         let client = match cached {
             Some(c) => c,
@@ -312,6 +336,9 @@ impl Admission {
                 let mut builder = reqwest::Client::builder()
                     .timeout(Duration::from_secs(timeout))
                     .use_rustls_tls();
+                if let Some((host, addr)) = &resolve {
+                    builder = builder.resolve(host, *addr);
+                }
                 if !ca_bundle.is_empty() {
                     let pem = match base64::engine::general_purpose::STANDARD.decode(&ca_bundle) {
                         Ok(p) => p,
@@ -333,7 +360,7 @@ impl Admission {
                 self.clients
                     .write()
                     .unwrap_or_else(|p| p.into_inner())
-                    .insert((ca_bundle, timeout), client.clone());
+                    .insert((ca_bundle, timeout, resolve), client.clone());
                 client
             }
         };
