@@ -554,3 +554,46 @@ async fn the_rendered_chart_installs_on_the_test_control_plane() {
     assert_eq!(created, "sparkcap-scheduler");
     std::fs::remove_dir_all(&dir).ok();
 }
+
+/// Every metric the dashboard and the alerts query is one the binaries
+/// export (names taken from their sources), so no panel stays empty.
+#[test]
+fn dashboard_and_alerts_query_exported_metrics() {
+    need_helm!();
+    let mut exported = std::collections::BTreeSet::new();
+    for src in [
+        "scheduler/src/metrics.rs",
+        "webhook/src/metrics.rs",
+        "webhook/src/server.rs",
+    ] {
+        let text = std::fs::read_to_string(root().join(src)).unwrap();
+        for part in text.split('"').skip(1).step_by(2) {
+            if part.starts_with("sparkcap_") && part.bytes().all(|b| b.is_ascii_lowercase() || b == b'_') {
+                exported.insert(part.to_owned());
+            }
+        }
+        // Names written into exposition text by hand (`# TYPE name gauge`).
+        for line in text.lines() {
+            if let Some(rest) = line.trim().trim_start_matches('"').strip_prefix("# TYPE ") {
+                exported.insert(rest.split_whitespace().next().unwrap_or_default().to_owned());
+            }
+        }
+    }
+    let rendered = render(&["metrics.prometheusRule.enabled=true"]).unwrap();
+    let mut queried = std::collections::BTreeSet::new();
+    for token in rendered.split(|c: char| !(c.is_ascii_lowercase() || c == '_')) {
+        if token.starts_with("sparkcap_") && token.len() > "sparkcap_".len() {
+            let base = ["_bucket", "_sum", "_count"]
+                .iter()
+                .find_map(|s| token.strip_suffix(s))
+                .unwrap_or(token);
+            queried.insert(base.to_owned());
+        }
+    }
+    assert!(queried.len() >= 10, "{queried:?}");
+    let missing: Vec<&String> = queried.iter().filter(|m| !exported.contains(*m)).collect();
+    assert!(
+        missing.is_empty(),
+        "queried but never exported: {missing:?}\nexported: {exported:?}"
+    );
+}

@@ -25,6 +25,10 @@ pub struct ViewHandle {
     current: Arc<ArcSwap<TenantView>>,
     namespaces_listed: Arc<AtomicBool>,
     pods_listed: Arc<AtomicBool>,
+    /// When each tenant's latest reload began: a full reload that began
+    /// earlier must not put back what that reload replaced (an API write
+    /// read back at once would seem lost).
+    tenant_reloads: Arc<std::sync::Mutex<HashMap<TenantId, std::time::Instant>>>,
 }
 
 impl ViewHandle {
@@ -34,6 +38,7 @@ impl ViewHandle {
             current: Arc::new(ArcSwap::from_pointee(view)),
             namespaces_listed: Arc::new(AtomicBool::new(true)),
             pods_listed: Arc::new(AtomicBool::new(true)),
+            tenant_reloads: Arc::default(),
         }
     }
 
@@ -106,6 +111,7 @@ pub fn start(
         current: Arc::new(ArcSwap::from_pointee(view)),
         namespaces_listed: Arc::new(AtomicBool::new(false)),
         pods_listed: Arc::new(AtomicBool::new(false)),
+        tenant_reloads: Arc::default(),
     };
     let mut tasks = tokio::task::JoinSet::new();
     tasks.spawn(ledger_loop(handle.clone(), store, config));
@@ -167,11 +173,33 @@ async fn load_tenant(store: &dyn LedgerStore, id: &TenantId) -> sparkcap_ledger:
 
 async fn full_reload(handle: &ViewHandle, store: &dyn LedgerStore) -> bool {
     let started = Utc::now();
+    let began = std::time::Instant::now();
     match load_ledger(store, Utc::now()).await {
         Ok(facts) => {
             let facts = Arc::new(facts);
+            let newer: Vec<TenantId> = {
+                let mut reloads = handle.tenant_reloads.lock().unwrap_or_else(|p| p.into_inner());
+                let newer = reloads
+                    .iter()
+                    .filter(|(_, t)| **t > began)
+                    .map(|(id, _)| id.clone())
+                    .collect();
+                reloads.retain(|_, t| *t > began);
+                newer
+            };
             handle.update(|v| {
-                v.ledger = facts.clone();
+                let mut next = facts.clone();
+                // Tenants reloaded since this load began are fresher where they are.
+                if !newer.is_empty() {
+                    let merged = Arc::make_mut(&mut next);
+                    for id in &newer {
+                        match v.ledger.tenants.get(id) {
+                            Some(t) => merged.tenants.insert(id.clone(), t.clone()),
+                            None => merged.tenants.remove(id),
+                        };
+                    }
+                }
+                v.ledger = next;
                 v.ledger_fresh_at = Some(started);
             });
             true
@@ -234,8 +262,14 @@ async fn ledger_loop(handle: ViewHandle, store: Arc<dyn LedgerStore>, config: Sy
 }
 
 async fn reload_tenant(handle: &ViewHandle, store: &dyn LedgerStore, id: &TenantId) {
+    let began = std::time::Instant::now();
     match load_tenant(store, id).await {
         Ok(t) => {
+            handle
+                .tenant_reloads
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .insert(id.clone(), began);
             handle.update(|v| {
                 let mut ledger = LedgerFacts::clone(&v.ledger);
                 match &t {
