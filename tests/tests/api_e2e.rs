@@ -233,6 +233,23 @@ fn routes() -> Vec<Route> {
     ]
 }
 
+/// Sends `body` (if any) with `token`; the status and the JSON answer.
+async fn send(
+    http: &reqwest::Client,
+    url: String,
+    token: &str,
+    method: Method,
+    body: Option<Value>,
+) -> (StatusCode, Value) {
+    let mut req = http.request(method, url).bearer_auth(token);
+    if let Some(b) = body {
+        req = req.json(&b);
+    }
+    let r = req.send().await.unwrap();
+    let status = r.status();
+    (status, r.json::<Value>().await.unwrap_or(Value::Null))
+}
+
 fn big_limits() -> ApiOptions {
     ApiOptions {
         limits: RateLimits {
@@ -803,17 +820,7 @@ async fn schedules_are_reserved_refused_with_alternatives_and_removed() {
     let env = ApiEnv::start(big_limits()).await.unwrap();
     let http = env.webhook.client();
     let t = env.sa_token("acme-etl", "reader", AUDIENCE);
-    let call = |m: Method, path: &str, body: Option<Value>| {
-        let mut req = http.request(m, env.url(path)).bearer_auth(&t);
-        if let Some(b) = body {
-            req = req.json(&b);
-        }
-        async move {
-            let r = req.send().await.unwrap();
-            let status = r.status();
-            (status, r.json::<Value>().await.unwrap_or(Value::Null))
-        }
-    };
+    let call = |m: Method, path: &str, body: Option<Value>| send(&http, env.url(path), &t, m, body);
     // Shared pool: 16 cores, 80 % reservable = 12.8, acme's cap 25 % of that = 3.2 cores.
     let (s, ok) = call(
         Method::POST,
@@ -902,17 +909,7 @@ async fn jobs_are_profiled_promoted_estimated_and_forecast() {
     let env = ApiEnv::start(big_limits()).await.unwrap();
     let http = env.webhook.client();
     let t = env.sa_token("acme-etl", "reader", AUDIENCE);
-    let call = |m: Method, path: &str, body: Option<Value>| {
-        let mut req = http.request(m, env.url(path)).bearer_auth(&t);
-        if let Some(b) = body {
-            req = req.json(&b);
-        }
-        async move {
-            let r = req.send().await.unwrap();
-            let status = r.status();
-            (status, r.json::<Value>().await.unwrap_or(Value::Null))
-        }
-    };
+    let call = |m: Method, path: &str, body: Option<Value>| send(&http, env.url(path), &t, m, body);
     let acme = TenantId::new("acme").unwrap();
     let epoch = env.store.claim_epoch("test-meter").await.unwrap();
     let now = Utc::now();

@@ -91,6 +91,21 @@ async fn wait_for<T>(what: &str, mut f: impl AsyncFnMut() -> Option<T>) -> T {
     panic!("timed out waiting for {what}");
 }
 
+/// The first Event in `namespace` with `reason`, once there is one.
+async fn event(server: &ApiServer, namespace: &str, reason: &str) -> Event {
+    let events: Api<Event> = Api::namespaced(server.client(), namespace);
+    wait_for(&format!("an Event {reason}"), async || {
+        events
+            .list(&ListParams::default())
+            .await
+            .ok()?
+            .items
+            .into_iter()
+            .find(|e| e.reason.as_deref() == Some(reason))
+    })
+    .await
+}
+
 /// The ledger's closed checkpoint of the pod with `uid`, once it is there.
 async fn closed_checkpoint(store: &Arc<dyn LedgerStore>, uid: &str) -> sparkcap_ledger::PodCheckpoint {
     wait_for("the pod's close in the ledger", async || {
@@ -120,18 +135,10 @@ fn run_window(pod: &Pod) -> (chrono::DateTime<chrono::Utc>, chrono::DateTime<chr
 
 /// The first FailedScheduling Event's message in tenant-acme.
 async fn failed_scheduling(server: &ApiServer) -> String {
-    let events: Api<Event> = Api::namespaced(server.client(), "tenant-acme");
-    wait_for("a FailedScheduling event", async || {
-        events
-            .list(&ListParams::default())
-            .await
-            .ok()?
-            .items
-            .into_iter()
-            .find(|e| e.reason.as_deref() == Some("FailedScheduling"))
-            .and_then(|e| e.message)
-    })
-    .await
+    event(server, "tenant-acme", "FailedScheduling")
+        .await
+        .message
+        .unwrap_or_default()
 }
 
 /// Every pod's pool, node and phase and every Event in tenant-acme, for a failure message.
@@ -599,17 +606,7 @@ async fn a_job_runs_three_times_in_draft_and_is_promoted() {
         }
     }
     // The promotion's notice is an Event in the tenant's namespace.
-    let events: Api<Event> = Api::namespaced(c.server.client(), "tenant-acme");
-    let promoted = wait_for("the Promoted Event", async || {
-        events
-            .list(&ListParams::default())
-            .await
-            .ok()?
-            .items
-            .into_iter()
-            .find(|e| e.reason.as_deref() == Some("Promoted"))
-    })
-    .await;
+    let promoted = event(&c.server, "tenant-acme", "Promoted").await;
     assert!(
         promoted.message.unwrap().contains(
             "job nightly promoted from draft to production after 3 consecutive runs within its SLA of 10 min"
@@ -739,17 +736,7 @@ async fn scheduled_applications_reserve_slices_and_losers_are_told() {
             && m.contains("these would fit"),
         "{m}"
     );
-    let events: Api<Event> = Api::namespaced(server.client(), "tenant-acme");
-    let ev = wait_for("the SlicesUnavailable Event", async || {
-        events
-            .list(&ListParams::default())
-            .await
-            .ok()?
-            .items
-            .into_iter()
-            .find(|e| e.reason.as_deref() == Some("SlicesUnavailable"))
-    })
-    .await;
+    let ev = event(&server, "tenant-acme", "SlicesUnavailable").await;
     assert_eq!(ev.involved_object.name.as_deref(), Some("nightly-refunds"));
     let sources: Vec<String> = store
         .schedules(None)

@@ -101,39 +101,42 @@ pub fn admission_router(state: AppState) -> Router {
         .with_state(state)
 }
 
+/// A gauge's name, help and value (millicore-seconds) of a balance.
+type BalanceGauge = (&'static str, &'static str, fn(&sparkcap_ledger::Balance) -> i64);
+
 /// Every live tenant's vCPU-hour balance as the view holds it (the
 /// dashboards' balances, and alerts on them).
 fn balance_gauges(ledger: &crate::view::LedgerFacts) -> String {
     use std::fmt::Write;
-    let mut out = String::from(
-        "# HELP sparkcap_tenant_balance_remaining_vcpu_hours vCPU-hours left of the purchases in force (negative: debt)\n\
-         # TYPE sparkcap_tenant_balance_remaining_vcpu_hours gauge\n",
-    );
     let mut tenants: Vec<_> = ledger
         .tenants
         .values()
         .filter(|t| t.tenant.status != sparkcap_ledger::TenantStatus::Deleted)
         .collect();
     tenants.sort_by(|a, b| a.tenant.id.cmp(&b.tenant.id));
-    for t in &tenants {
-        let _ = writeln!(
-            out,
-            "sparkcap_tenant_balance_remaining_vcpu_hours{{tenant=\"{}\"}} {}",
-            t.tenant.id,
-            t.balance.remaining.0 as f64 / 3_600_000.0
-        );
-    }
-    out.push_str(
-        "# HELP sparkcap_tenant_balance_purchased_vcpu_hours vCPU-hours of the purchases in force\n\
-         # TYPE sparkcap_tenant_balance_purchased_vcpu_hours gauge\n",
-    );
-    for t in &tenants {
-        let _ = writeln!(
-            out,
-            "sparkcap_tenant_balance_purchased_vcpu_hours{{tenant=\"{}\"}} {}",
-            t.tenant.id,
-            t.balance.purchased.0 as f64 / 3_600_000.0
-        );
+    let mut out = String::new();
+    let gauges: [BalanceGauge; 2] = [
+        (
+            "sparkcap_tenant_balance_remaining_vcpu_hours",
+            "vCPU-hours left of the purchases in force (negative: debt)",
+            |b| b.remaining.0,
+        ),
+        (
+            "sparkcap_tenant_balance_purchased_vcpu_hours",
+            "vCPU-hours of the purchases in force",
+            |b| b.purchased.0,
+        ),
+    ];
+    for (name, help, value) in gauges {
+        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} gauge");
+        for t in &tenants {
+            let _ = writeln!(
+                out,
+                "{name}{{tenant=\"{}\"}} {}",
+                t.tenant.id,
+                value(&t.balance) as f64 / 3_600_000.0
+            );
+        }
     }
     out
 }

@@ -986,10 +986,9 @@ impl LedgerStore for PgStore {
         .bind(job)
         .bind(limit.max(0))
         .fetch_all(&self.pool)
-        .await?
-        .iter()
-        .map(profile_from_row)
-        .collect()
+        .await
+        .map_err(Into::into)
+        .and_then(|rows| rows.iter().map(profile_from_row).collect())
     }
 
     async fn similar_runs(&self, source: Option<&str>, target: Option<&str>, limit: i64) -> Result<Vec<RunProfile>> {
@@ -1002,10 +1001,9 @@ impl LedgerStore for PgStore {
         .bind(target)
         .bind(limit.max(0))
         .fetch_all(&self.pool)
-        .await?
-        .iter()
-        .map(profile_from_row)
-        .collect()
+        .await
+        .map_err(Into::into)
+        .and_then(|rows| rows.iter().map(profile_from_row).collect())
     }
 
     async fn add_notice(&self, notice: &Notice) -> Result<Option<i64>> {
