@@ -160,6 +160,23 @@ async fn report(
             "suspended or not in a tenant's namespace: no slices held".to_owned(),
         ),
     };
+    // Our own status write comes back as a watch event: report a result once.
+    let current = obj
+        .data
+        .pointer("/status/conditions")
+        .and_then(Value::as_array)
+        .and_then(|cs| {
+            cs.iter().find(|c| c["type"] == CONDITION).map(|c| {
+                (
+                    c["status"].as_str() == Some(status),
+                    c["reason"].as_str() == Some(reason),
+                    c["message"].as_str() == Some(message.as_str()),
+                )
+            })
+        });
+    if current == Some((true, true, true)) {
+        return;
+    }
     config.metrics.reservations.with_label_values(&[reason]).inc();
     let ns = obj.namespace().unwrap_or_default();
     let api: Api<DynamicObject> = Api::namespaced_with(client.clone(), &ns, &resource());

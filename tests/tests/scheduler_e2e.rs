@@ -738,6 +738,18 @@ async fn scheduled_applications_reserve_slices_and_losers_are_told() {
     );
     let ev = event(&server, "tenant-acme", "SlicesUnavailable").await;
     assert_eq!(ev.involved_object.name.as_deref(), Some("nightly-refunds"));
+    // The controller's own status write comes back as a watch event: it is told once.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let events: Api<Event> = Api::namespaced(server.client(), "tenant-acme");
+    let refusals = events
+        .list(&ListParams::default())
+        .await
+        .unwrap()
+        .items
+        .into_iter()
+        .filter(|e| e.reason.as_deref() == Some("SlicesUnavailable"))
+        .count();
+    assert_eq!(refusals, 1);
     let sources: Vec<String> = store
         .schedules(None)
         .await
