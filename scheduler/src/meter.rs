@@ -8,7 +8,7 @@ use k8s_openapi::api::core::v1::Pod;
 use kube::ResourceExt;
 use sparkcap_ledger::lifecycle::RunFacts;
 use sparkcap_ledger::pool::POOL_LABEL;
-use sparkcap_ledger::{AccrualRequest, Millicores, PodOutcome, PodUsage, Pool, TenantId};
+use sparkcap_ledger::{AccrualRequest, Millicores, PodOutcome, PodUsage, TenantId};
 
 /// Driver annotation: the job's SLA, the longest acceptable run (`45m`, `2h`).
 pub const SLA_ANNOTATION: &str = "sparkcap.io/sla";
@@ -46,12 +46,11 @@ pub fn run_facts(pod: &Pod, promote_after: i64, measured: Option<&crate::usage::
 }
 
 /// The accrual for `pod` at `now`: up to now while it runs, up to its
-/// containers' end once it has finished. None for pods sparkcap does not
-/// meter (no tenant or pool label) or that never started.
-pub fn accrual(pod: &Pod, now: DateTime<Utc>) -> Option<AccrualRequest> {
-    let labels = pod.labels();
-    let tenant = TenantId::new(labels.get(TENANT_LABEL)?.clone()).ok()?;
-    let pool: Pool = labels.get(POOL_LABEL)?.parse().ok()?;
+/// containers' end once it has finished. `known` is what was metered for it
+/// before: its facts stand, whatever its labels say now. None for pods
+/// sparkcap does not meter (never metered and no tenant or pool label) or
+/// that never started.
+pub fn accrual(pod: &Pod, now: DateTime<Utc>, known: Option<&PodUsage>) -> Option<AccrualRequest> {
     let status = pod.status.as_ref()?;
     let started_at = observe::time(status.start_time.as_ref()?);
     let finished = observe::finished(pod);
@@ -67,20 +66,27 @@ pub fn accrual(pod: &Pod, now: DateTime<Utc>) -> Option<AccrualRequest> {
     } else {
         now
     };
+    let usage = match known {
+        Some(k) => k.clone(),
+        None => {
+            let labels = pod.labels();
+            PodUsage {
+                uid: pod.uid()?,
+                tenant: TenantId::new(labels.get(TENANT_LABEL)?.clone()).ok()?,
+                namespace: pod.namespace().unwrap_or_default(),
+                name: pod.name_any(),
+                app_id: labels.get("spark-app-selector").cloned(),
+                job: labels.get("sparkcap.io/job").cloned(),
+                role: labels.get("spark-role").cloned(),
+                pool: labels.get(POOL_LABEL)?.parse().ok()?,
+                cpu: Millicores(observe::requests(pod).cpu),
+                opportunistic: labels.get(OPPORTUNISTIC_LABEL).is_some_and(|v| v == "true"),
+                started_at,
+            }
+        }
+    };
     Some(AccrualRequest {
-        pod: PodUsage {
-            uid: pod.uid()?,
-            tenant,
-            namespace: pod.namespace().unwrap_or_default(),
-            name: pod.name_any(),
-            app_id: labels.get("spark-app-selector").cloned(),
-            job: labels.get("sparkcap.io/job").cloned(),
-            role: labels.get("spark-role").cloned(),
-            pool,
-            cpu: Millicores(observe::requests(pod).cpu),
-            opportunistic: labels.get(OPPORTUNISTIC_LABEL).is_some_and(|v| v == "true"),
-            started_at,
-        },
+        pod: usage,
         until: until.max(started_at),
         finished,
         outcome: finished.then(|| outcome(pod)),

@@ -114,6 +114,32 @@ fn tenant(pod: &Pod) -> TenantId {
         .unwrap_or_else(|| TenantId::new("unowned").expect("valid id"))
 }
 
+/// Why a pod naming sparkcap-scheduler was not admitted by sparkcap's
+/// webhook (None when it was): the webhook always writes `spark-role`'s
+/// companions `sparkcap.io/tenant` and `sparkcap.io/pool`.
+pub fn not_admitted(pod: &Pod) -> Option<String> {
+    let labels = pod.labels();
+    let missing: Vec<&str> = ["spark-role", TENANT_LABEL, POOL_LABEL]
+        .into_iter()
+        .filter(|k| labels.get(*k).is_none_or(|v| v.is_empty()))
+        .collect();
+    let bad_pool = labels.get(POOL_LABEL).is_some_and(|p| p.parse::<Pool>().is_err());
+    if missing.is_empty() && !bad_pool {
+        return None;
+    }
+    Some(format!(
+        "pod {} names {SCHEDULER_NAME} but was not admitted by sparkcap's webhook ({}); sparkcap places only Spark pods \
+         (label spark-role) created in a tenant's namespace, which its webhook labels and meters; create it with \
+         spark-submit or the Spark Operator, or leave spec.schedulerName unset for other pods",
+        name(pod),
+        if bad_pool {
+            format!("label {POOL_LABEL} is not dedicated, shared or draft")
+        } else {
+            format!("missing label {}", missing.join(", "))
+        }
+    ))
+}
+
 /// The pool the webhook routed the pod to (shared when unlabelled).
 pub fn pool(pod: &Pod) -> Pool {
     pod.labels()

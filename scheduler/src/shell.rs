@@ -44,6 +44,10 @@ struct Memory {
     tenants_at: Option<DateTime<Utc>>,
     /// Pods charged and still open: their last accrual (to close them if they vanish).
     open: HashMap<String, AccrualRequest>,
+    /// Open pods loaded from the ledger at start and not yet seen: one gone
+    /// before this process saw it is closed where the ledger left it, since
+    /// when it ended is unknown (nothing is charged twice or guessed).
+    unseen: std::collections::HashSet<String>,
     /// Pods whose close the ledger has taken.
     closed: std::collections::HashSet<String>,
     metered_at: Option<DateTime<Utc>>,
@@ -135,6 +139,21 @@ pub async fn run(
         epoch = start => epoch?,
     };
     let mut memory = Memory::default();
+    // A restarted scheduler meters running pods with the facts the ledger
+    // recorded for them, not with whatever their labels say now.
+    for cp in store.open_pods().await? {
+        memory.unseen.insert(cp.pod.uid.clone());
+        memory.open.insert(
+            cp.pod.uid.clone(),
+            AccrualRequest {
+                until: cp.charged_until,
+                finished: false,
+                outcome: None,
+                run: None,
+                pod: cp.pod,
+            },
+        );
+    }
     let mut sampler = crate::usage::Sampler::new(client.clone());
     // Leader-only side loops: reservations of ScheduledSparkApplications and
     // delivery of notices. They stop when this leader stops.
@@ -239,15 +258,19 @@ async fn meter(
         if memory.closed.contains(&uid) {
             continue;
         }
-        if let Some(mut req) = meter::accrual(&pod, now) {
+        // Once metered, a pod's facts are the ones first recorded: labels a
+        // tenant changes on a running pod move no charge (and stop none).
+        if let Some(mut req) = meter::accrual(&pod, now, memory.open.get(&uid).map(|r| &r.pod)) {
             let app = req.pod.app_id.as_deref().and_then(|a| sampler.apps.get(a));
             req.run = meter::run_facts(&pod, config.draft_runs, app);
             batch.push(req);
         }
     }
+    memory.unseen.retain(|uid| !seen.contains(uid));
     for (uid, last) in &memory.open {
         if !seen.contains(uid) {
-            batch.push(meter::close_vanished(last, now, memory.evicting.contains_key(uid)));
+            let gone_at = if memory.unseen.contains(uid) { last.until } else { now };
+            batch.push(meter::close_vanished(last, gone_at, memory.evicting.contains_key(uid)));
         }
     }
     memory.closed.retain(|uid| seen.contains(uid));
@@ -384,6 +407,21 @@ async fn pass(
         if spec.and_then(|s| s.scheduler_name.as_deref()) != Some(SCHEDULER_NAME)
             || pod.metadata.deletion_timestamp.is_some()
         {
+            continue;
+        }
+        // Only what sparkcap's webhook admitted is placed (and so metered):
+        // a pod naming sparkcap-scheduler by hand, without the labels the
+        // webhook writes, would run on sparkcap's nodes uncharged.
+        if let Some(why) = observe::not_admitted(&pod) {
+            if memory.last_reason.get(&uid) != Some(&why) {
+                match event(client, &pod, "NotAdmitted", &why, now).await {
+                    Ok(()) => {
+                        config.metrics.events.with_label_values(&["NotAdmitted"]).inc();
+                        memory.last_reason.insert(uid.clone(), why);
+                    }
+                    Err(e) => tracing::warn!(error = %e, "recording an event failed"),
+                }
+            }
             continue;
         }
         let mut gang = None;

@@ -772,3 +772,77 @@ async fn scheduled_applications_reserve_slices_and_losers_are_told() {
     })
     .await;
 }
+
+/// A tenant cannot run unmetered or charge someone else by labelling its
+/// pods: hand-set sparkcap labels at creation are replaced or refused, a pod
+/// naming sparkcap-scheduler without the webhook is never placed, and
+/// labels changed on a running pod move no charge.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tenants_cannot_dodge_metering_with_labels() {
+    use kube::api::Patch;
+    let mut c = cluster("dodge").await;
+    let pods: Api<Pod> = Api::namespaced(c.server.client(), "tenant-acme");
+    // 1. No spark-role (the webhook never sees it), but sparkcap's scheduler by hand.
+    let sneaky: Pod = serde_json::from_value(json!({
+        "metadata": {"name": "sneaky", "labels": {"sparkcap.io/tenant": "acme", "sparkcap.io/pool": "dedicated"}},
+        "spec": {"schedulerName": "sparkcap-scheduler",
+                 "tolerations": [{"key": "sparkcap.io/pool", "operator": "Exists"}],
+                 "containers": [{"name": "c", "image": "busybox", "resources": {"requests": {"cpu": "1"}}}]}
+    }))
+    .unwrap();
+    pods.create(&PostParams::default(), &sneaky).await.unwrap();
+    let refused = event(&c.server, "tenant-acme", "NotAdmitted").await;
+    assert!(
+        refused
+            .message
+            .as_deref()
+            .unwrap()
+            .contains("was not admitted by sparkcap's webhook (missing label spark-role)"),
+        "{refused:?}"
+    );
+    // 2. A Spark driver claiming to be borrowed and another tenant's: relabelled by the webhook.
+    let mut forged = driver("forged", "1");
+    let labels = forged.metadata.labels.as_mut().unwrap();
+    labels.insert("sparkcap.io/opportunistic".into(), "true".into());
+    labels.insert("sparkcap.io/tenant".into(), "someone-else".into());
+    forged
+        .metadata
+        .annotations
+        .as_mut()
+        .unwrap()
+        .insert("sim.sparkcap.io/run-seconds".into(), "5".into());
+    let created = pods.create(&PostParams::default(), &forged).await.unwrap();
+    let l = created.metadata.labels.as_ref().unwrap();
+    assert_eq!(l.get("sparkcap.io/tenant").map(String::as_str), Some("acme"));
+    assert!(!l.contains_key("sparkcap.io/opportunistic"));
+    let uid = created.metadata.uid.clone().unwrap();
+    wait_for("a first accrual", async || {
+        c.store.pod_checkpoint(&uid).await.ok().flatten()
+    })
+    .await;
+    // 3. Relabelled while it runs; then the scheduler restarts: still acme's, still charged.
+    pods.patch(
+        "forged",
+        &kube::api::PatchParams::default(),
+        &Patch::Merge(json!({"metadata": {"labels": {
+            "sparkcap.io/opportunistic": "true", "sparkcap.io/tenant": "someone-else", "sparkcap.io/pool": "dedicated"}}})),
+    )
+    .await
+    .unwrap();
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    c._stop = start_scheduler(&c.server, &c.store, "scheduler-b");
+    let done = wait_for("the pod to finish", async || {
+        let p = pods.get("forged").await.ok()?;
+        (p.status.as_ref()?.phase.as_deref() == Some("Succeeded")).then_some(p)
+    })
+    .await;
+    let cp = closed_checkpoint(&c.store, &uid).await;
+    let (start, end) = run_window(&done);
+    assert_eq!(cp.pod.tenant.as_str(), "acme");
+    assert!(!cp.pod.opportunistic);
+    assert_eq!(cp.charged.0, 1000 * (end - start).num_seconds(), "every second charged");
+    // The sneaky pod never ran on sparkcap's nodes.
+    let s = pods.get("sneaky").await.unwrap();
+    assert!(s.spec.unwrap().node_name.is_none());
+    assert!(c.store.audit().await.unwrap().is_clean());
+}

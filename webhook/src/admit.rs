@@ -280,6 +280,34 @@ fn validate_pod(
             ),
         );
     }
+    // What the mutating webhook writes must be there and be its own: when it
+    // did not run (failurePolicy Ignore), a pod carrying hand-made sparkcap
+    // labels must not get through (another tenant's label would charge that
+    // tenant; `opportunistic` would charge nobody).
+    let label_of = |k: &str| {
+        obj.pointer("/metadata/labels")
+            .and_then(|l| l.get(k))
+            .and_then(Value::as_str)
+    };
+    let forged = if label_of(TENANT_LABEL).is_some_and(|t| t != facts.tenant.id.as_str()) {
+        Some(format!(
+            "label {TENANT_LABEL}={} is not this namespace's tenant {}",
+            label_of(TENANT_LABEL).unwrap_or("(none)"),
+            facts.tenant.id
+        ))
+    } else {
+        label_of(OPPORTUNISTIC_LABEL).map(|_| format!("label {OPPORTUNISTIC_LABEL} is set by sparkcap-scheduler only"))
+    };
+    if let Some(why) = forged {
+        return Decision::deny(
+            403,
+            "Forbidden",
+            format!(
+                "pod {name}: {why}; remove the sparkcap.io/ labels from the pod and let sparkcap's mutating webhook set them \
+                 (if this persists, ask your platform admin to check the sparkcap-webhook deployment)"
+            ),
+        );
+    }
     // A running application's executors are never refused for money: the
     // application was admitted, and starving it would waste what it used.
     if role == Role::Executor && app_running {

@@ -537,3 +537,30 @@ fn drivers_respect_reservations_of_the_current_slice() {
         d.message
     );
 }
+
+/// When the mutating webhook did not run, hand-set sparkcap labels are
+/// refused: another tenant's label would charge that tenant, and
+/// `opportunistic` would charge nobody.
+#[test]
+fn hand_set_sparkcap_labels_are_refused() {
+    let v = view();
+    let mut pod = mutate(&v, "tenant-acme", &driver());
+    pod["metadata"]["labels"]["sparkcap.io/tenant"] = json!("beta");
+    let d = denial(validate(&v, "tenant-acme", &pod));
+    assert_eq!(d.code, 403);
+    assert!(
+        d.message
+            .contains("label sparkcap.io/tenant=beta is not this namespace's tenant acme"),
+        "{}",
+        d.message
+    );
+    let mut pod = mutate(&v, "tenant-acme", &driver());
+    pod["metadata"]["labels"]["sparkcap.io/opportunistic"] = json!("true");
+    let d = denial(validate(&v, "tenant-acme", &pod));
+    assert!(
+        d.message
+            .contains("label sparkcap.io/opportunistic is set by sparkcap-scheduler only"),
+        "{}",
+        d.message
+    );
+}

@@ -1018,14 +1018,14 @@ impl<'a> Sim<'a> {
         let mut batch = Vec::new();
         for p in self.pods.values() {
             if p.started.is_some() && p.node.is_some() {
-                batch.extend(meter::accrual(&p.pod, now));
+                batch.extend(meter::accrual(&p.pod, now, None));
             }
         }
         let draft_runs = self.view.settings.draft_runs;
         for id in std::mem::take(&mut self.closing) {
             if let Some(p) = self.pods.remove(&id) {
                 // A driver's close carries what profiles its run, as the scheduler's meter sends.
-                batch.extend(meter::accrual(&p.pod, now).map(|mut r| {
+                batch.extend(meter::accrual(&p.pod, now, None).map(|mut r| {
                     r.run = meter::run_facts(&p.pod, draft_runs, None);
                     r
                 }));
