@@ -4,6 +4,7 @@
 pub mod api_env;
 pub mod apiserver;
 pub mod devcluster;
+pub mod faults;
 pub mod kubectl;
 pub mod kubelet;
 pub mod scheduler;
