@@ -134,6 +134,10 @@ struct Db {
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
+    // kube's and reqwest's rustls must agree on one crypto provider; with
+    // more than one compiled in, rustls refuses to guess and the first TLS
+    // client panics.
+    let _ = rustls::crypto::ring::default_provider().install_default();
     tracing_subscriber::fmt()
         .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
         .with_writer(std::io::stderr)

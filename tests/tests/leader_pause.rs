@@ -1,0 +1,280 @@
+//! A leader frozen past its lease (SIGSTOP), a standby taking over, then the
+//! old leader resumed (SIGCONT): the scheduler replicas are separate
+//! `sparkcap-scheduler run` processes against the test control plane and a
+//! real Postgres. The standby takes the Lease; the resumed leader's writes
+//! are refused by the ledger's fencing and it steps down; no pod is bound
+//! twice and every pod is charged cpu × its run time exactly.
+
+use k8s_openapi::api::coordination::v1::Lease;
+use k8s_openapi::api::core::v1::Pod;
+use kube::Api;
+use kube::api::PostParams;
+use serde_json::json;
+use sparkcap_ledger::LedgerStore;
+use sparkcap_ledger::store::testdb::TestDatabase;
+use sparkcap_testkit::apiserver::ApiServer;
+use sparkcap_testkit::devcluster::{NodesFile, TenantsFile, register_node, seed, serve, write_kubeconfig};
+use sparkcap_testkit::kubelet::Kubelet;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// The scheduler binary `cargo test --workspace` builds next to this test.
+fn scheduler_binary() -> Option<PathBuf> {
+    let dir = std::env::current_exe().ok()?.parent()?.parent()?.to_path_buf();
+    let bin = dir.join("sparkcap-scheduler");
+    bin.exists().then_some(bin)
+}
+
+fn spawn(bin: &PathBuf, kubeconfig: &PathBuf, url: &str, identity: &str) -> Child {
+    Command::new(bin)
+        .args([
+            "run",
+            "--identity",
+            identity,
+            "--lease-namespace",
+            "sparkcap-system",
+            "--lease-seconds",
+            "4",
+            "--renew-deadline-seconds",
+            "3",
+            "--retry-seconds",
+            "1",
+            "--meter-seconds",
+            "1",
+            "--metrics-addr",
+            "127.0.0.1:0",
+        ])
+        .env("KUBECONFIG", kubeconfig)
+        .env("DATABASE_URL", url)
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(kubeconfig.with_file_name(format!("{identity}.log"))).expect("log file"))
+        .spawn()
+        .expect("spawn sparkcap-scheduler")
+}
+
+fn signal(child: &Child, sig: &str) {
+    let ok = Command::new("kill")
+        .args([sig, &child.id().to_string()])
+        .status()
+        .is_ok_and(|s| s.success());
+    assert!(ok, "kill {sig}");
+}
+
+fn driver(name: &str, seconds: u64) -> serde_json::Value {
+    json!({
+        "metadata": {"name": name, "labels": {"spark-role": "driver", "spark-app-selector": format!("spark-{name}"), "spark-app-name": name},
+                     "annotations": {"sim.sparkcap.io/run-seconds": seconds.to_string(), "sparkcap.io/executor-instances": "0"}},
+        "spec": {"containers": [{"name": "spark-kubernetes-driver", "image": "apache/spark:3.5.3",
+                                 "resources": {"requests": {"cpu": "500m", "memory": "1Gi"}}}]}
+    })
+}
+
+async fn holder(leases: &Api<Lease>) -> Option<String> {
+    leases
+        .get_opt("sparkcap-scheduler")
+        .await
+        .ok()??
+        .spec?
+        .holder_identity
+        .filter(|h| !h.is_empty())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_frozen_leader_is_fenced_out_when_it_wakes() {
+    let Some(bin) = scheduler_binary() else {
+        eprintln!("\n*** SKIPPED: sparkcap-scheduler is not built; run with cargo test --workspace ***\n");
+        return;
+    };
+    let db = TestDatabase::create().await.expect("test database");
+    let store = Arc::new(db.store().await.unwrap());
+    let server = ApiServer::new();
+    let nodes = NodesFile::default_nodes();
+    for n in &nodes.nodes {
+        register_node(&server, n).unwrap();
+    }
+    let _kubelets: Vec<Kubelet> = nodes.nodes.iter().map(|n| Kubelet::start(&server, &n.name)).collect();
+    let tenants = TenantsFile::parse("tenants:\n- id: acme\n  vcpu_hours: 500\n").unwrap();
+    seed(&server, store.as_ref(), &nodes, &tenants).await.unwrap();
+    let ns = sparkcap_testkit::apiserver::resources::find("", "v1", "namespaces").unwrap();
+    server
+        .store
+        .create(ns, "", json!({"metadata": {"name": "sparkcap-system"}}), false)
+        .unwrap();
+    let dir = std::env::temp_dir().join(format!("sparkcap-pause-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let settings = sparkcap_webhook::view::Settings {
+        draft_runs: 0,
+        ..Default::default()
+    };
+    let _webhook = sparkcap_testkit::webhook::start(&server, store.clone(), settings, &dir)
+        .await
+        .unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let kubeconfig = dir.join("kubeconfig");
+    write_kubeconfig(&kubeconfig, &format!("http://{}", listener.local_addr().unwrap()), None).unwrap();
+    tokio::spawn(serve(server.clone(), listener));
+
+    let mut a = spawn(&bin, &kubeconfig, &db.url, "scheduler-a");
+    let leases: Api<Lease> = Api::namespaced(server.client(), "sparkcap-system");
+    let pods: Api<Pod> = Api::namespaced(server.client(), "tenant-acme");
+    let wait = async |what: &str,
+                      mut f: Box<
+        dyn FnMut() -> std::pin::Pin<Box<dyn std::future::Future<Output = bool> + Send>> + Send,
+    >| {
+        let t = Instant::now();
+        while t.elapsed() < Duration::from_secs(60) {
+            if f().await {
+                return t.elapsed();
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        let logs: Vec<String> = ["scheduler-a", "scheduler-b"]
+            .iter()
+            .map(|n| {
+                std::fs::read_to_string(
+                    std::env::temp_dir().join(format!("sparkcap-pause-{}/{n}.log", std::process::id())),
+                )
+                .unwrap_or_default()
+            })
+            .collect();
+        panic!(
+            "timed out waiting for {what}; scheduler logs:\n{}",
+            logs.join("\n---\n")
+        );
+    };
+    let l = leases.clone();
+    wait(
+        "scheduler-a to lead",
+        Box::new(move || {
+            let l = l.clone();
+            Box::pin(async move { holder(&l).await.as_deref() == Some("scheduler-a") })
+        }),
+    )
+    .await;
+    let mut uids = Vec::new();
+    for i in 0..6 {
+        let p: Pod = serde_json::from_value(driver(&format!("before-{i}"), 12)).unwrap();
+        uids.push(
+            pods.create(&PostParams::default(), &p)
+                .await
+                .unwrap()
+                .metadata
+                .uid
+                .unwrap(),
+        );
+    }
+    let s = store.clone();
+    let first = uids.clone();
+    wait(
+        "a's first charges",
+        Box::new(move || {
+            let (s, first) = (s.clone(), first.clone());
+            Box::pin(async move {
+                let mut all = true;
+                for u in &first {
+                    all &= s.pod_checkpoint(u).await.ok().flatten().is_some();
+                }
+                all
+            })
+        }),
+    )
+    .await;
+
+    // Freeze the leader; start a standby, which takes the Lease once it expires.
+    signal(&a, "-STOP");
+    let mut b = spawn(&bin, &kubeconfig, &db.url, "scheduler-b");
+    let l = leases.clone();
+    let takeover = wait(
+        "scheduler-b to take over",
+        Box::new(move || {
+            let l = l.clone();
+            Box::pin(async move { holder(&l).await.as_deref() == Some("scheduler-b") })
+        }),
+    )
+    .await;
+    eprintln!(
+        "standby took the Lease {:.1} s after the leader froze",
+        takeover.as_secs_f64()
+    );
+    for i in 0..4 {
+        let p: Pod = serde_json::from_value(driver(&format!("after-{i}"), 6)).unwrap();
+        uids.push(
+            pods.create(&PostParams::default(), &p)
+                .await
+                .unwrap()
+                .metadata
+                .uid
+                .unwrap(),
+        );
+    }
+    // Wake the old leader: it must step down, its writes refused.
+    signal(&a, "-CONT");
+    let woke = Instant::now();
+    let exit = loop {
+        if let Some(status) = a.try_wait().unwrap() {
+            break status;
+        }
+        assert!(
+            woke.elapsed() < Duration::from_secs(30),
+            "the resumed leader did not step down"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    let said = std::fs::read_to_string(dir.join("scheduler-a.log")).unwrap_or_default();
+    eprintln!(
+        "resumed leader stepped down after {:.1} s: {exit}",
+        woke.elapsed().as_secs_f64()
+    );
+    assert!(!exit.success());
+    assert!(
+        said.contains("deposed") || said.contains("lost the lease"),
+        "the old leader says why it stopped: {said}"
+    );
+    assert_eq!(holder(&leases).await.as_deref(), Some("scheduler-b"));
+
+    // Every pod ran once, bound by one of them, and is charged exactly.
+    let s = store.clone();
+    let all = uids.clone();
+    wait(
+        "every pod closed in the ledger",
+        Box::new(move || {
+            let (s, all) = (s.clone(), all.clone());
+            Box::pin(async move {
+                let mut done = true;
+                for u in &all {
+                    done &= s
+                        .pod_checkpoint(u)
+                        .await
+                        .ok()
+                        .flatten()
+                        .is_some_and(|c| c.finished_at.is_some());
+                }
+                done
+            })
+        }),
+    )
+    .await;
+    for p in pods.list(&Default::default()).await.unwrap().items {
+        let uid = p.metadata.uid.clone().unwrap();
+        let cp = store.pod_checkpoint(&uid).await.unwrap().unwrap();
+        let st = p.status.unwrap();
+        let start = sparkcap_scheduler::observe::time(st.start_time.as_ref().unwrap());
+        let end = cp.finished_at.unwrap();
+        assert_eq!(
+            cp.charged.0,
+            500 * (end - start).num_seconds(),
+            "{}",
+            p.metadata.name.unwrap()
+        );
+    }
+    assert!(store.audit().await.unwrap().is_clean());
+    b.kill().ok();
+    b.wait().ok();
+    // The in-process webhook still listens on the change feed: the forced
+    // drop ends its connections.
+    db.drop_db().await.ok();
+    std::fs::remove_dir_all(&dir).ok();
+}
