@@ -224,6 +224,27 @@ fn ensure_service_account(server: &ApiServer, ns: &str, name: &str) -> anyhow::R
     Ok(())
 }
 
+/// The default nodes (one per pool), each run by a simulated kubelet, and
+/// the tenants of `tenants_yaml` (a tenants file) seeded: the cluster most
+/// end-to-end tests start from. The kubelets stop when dropped.
+pub async fn default_cluster(
+    server: &ApiServer,
+    store: &dyn sparkcap_ledger::LedgerStore,
+    tenants_yaml: &str,
+) -> anyhow::Result<Vec<crate::kubelet::Kubelet>> {
+    let nodes = NodesFile::default_nodes();
+    for n in &nodes.nodes {
+        register_node(server, n)?;
+    }
+    let kubelets = nodes
+        .nodes
+        .iter()
+        .map(|n| crate::kubelet::Kubelet::start(server, &n.name))
+        .collect();
+    seed(server, store, &nodes, &TenantsFile::parse(tenants_yaml)?).await?;
+    Ok(kubelets)
+}
+
 /// Registers a node as Ready with its allocatable resources.
 pub fn register_node(server: &ApiServer, spec: &NodeSpec) -> anyhow::Result<()> {
     let mut labels = spec.labels.clone();

@@ -12,9 +12,8 @@ use sparkcap_ledger::store::testdb::TestDatabase;
 use sparkcap_ledger::{LedgerStore, PgStore};
 use sparkcap_scheduler::shell::ShellConfig;
 use sparkcap_testkit::apiserver::ApiServer;
-use sparkcap_testkit::devcluster::{NodesFile, TenantsFile, register_node, seed};
+use sparkcap_testkit::devcluster::default_cluster;
 use sparkcap_testkit::faults::Outage;
-use sparkcap_testkit::kubelet::Kubelet;
 use sparkcap_webhook::view::Settings;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -46,13 +45,9 @@ async fn a_minute_without_postgres_fails_closed_and_loses_nothing() {
     let proxied: Arc<dyn LedgerStore> = proxied_pg.clone();
 
     let server = ApiServer::new();
-    let nodes = NodesFile::default_nodes();
-    for n in &nodes.nodes {
-        register_node(&server, n).unwrap();
-    }
-    let _kubelets: Vec<Kubelet> = nodes.nodes.iter().map(|n| Kubelet::start(&server, &n.name)).collect();
-    let tenants = TenantsFile::parse("tenants:\n- id: acme\n  vcpu_hours: 500\n").unwrap();
-    seed(&server, &direct, &nodes, &tenants).await.unwrap();
+    let _kubelets = default_cluster(&server, &direct, "tenants:\n- id: acme\n  vcpu_hours: 500\n")
+        .await
+        .unwrap();
     let dir = std::env::temp_dir().join(format!("sparkcap-outage-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let settings = Settings {

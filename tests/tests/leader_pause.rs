@@ -13,8 +13,7 @@ use serde_json::json;
 use sparkcap_ledger::LedgerStore;
 use sparkcap_ledger::store::testdb::TestDatabase;
 use sparkcap_testkit::apiserver::ApiServer;
-use sparkcap_testkit::devcluster::{NodesFile, TenantsFile, register_node, seed, serve, write_kubeconfig};
-use sparkcap_testkit::kubelet::Kubelet;
+use sparkcap_testkit::devcluster::{default_cluster, serve, write_kubeconfig};
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
@@ -91,13 +90,9 @@ async fn a_frozen_leader_is_fenced_out_when_it_wakes() {
     let db = TestDatabase::create().await.expect("test database");
     let store = Arc::new(db.store().await.unwrap());
     let server = ApiServer::new();
-    let nodes = NodesFile::default_nodes();
-    for n in &nodes.nodes {
-        register_node(&server, n).unwrap();
-    }
-    let _kubelets: Vec<Kubelet> = nodes.nodes.iter().map(|n| Kubelet::start(&server, &n.name)).collect();
-    let tenants = TenantsFile::parse("tenants:\n- id: acme\n  vcpu_hours: 500\n").unwrap();
-    seed(&server, store.as_ref(), &nodes, &tenants).await.unwrap();
+    let _kubelets = default_cluster(&server, store.as_ref(), "tenants:\n- id: acme\n  vcpu_hours: 500\n")
+        .await
+        .unwrap();
     let ns = sparkcap_testkit::apiserver::resources::find("", "v1", "namespaces").unwrap();
     server
         .store

@@ -27,14 +27,14 @@ struct Cluster {
 
 async fn cluster(name: &str) -> Cluster {
     let server = ApiServer::new();
-    let nodes = NodesFile::default_nodes();
-    for n in &nodes.nodes {
-        register_node(&server, n).unwrap();
-    }
-    let kubelets = nodes.nodes.iter().map(|n| Kubelet::start(&server, &n.name)).collect();
     let store: Arc<dyn LedgerStore> = Arc::new(MemoryStore::new());
-    let tenants = TenantsFile::parse("tenants:\n- id: acme\n  vcpu_hours: 500\n").unwrap();
-    seed(&server, store.as_ref(), &nodes, &tenants).await.unwrap();
+    let kubelets = sparkcap_testkit::devcluster::default_cluster(
+        &server,
+        store.as_ref(),
+        "tenants:\n- id: acme\n  vcpu_hours: 500\n",
+    )
+    .await
+    .unwrap();
     let dir = std::env::temp_dir().join(format!("sparkcap-sched-{name}-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let webhook = sparkcap_testkit::webhook::start(&server, store.clone(), Settings::default(), &dir)
