@@ -846,3 +846,88 @@ async fn tenants_cannot_dodge_metering_with_labels() {
     assert!(s.spec.unwrap().node_name.is_none());
     assert!(c.store.audit().await.unwrap().is_clean());
 }
+
+/// Restart recovery: while no scheduler runs, one pod finishes and the
+/// tenant is pushed over its balance by other usage. The next scheduler
+/// charges each pod from its real start to its real end, exactly once,
+/// into debt if need be: a tenant over balance is refused new drivers, not
+/// let off what already ran.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restarted_scheduler_charges_what_ran_while_it_was_down() {
+    use sparkcap_ledger::{AccrualRequest, Millicores, PodOutcome, PodUsage, Pool, TenantId};
+    let mut c = cluster("recover").await;
+    let pods: Api<Pod> = Api::namespaced(c.server.client(), "tenant-acme");
+    let mut uids = Vec::new();
+    for (name, secs) in [("runner", "8"), ("quick", "2")] {
+        let mut p = driver(name, "1");
+        p.metadata
+            .annotations
+            .as_mut()
+            .unwrap()
+            .insert("sim.sparkcap.io/run-seconds".into(), secs.into());
+        uids.push(
+            pods.create(&PostParams::default(), &p)
+                .await
+                .unwrap()
+                .metadata
+                .uid
+                .unwrap(),
+        );
+    }
+    for name in ["runner", "quick"] {
+        wait_for("the pod to run", async || {
+            let p = pods.get(name).await.ok()?;
+            p.spec?.node_name.map(|_| ())
+        })
+        .await;
+    }
+    // No scheduler for a while; meanwhile 600 vCPU-hours of other usage
+    // (the tenant bought 500) are recorded by another writer.
+    c._stop = tokio::sync::oneshot::channel().0;
+    let acme = TenantId::new("acme").unwrap();
+    let epoch = c.store.claim_epoch("other-writer").await.unwrap();
+    let t0 = chrono::Utc::now() - chrono::TimeDelta::hours(1);
+    let big = PodUsage {
+        uid: "elsewhere".into(),
+        tenant: acme.clone(),
+        namespace: "tenant-acme".into(),
+        name: "elsewhere".into(),
+        app_id: None,
+        job: None,
+        role: None,
+        pool: Pool::Shared,
+        cpu: Millicores(600_000),
+        opportunistic: false,
+        started_at: t0,
+    };
+    c.store
+        .accrue(
+            epoch,
+            &[AccrualRequest {
+                pod: big,
+                until: t0 + chrono::TimeDelta::hours(1),
+                finished: true,
+                outcome: Some(PodOutcome::Succeeded),
+                run: None,
+            }],
+        )
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    c._stop = start_scheduler(&c.server, &c.store, "scheduler-b");
+    for (uid, name) in uids.iter().zip(["runner", "quick"]) {
+        let cp = closed_checkpoint(&c.store, uid).await;
+        let done = pods.get(name).await.unwrap();
+        let (start, end) = run_window(&done);
+        assert_eq!(cp.pod.started_at, start, "{name}: from its real start");
+        assert_eq!(cp.finished_at, Some(end), "{name}: to its real end");
+        assert_eq!(
+            cp.charged.0,
+            1000 * (end - start).num_seconds(),
+            "{name}: every second, once"
+        );
+    }
+    let b = c.store.balance(&acme, chrono::Utc::now()).await.unwrap();
+    assert!(b.remaining.0 < 0, "in debt: {b:?}");
+    assert!(c.store.audit().await.unwrap().is_clean());
+}
