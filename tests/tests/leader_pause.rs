@@ -81,6 +81,42 @@ async fn holder(leases: &Api<Lease>) -> Option<String> {
         .filter(|h| !h.is_empty())
 }
 
+/// Polls `done` every 100 ms for up to 60 s; how long it took. On a
+/// timeout, panics with both schedulers' logs (from `dir`).
+async fn wait_until(what: &str, dir: &std::path::Path, mut done: impl AsyncFnMut() -> bool) -> Duration {
+    let t = Instant::now();
+    while t.elapsed() < Duration::from_secs(60) {
+        if done().await {
+            return t.elapsed();
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let logs: Vec<String> = ["scheduler-a", "scheduler-b"]
+        .iter()
+        .map(|n| std::fs::read_to_string(dir.join(format!("{n}.log"))).unwrap_or_default())
+        .collect();
+    panic!(
+        "timed out waiting for {what}; scheduler logs:\n{}",
+        logs.join("\n---\n")
+    );
+}
+
+/// Whether every pod of `uids` has a ledger checkpoint matching `closed`.
+async fn all_metered(store: &sparkcap_ledger::PgStore, uids: &[String], closed: bool) -> bool {
+    for u in uids {
+        let ok = store
+            .pod_checkpoint(u)
+            .await
+            .ok()
+            .flatten()
+            .is_some_and(|c| !closed || c.finished_at.is_some());
+        if !ok {
+            return false;
+        }
+    }
+    true
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_frozen_leader_is_fenced_out_when_it_wakes() {
     let Some(bin) = scheduler_binary() else {
@@ -115,39 +151,9 @@ async fn a_frozen_leader_is_fenced_out_when_it_wakes() {
     let mut a = spawn(&bin, &kubeconfig, &db.url, "scheduler-a");
     let leases: Api<Lease> = Api::namespaced(server.client(), "sparkcap-system");
     let pods: Api<Pod> = Api::namespaced(server.client(), "tenant-acme");
-    let wait = async |what: &str,
-                      mut f: Box<
-        dyn FnMut() -> std::pin::Pin<Box<dyn std::future::Future<Output = bool> + Send>> + Send,
-    >| {
-        let t = Instant::now();
-        while t.elapsed() < Duration::from_secs(60) {
-            if f().await {
-                return t.elapsed();
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-        let logs: Vec<String> = ["scheduler-a", "scheduler-b"]
-            .iter()
-            .map(|n| {
-                std::fs::read_to_string(
-                    std::env::temp_dir().join(format!("sparkcap-pause-{}/{n}.log", std::process::id())),
-                )
-                .unwrap_or_default()
-            })
-            .collect();
-        panic!(
-            "timed out waiting for {what}; scheduler logs:\n{}",
-            logs.join("\n---\n")
-        );
-    };
-    let l = leases.clone();
-    wait(
-        "scheduler-a to lead",
-        Box::new(move || {
-            let l = l.clone();
-            Box::pin(async move { holder(&l).await.as_deref() == Some("scheduler-a") })
-        }),
-    )
+    wait_until("scheduler-a to lead", &dir, async || {
+        holder(&leases).await.as_deref() == Some("scheduler-a")
+    })
     .await;
     let mut uids = Vec::new();
     for i in 0..6 {
@@ -161,34 +167,17 @@ async fn a_frozen_leader_is_fenced_out_when_it_wakes() {
                 .unwrap(),
         );
     }
-    let s = store.clone();
-    let first = uids.clone();
-    wait(
-        "a's first charges",
-        Box::new(move || {
-            let (s, first) = (s.clone(), first.clone());
-            Box::pin(async move {
-                let mut all = true;
-                for u in &first {
-                    all &= s.pod_checkpoint(u).await.ok().flatten().is_some();
-                }
-                all
-            })
-        }),
-    )
+    wait_until("a's first charges", &dir, async || {
+        all_metered(&store, &uids, false).await
+    })
     .await;
 
     // Freeze the leader; start a standby, which takes the Lease once it expires.
     signal(&a, "-STOP");
     let mut b = spawn(&bin, &kubeconfig, &db.url, "scheduler-b");
-    let l = leases.clone();
-    let takeover = wait(
-        "scheduler-b to take over",
-        Box::new(move || {
-            let l = l.clone();
-            Box::pin(async move { holder(&l).await.as_deref() == Some("scheduler-b") })
-        }),
-    )
+    let takeover = wait_until("scheduler-b to take over", &dir, async || {
+        holder(&leases).await.as_deref() == Some("scheduler-b")
+    })
     .await;
     eprintln!(
         "standby took the Lease {:.1} s after the leader froze",
@@ -231,26 +220,9 @@ async fn a_frozen_leader_is_fenced_out_when_it_wakes() {
     assert_eq!(holder(&leases).await.as_deref(), Some("scheduler-b"));
 
     // Every pod ran once, bound by one of them, and is charged exactly.
-    let s = store.clone();
-    let all = uids.clone();
-    wait(
-        "every pod closed in the ledger",
-        Box::new(move || {
-            let (s, all) = (s.clone(), all.clone());
-            Box::pin(async move {
-                let mut done = true;
-                for u in &all {
-                    done &= s
-                        .pod_checkpoint(u)
-                        .await
-                        .ok()
-                        .flatten()
-                        .is_some_and(|c| c.finished_at.is_some());
-                }
-                done
-            })
-        }),
-    )
+    wait_until("every pod closed in the ledger", &dir, async || {
+        all_metered(&store, &uids, true).await
+    })
     .await;
     for p in pods.list(&Default::default()).await.unwrap().items {
         let uid = p.metadata.uid.clone().unwrap();
