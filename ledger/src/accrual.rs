@@ -372,6 +372,13 @@ pub fn plan_accruals(
                     until,
                 });
             }
+            let closes = req.finished && cp.finished_at.is_none();
+            // A pod whose end became known only after it was charged past
+            // it (its status reached the meter late) closes where charging
+            // stopped: never charged backwards, never left open. The meter
+            // charges running pods a lag behind the clock so that this
+            // stays rare.
+            let until = if closes { until.max(cp.charged_until) } else { until };
             if until < cp.charged_until {
                 return Err(LedgerError::ClockSkew {
                     pod: pod_ref(&req.pod),
@@ -379,7 +386,6 @@ pub fn plan_accruals(
                     charged_until: cp.charged_until,
                 });
             }
-            let closes = req.finished && cp.finished_at.is_none();
             if until == cp.charged_until && !closes && !slot.fresh {
                 return Ok(AccrualOutcome::Duplicate);
             }
@@ -560,6 +566,35 @@ mod tests {
         assert_eq!(plan.intervals.len(), 2);
         let acct = &plan.accounts[&TenantId::new("acme").unwrap()];
         assert_eq!(acct.total_charged(), McSeconds(120_000));
+    }
+
+    #[test]
+    fn an_end_reported_after_charging_past_it_closes_where_charging_stopped() {
+        let p = pod("a", 1000, false);
+        let mut cps = HashMap::new();
+        cps.insert(
+            "a".to_string(),
+            PodCheckpoint {
+                pod: p.clone(),
+                charged_until: t(100),
+                finished_at: None,
+                outcome: None,
+                charged: McSeconds(100_000),
+                opportunistic: McSeconds::ZERO,
+            },
+        );
+        let plan = plan_accruals(cps, &accounts(), &tenants(), &[req(&p, 98, true), req(&p, 97, false)]);
+        assert!(
+            matches!(plan.outcomes[0], AccrualOutcome::Applied { charged, .. } if charged == McSeconds::ZERO),
+            "{:?}",
+            plan.outcomes[0]
+        );
+        assert!(plan.intervals.is_empty(), "nothing more charged");
+        let closed = &plan.updated_pods[0];
+        assert_eq!(closed.finished_at, Some(t(100)));
+        assert_eq!(closed.charged, McSeconds(100_000));
+        // A running pod's accrual behind the charge is still refused.
+        assert!(plan.outcomes[1].rejection().is_some());
     }
 
     #[test]

@@ -8,6 +8,7 @@ pub mod account;
 pub mod accrual;
 pub mod error;
 pub mod estimate;
+pub mod faults;
 pub mod feed;
 pub mod forecast;
 pub mod ids;

@@ -72,6 +72,11 @@ struct RunArgs {
     /// Time between accruals of running pods, seconds (at most 30).
     #[arg(long, default_value_t = 10)]
     meter_seconds: i64,
+    /// Running pods are charged up to this many seconds ago, so that a pod's
+    /// end, reported late by its kubelet, is still ahead of what was charged
+    /// (then its close is exact). 0 to 300.
+    #[arg(long, default_value_t = 10)]
+    charge_lag_seconds: i64,
     /// Spark Unit size: cores (a dedicated unit's guarantee).
     #[arg(long, default_value_t = 4)]
     spark_unit_cores: i64,
@@ -142,6 +147,7 @@ async fn main() -> anyhow::Result<()> {
         .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
         .with_writer(std::io::stderr)
         .init();
+    let _crash_points = sparkcap_ledger::faults::arm_from_env();
     match Cli::parse().command {
         Command::Simulate(args) => simulate(args).await?,
         Command::Run(args) => {
@@ -170,8 +176,15 @@ async fn main() -> anyhow::Result<()> {
                 retry_period: std::time::Duration::from_secs(args.retry_seconds),
                 ..LeaseConfig::new(&args.lease_namespace, &args.lease_name, &args.identity)
             };
+            if !(0..=300).contains(&args.charge_lag_seconds) {
+                anyhow::bail!(
+                    "--charge-lag-seconds {} must be 0 to 300 (default 10)",
+                    args.charge_lag_seconds
+                );
+            }
             let mut config = ShellConfig {
                 meter_period: chrono::TimeDelta::seconds(args.meter_seconds),
+                charge_lag: chrono::TimeDelta::seconds(args.charge_lag_seconds),
                 ..ShellConfig::default()
             };
             if !(1..=1024).contains(&args.spark_unit_cores) || !(1..=8192).contains(&args.spark_unit_memory_gib) {

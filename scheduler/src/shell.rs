@@ -66,6 +66,12 @@ pub struct ShellConfig {
     pub tenants_refresh: TimeDelta,
     /// Time between accruals of running pods (at most 30 s: R9.2).
     pub meter_period: TimeDelta,
+    /// How far behind the clock running pods are charged. A kubelet reports
+    /// a container's end a moment after it happens (longer when the API
+    /// server is slow); charging a running pod up to "now" would charge
+    /// those moments, and the pod's real end would then lie behind what
+    /// was charged. With the lag, the end lands ahead and the close is exact.
+    pub charge_lag: TimeDelta,
     /// Who holds the ledger's writer epoch (pod name in a cluster).
     pub holder: String,
     /// Where passes, binds, preemptions and accrual lag are counted.
@@ -87,6 +93,7 @@ impl Default for ShellConfig {
             period: Duration::from_millis(200),
             tenants_refresh: TimeDelta::seconds(5),
             meter_period: TimeDelta::seconds(10),
+            charge_lag: TimeDelta::seconds(10),
             holder: "sparkcap-scheduler".into(),
             metrics: Metrics::default(),
             draft_runs: sparkcap_ledger::lifecycle::DEFAULT_DRAFT_RUNS,
@@ -260,7 +267,14 @@ async fn meter(
         }
         // Once metered, a pod's facts are the ones first recorded: labels a
         // tenant changes on a running pod move no charge (and stop none).
-        if let Some(mut req) = meter::accrual(&pod, now, memory.open.get(&uid).map(|r| &r.pod)) {
+        let known = memory.open.get(&uid);
+        if let Some(mut req) = meter::accrual(&pod, now - config.charge_lag, known.map(|r| &r.pod)) {
+            if !req.finished
+                && let Some(k) = known
+            {
+                // Never behind what was charged already (a lag raised since).
+                req.until = req.until.max(k.until);
+            }
             let app = req.pod.app_id.as_deref().and_then(|a| sampler.apps.get(a));
             req.run = meter::run_facts(&pod, config.draft_runs, app);
             batch.push(req);
@@ -277,7 +291,9 @@ async fn meter(
     if batch.is_empty() {
         return Ok(());
     }
+    sparkcap_ledger::faults::crash_point("scheduler.meter.before_accrue");
     let outcomes = store.accrue(epoch, &batch).await?;
+    sparkcap_ledger::faults::crash_point("scheduler.meter.after_accrue");
     for (req, outcome) in batch.into_iter().zip(outcomes) {
         match outcome {
             AccrualOutcome::Rejected(e) => {
@@ -319,6 +335,7 @@ pub async fn run_elected(
         r = became_leader => r.map_err(|_| anyhow::anyhow!("leader election stopped"))?,
     }
     tracing::info!(%identity, "leading: scheduling and metering");
+    sparkcap_ledger::faults::crash_point("scheduler.leader.elected");
     let leader_gauge = config.metrics.leader.clone();
     leader_gauge.set(1);
     let mut rx_lost = rx.clone();
@@ -490,6 +507,7 @@ async fn pass(
                 let Some(p) = by_uid.get(&pod) else { continue };
                 match bind(client, p, &node, opportunistic).await {
                     Ok(()) => {
+                        sparkcap_ledger::faults::crash_point("scheduler.bind.after");
                         let pool = pool_of.get(&pod).map_or("unknown", |p| p.as_str());
                         let borrowed = if opportunistic { "true" } else { "false" };
                         metrics.binds.with_label_values(&[pool, borrowed]).inc();
@@ -507,6 +525,7 @@ async fn pass(
                 if let Some(p) = all_pods.get(&pod) {
                     match evict(client, p, grace_seconds).await {
                         Ok(()) => {
+                            sparkcap_ledger::faults::crash_point("scheduler.evict.after");
                             memory
                                 .evicting
                                 .insert(pod.clone(), now + TimeDelta::seconds(grace_seconds + 30));
@@ -552,6 +571,7 @@ async fn bind(client: &Client, pod: &Pod, node: &str, opportunistic: bool) -> ku
             &Patch::Merge(json!({"metadata": {"labels": {observe::OPPORTUNISTIC_LABEL: "true"}}})),
         )
         .await?;
+        sparkcap_ledger::faults::crash_point("scheduler.bind.between_label_and_binding");
     }
     let binding = json!({
         "apiVersion": "v1", "kind": "Binding",

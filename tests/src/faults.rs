@@ -1,11 +1,13 @@
 //! Faults the reliability tests inject. [`Outage`] is a TCP proxy in front
 //! of a server (PostgreSQL): cut, it drops every open connection and resets
 //! new ones at once, as a failed or restarting database host does; restored,
-//! it forwards again.
+//! it forwards again. Slowed, it holds every chunk it forwards, in both
+//! directions, as a saturated link or an overloaded database does.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 
@@ -17,6 +19,7 @@ pub struct Outage {
     cut: Arc<AtomicBool>,
     generation: watch::Sender<u64>,
     refused: Arc<AtomicU64>,
+    latency_ms: Arc<AtomicU64>,
 }
 
 impl Outage {
@@ -29,6 +32,7 @@ impl Outage {
             cut: Arc::new(AtomicBool::new(false)),
             generation,
             refused: Arc::new(AtomicU64::new(0)),
+            latency_ms: Arc::new(AtomicU64::new(0)),
         };
         let me = o.clone();
         tokio::spawn(async move {
@@ -39,13 +43,16 @@ impl Outage {
                     continue;
                 }
                 let mut cancelled = me.generation.subscribe();
+                let latency = me.latency_ms.clone();
                 tokio::spawn(async move {
-                    let Ok(mut server) = TcpStream::connect(target).await else {
+                    let Ok(server) = TcpStream::connect(target).await else {
                         return;
                     };
-                    let mut client = client;
+                    let (client_rx, client_tx) = client.into_split();
+                    let (server_rx, server_tx) = server.into_split();
                     tokio::select! {
-                        _ = tokio::io::copy_bidirectional(&mut client, &mut server) => {}
+                        _ = pump(client_rx, server_tx, latency.clone()) => {}
+                        _ = pump(server_rx, client_tx, latency) => {}
                         _ = cancelled.changed() => {}
                     }
                 });
@@ -65,6 +72,11 @@ impl Outage {
         self.cut.store(false, Ordering::Release);
     }
 
+    /// Holds every chunk forwarded this long (zero: none).
+    pub fn slow(&self, latency: std::time::Duration) {
+        self.latency_ms.store(latency.as_millis() as u64, Ordering::Relaxed);
+    }
+
     /// Connections refused while cut.
     pub fn refused(&self) -> u64 {
         self.refused.load(Ordering::Relaxed)
@@ -79,5 +91,27 @@ impl Outage {
             .map(|(a, _)| format!("{a}@"))
             .unwrap_or_default();
         format!("{scheme}://{auth}{}/{path}", self.addr)
+    }
+}
+
+/// Copies `from` to `to`, holding each chunk for the latency in force.
+async fn pump(
+    mut from: tokio::net::tcp::OwnedReadHalf,
+    mut to: tokio::net::tcp::OwnedWriteHalf,
+    latency_ms: Arc<AtomicU64>,
+) {
+    let mut buf = vec![0u8; 64 * 1024];
+    loop {
+        let n = match from.read(&mut buf).await {
+            Ok(0) | Err(_) => return,
+            Ok(n) => n,
+        };
+        let hold = latency_ms.load(Ordering::Relaxed);
+        if hold > 0 {
+            tokio::time::sleep(std::time::Duration::from_millis(hold)).await;
+        }
+        if to.write_all(&buf[..n]).await.is_err() {
+            return;
+        }
     }
 }

@@ -5,6 +5,7 @@ pub mod api_env;
 pub mod apiserver;
 pub mod devcluster;
 pub mod faults;
+pub mod harness;
 pub mod kubectl;
 pub mod kubelet;
 pub mod scheduler;

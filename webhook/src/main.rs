@@ -309,6 +309,7 @@ async fn main() -> anyhow::Result<()> {
         .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()))
         .with_writer(std::io::stderr)
         .init();
+    let _crash_points = sparkcap_ledger::faults::arm_from_env();
     match Cli::parse().command {
         Command::Serve(args) => serve(*args).await?,
         Command::Migrate { database_url } => {

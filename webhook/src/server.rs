@@ -56,6 +56,7 @@ async fn handle(state: &AppState, endpoint: Endpoint, body: Bytes) -> Response {
     let started = Instant::now();
     let view = state.view.load();
     let (status, out, decision) = respond(endpoint, &body, &view, Utc::now());
+    sparkcap_ledger::faults::crash_point("webhook.admit.before_response");
     let name = match endpoint {
         Endpoint::Mutate => "mutate",
         Endpoint::Validate => "validate",

@@ -176,6 +176,7 @@ async fn full_reload(handle: &ViewHandle, store: &dyn LedgerStore) -> bool {
     let began = std::time::Instant::now();
     match load_ledger(store, Utc::now()).await {
         Ok(facts) => {
+            sparkcap_ledger::faults::crash_point("webhook.sync.after_load");
             let facts = Arc::new(facts);
             let newer: Vec<TenantId> = {
                 let mut reloads = handle.tenant_reloads.lock().unwrap_or_else(|p| p.into_inner());

@@ -1496,7 +1496,9 @@ impl PgStore {
                 insert_notices(&mut tx, &low).await?;
             }
             Self::notify(&mut tx, &changes).await?;
+            crate::faults::crash_point("ledger.accrue.before_commit");
             tx.commit().await?;
+            crate::faults::crash_point("ledger.accrue.after_commit");
             self.partitions
                 .lock()
                 .unwrap_or_else(|p| p.into_inner())

@@ -7,6 +7,7 @@ use super::resources::{RESOURCES, ResourceDef, find, groups};
 use super::selector::{FieldSelector, LabelSelector};
 use super::status::{ApiError, success};
 use super::store::{DeleteOptions, Event, EventType, Store, index_of};
+use super::watch_faults::{WatchFaultConfig, WatchFaults};
 use axum::body::{Body, Bytes};
 use axum::extract::{Query, State};
 use axum::http::{HeaderMap, Method, StatusCode, Uri};
@@ -29,6 +30,27 @@ pub struct Shared {
     pub requests: Arc<std::sync::Mutex<Vec<String>>>,
     /// ServiceAccount token issuer (TokenRequest, TokenReview).
     pub tokens: Arc<super::authn::TokenIssuer>,
+    /// Faults injected into watches.
+    pub watch_faults: Arc<WatchFaults>,
+}
+
+/// Where a fault harness in another process reads (GET) and sets (PUT) the
+/// watch faults: not a Kubernetes path, so no client reaches it by chance.
+pub const WATCH_FAULTS_PATH: &str = "/sparkcap-test/watch-faults";
+
+fn watch_faults_endpoint(faults: &WatchFaults, method: &Method, body: &[u8]) -> Response {
+    let state = |f: &WatchFaults| json!({"config": f.config(), "counts": f.counts()});
+    match *method {
+        Method::GET => json_response(200, &state(faults)),
+        Method::PUT => match serde_json::from_slice::<WatchFaultConfig>(body) {
+            Ok(c) => {
+                faults.set(c);
+                json_response(200, &state(faults))
+            }
+            Err(e) => ApiError::bad_request(format!("watch fault config: {e}")).into_response(),
+        },
+        _ => ApiError::method_not_allowed(format!("{method} is not allowed on {WATCH_FAULTS_PATH}")).into_response(),
+    }
 }
 
 /// Where a request points.
@@ -64,6 +86,9 @@ pub async fn handle(
         .unwrap_or_else(|p| p.into_inner())
         .push(format!("{method} {}", uri.path_and_query().map_or("", |p| p.as_str())));
     let path = uri.path().trim_end_matches('/').to_owned();
+    if path == WATCH_FAULTS_PATH {
+        return watch_faults_endpoint(&shared.watch_faults, &method, &body);
+    }
     let segs: Vec<&str> = path.split('/').filter(|s| !s.is_empty()).collect();
     match discovery(&segs) {
         Some(Ok(v)) if method == Method::GET => return json_response(200, &v),
@@ -259,7 +284,9 @@ async fn serve(
             201,
             &shared.tokens.token_request(store, &ns, name, &parse_body(body)?)?,
         )),
-        ("GET", None, None) if flag(params, "watch") => watch(store, def, t.ns.as_deref(), params),
+        ("GET", None, None) if flag(params, "watch") => {
+            watch(store, &shared.watch_faults, def, t.ns.as_deref(), params)
+        }
         ("GET", None, None) => list(store, def, t.ns.as_deref(), params),
         ("GET", Some(name), _) => Ok(json_response(200, &store.get(def, &ns, name)?)),
         ("POST", None, None) => {
@@ -490,6 +517,7 @@ fn line(kind: &str, object: &Value) -> Bytes {
 
 fn watch(
     store: &Arc<Store>,
+    faults: &Arc<WatchFaults>,
     def: &'static ResourceDef,
     ns: Option<&str>,
     params: &Params,
@@ -527,7 +555,13 @@ fn watch(
             .unwrap_or("0")
             .parse()
             .map_err(|_| ApiError::bad_request(format!("invalid resourceVersion {:?}", rv_param)))?;
-        match store.watch_from(rv) {
+        let resumed = match store.watch_from(rv) {
+            Ok(_) if faults.expire_now() => Err(ApiError::gone(format!(
+                "too old resource version: {rv} (a fault injected by the test control plane)"
+            ))),
+            r => r,
+        };
+        match resumed {
             Ok((backlog, events)) => (Vec::new(), rv, backlog, events),
             Err(gone) => {
                 // 410 goes inside the stream: HTTP 200, then one ERROR event.
@@ -540,6 +574,7 @@ fn watch(
         }
     };
     let api_version = def.api_version();
+    let faults = faults.clone();
     tokio::spawn(async move {
         let mut events = events;
         let mut last = start_rv;
@@ -599,8 +634,14 @@ fn watch(
                     if tx.send(bookmark(last, false)).await.is_err() { return; }
                 }
                 r = events.recv() => match r {
-                    Ok(e) => if let Some(b) = deliver(&e, &mut last)
-                        && tx.send(b).await.is_err() { return; },
+                    Ok(e) => if let Some(b) = deliver(&e, &mut last) {
+                        if let Some(d) = faults.delay() {
+                            tokio::time::sleep(d).await;
+                        }
+                        if tx.send(b).await.is_err() || faults.cut_now() {
+                            return;
+                        }
+                    },
                     // Too slow to keep up: end the stream; the client re-watches
                     // from its last version (and relists if that is gone).
                     Err(_) => return,

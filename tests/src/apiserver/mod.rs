@@ -10,6 +10,7 @@ pub mod resources;
 pub mod selector;
 pub mod status;
 pub mod store;
+pub mod watch_faults;
 
 use serde_json::json;
 use std::sync::Arc;
@@ -26,6 +27,9 @@ pub struct ApiServer {
     pub requests: Arc<std::sync::Mutex<Vec<String>>>,
     /// ServiceAccount token issuer.
     pub tokens: Arc<authn::TokenIssuer>,
+    /// Faults injected into watches (none unless set; also settable over
+    /// HTTP at `/sparkcap-test/watch-faults`, for a control plane in another process).
+    pub watch_faults: Arc<watch_faults::WatchFaults>,
 }
 
 impl Default for ApiServer {
@@ -47,6 +51,7 @@ impl ApiServer {
             admission: admission::Admission::default(),
             requests: Default::default(),
             tokens: Arc::new(authn::TokenIssuer::new()),
+            watch_faults: Arc::default(),
         };
         let ns = resources::find("", "v1", "namespaces").expect("namespaces served");
         for name in ["default", "kube-system", "kube-public", "kube-node-lease"] {
@@ -65,6 +70,7 @@ impl ApiServer {
             admission: self.admission.clone(),
             requests: self.requests.clone(),
             tokens: self.tokens.clone(),
+            watch_faults: self.watch_faults.clone(),
         })
     }
 

@@ -8,6 +8,7 @@ use anyhow::Context;
 use clap::Parser;
 use sparkcap_ledger::{LedgerStore, MemoryStore, PgStore};
 use sparkcap_testkit::apiserver::ApiServer;
+use sparkcap_testkit::apiserver::watch_faults::WatchFaultConfig;
 use sparkcap_testkit::devcluster::{NodesFile, TenantsFile, register_node, seed, serve, serve_tls, write_kubeconfig};
 use sparkcap_testkit::kubelet::Kubelet;
 use sparkcap_testkit::tls::TestCa;
@@ -46,6 +47,15 @@ struct Args {
     /// kubeconfig as `sparkcap-api-ca.crt`). Served with `--tenants`.
     #[arg(long, default_value = "127.0.0.1:8444", requires = "tenants")]
     api_listen: String,
+    /// Seed the tenants into the ledger and create their namespaces, but run
+    /// no webhook or scheduler here: they run as their own processes (the
+    /// fault harness), registered with this control plane.
+    #[arg(long, requires = "database_url")]
+    external_sparkcap: bool,
+    /// Faults to inject into watches, e.g. `seed=1,cut=0.01,expire=0.3,delay-ms=200`
+    /// (also settable at run time: PUT /sparkcap-test/watch-faults).
+    #[arg(long, value_parser = WatchFaultConfig::parse)]
+    watch_faults: Option<WatchFaultConfig>,
 }
 
 #[tokio::main]
@@ -58,10 +68,27 @@ async fn main() -> anyhow::Result<()> {
         None => NodesFile::default_nodes(),
     };
     let server = ApiServer::new();
+    if let Some(f) = &args.watch_faults {
+        server.watch_faults.set(f.clone());
+    }
     for n in &nodes.nodes {
         register_node(&server, n)?;
     }
     let _webhook = match &args.tenants {
+        Some(path) if args.external_sparkcap => {
+            let tenants = TenantsFile::parse(
+                &std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?,
+            )?;
+            let url = args.database_url.as_deref().unwrap_or_default();
+            let pg = PgStore::connect(url).await.context("connecting to the ledger")?;
+            pg.migrate().await.context("migrating the ledger")?;
+            seed(&server, &pg, &nodes, &tenants).await?;
+            println!(
+                "{} tenants seeded; sparkcap-webhook and sparkcap-scheduler run elsewhere",
+                tenants.tenants.len()
+            );
+            None
+        }
         Some(path) => {
             let tenants = TenantsFile::parse(
                 &std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?,
