@@ -18,12 +18,25 @@ use std::time::Duration;
 /// 100 dedicated drivers arrive while borrowed executors fill every
 /// dedicated node: each gets its capacity within 30 s (R8.4), no driver
 /// needs a second round of evictions, and no borrowed pod is evicted twice.
+/// The executors the borrower's drivers then ask for again are placed in
+/// the shared pool.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_hundred_preemptions_each_free_room_within_30_seconds() {
     use sparkcap_testkit::devcluster::NodeSpec;
     let server = ApiServer::new();
     let mut nodes = NodesFile::default_nodes();
     nodes.nodes.retain(|n| n.pool.as_deref() != Some("dedicated"));
+    // Shared room for the borrower's replacement executors (2 × 7 cores a node).
+    for i in 2..=5 {
+        let mut n = nodes
+            .nodes
+            .iter()
+            .find(|n| n.pool.as_deref() == Some("shared"))
+            .unwrap()
+            .clone();
+        n.name = format!("shared-{i}");
+        nodes.nodes.push(n);
+    }
     for i in 0..100 {
         let mut n = NodesFile::default_nodes().nodes.remove(0);
         assert_eq!(n.pool.as_deref(), Some("dedicated"));
@@ -121,8 +134,52 @@ async fn a_hundred_preemptions_each_free_room_within_30_seconds() {
     let evicted = 200 - left;
     // One eviction frees 7 cores: with the 2 free, room for two drivers.
     assert!((50..=100).contains(&evicted), "{evicted} evicted");
+    // Spark's drivers ask again for the executors they lost: the
+    // replacements go to the shared pool, where the borrower's capacity is.
+    let left: std::collections::HashSet<String> = borrowed
+        .list(&ListParams::default())
+        .await
+        .unwrap()
+        .items
+        .into_iter()
+        .map(|p| p.metadata.name.unwrap())
+        .collect();
+    let lost: Vec<(usize, usize)> = (0..100)
+        .flat_map(|i| (0..2).map(move |k| (i, k)))
+        .filter(|(i, k)| !left.contains(&format!("exec-{i:03}-{k}")))
+        .take(10)
+        .collect();
+    let asked = std::time::Instant::now();
+    for (i, k) in &lost {
+        let pod: Pod = serde_json::from_value(json!({
+            "metadata": {"name": format!("exec-{i:03}-{k}-again"), "labels": {
+                "spark-role": "executor", "spark-app-selector": format!("spark-b{i}")}},
+            "spec": {"containers": [{"name": "spark-kubernetes-executor", "image": "apache/spark:3.5.3",
+                                     "resources": {"requests": {"cpu": "7", "memory": "8Gi"}}}]}
+        }))
+        .unwrap();
+        borrowed.create(&PostParams::default(), &pod).await.unwrap();
+    }
+    let mut placed = std::collections::HashMap::new();
+    while placed.len() < lost.len() && asked.elapsed() < Duration::from_secs(30) {
+        for p in borrowed.list(&ListParams::default()).await.unwrap().items {
+            let name = p.metadata.name.clone().unwrap();
+            if let (true, Some(node)) = (name.ends_with("-again"), p.spec.and_then(|s| s.node_name)) {
+                placed.insert(name, node);
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert_eq!(placed.len(), lost.len(), "replacements placed: {placed:?}");
+    assert!(
+        placed.values().all(|n| n.starts_with("shared-")),
+        "replacements go to the shared pool: {placed:?}"
+    );
     eprintln!(
-        "100 preemptions: worst {worst:?} from creation to bind, {evicted} borrowed pods evicted, {} drivers preempted",
-        preempting.len()
+        "100 preemptions: worst {worst:?} from creation to bind, {evicted} borrowed pods evicted, {} drivers preempted; \
+         {} replacement executors placed in the shared pool within {:?}",
+        preempting.len(),
+        placed.len(),
+        asked.elapsed()
     );
 }

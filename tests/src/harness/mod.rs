@@ -372,6 +372,11 @@ impl Harness {
         Ok(h)
     }
 
+    /// Time since the harness started.
+    pub fn elapsed(&self) -> Duration {
+        self.started.elapsed()
+    }
+
     /// Every component's log, for a failure message.
     pub fn logs(&self) -> String {
         let mut out = String::new();
@@ -785,8 +790,7 @@ impl std::fmt::Display for Report {
         let c = &self.check;
         writeln!(
             f,
-            "fault harness, seed {} (FAULT_SEED={} replays it): {:.0} s",
-            self.seed,
+            "fault harness, seed {}: {:.0} s",
             self.seed,
             self.elapsed.as_secs_f64()
         )?;
