@@ -568,21 +568,23 @@ mod tests {
         assert_eq!(acct.total_charged(), McSeconds(120_000));
     }
 
+    /// The checkpoints of `p` (1 core) charged for its first 100 s.
+    fn charged_to_100(p: &PodUsage, finished_at: Option<DateTime<Utc>>) -> HashMap<String, PodCheckpoint> {
+        let cp = PodCheckpoint {
+            pod: p.clone(),
+            charged_until: t(100),
+            finished_at,
+            outcome: None,
+            charged: McSeconds(100_000),
+            opportunistic: McSeconds::ZERO,
+        };
+        HashMap::from([(p.uid.clone(), cp)])
+    }
+
     #[test]
     fn an_end_reported_after_charging_past_it_closes_where_charging_stopped() {
         let p = pod("a", 1000, false);
-        let mut cps = HashMap::new();
-        cps.insert(
-            "a".to_string(),
-            PodCheckpoint {
-                pod: p.clone(),
-                charged_until: t(100),
-                finished_at: None,
-                outcome: None,
-                charged: McSeconds(100_000),
-                opportunistic: McSeconds::ZERO,
-            },
-        );
+        let cps = charged_to_100(&p, None);
         let plan = plan_accruals(cps, &accounts(), &tenants(), &[req(&p, 98, true), req(&p, 97, false)]);
         assert!(
             matches!(plan.outcomes[0], AccrualOutcome::Applied { charged, .. } if charged == McSeconds::ZERO),
@@ -600,18 +602,7 @@ mod tests {
     #[test]
     fn bad_requests_are_refused_with_reasons() {
         let p = pod("a", 1000, false);
-        let mut cps = HashMap::new();
-        cps.insert(
-            "a".to_string(),
-            PodCheckpoint {
-                pod: p.clone(),
-                charged_until: t(100),
-                finished_at: Some(t(100)),
-                outcome: None,
-                charged: McSeconds(100_000),
-                opportunistic: McSeconds::ZERO,
-            },
-        );
+        let cps = charged_to_100(&p, Some(t(100)));
         let no_cpu = pod("b", 0, false);
         let mut stranger = pod("c", 1000, false);
         stranger.tenant = TenantId::new("nobody").unwrap();

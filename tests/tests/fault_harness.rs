@@ -1,6 +1,6 @@
 //! The fault harness's metering scenario: the test control plane, the
 //! webhook and two scheduler replicas as separate processes on PostgreSQL,
-//! 1,000 pods of Spark jobs running and finishing while the scheduler is
+//! 1,000 pods and more of Spark jobs running and finishing while the scheduler is
 //! killed at least 20 times (SIGKILL and crash points inside the ledger's
 //! commit, the meter, binds and elections), the leader frozen past its
 //! lease, the webhook killed, the control plane frozen, PostgreSQL backends
@@ -27,8 +27,8 @@ async fn the_ledger_is_exact_while_the_scheduler_is_killed_twenty_times() {
     let mix = JobMix {
         tenants,
         concurrent: 40,
-        total: Some(250),
-        run_seconds: (4, 12),
+        total: Some(255),
+        run_seconds: (8, 14),
         executors: (3, 3),
         driver_cpu: 500,
         executor_cpu: 1000,
@@ -43,13 +43,18 @@ async fn the_ledger_is_exact_while_the_scheduler_is_killed_twenty_times() {
                 .iter()
                 .map(|k| h.injected.get(k).copied().unwrap_or(0))
                 .sum();
-            stats.jobs_started >= 250 && kills >= 20
+            stats.jobs_started >= 255 && kills >= 20
         })
         .await
         .expect("the harness runs");
     eprintln!("{report}");
-    assert_eq!(report.stats.pods_created, 1000, "{report}");
-    assert_eq!(report.check.pods, 1000, "{report}");
+    // A driver that ends before all its executors could be made (the
+    // webhook down meanwhile) has fewer pods: 255 jobs give at least 1,000.
+    assert!(report.check.pods >= 1000, "{report}");
+    assert_eq!(
+        report.check.pods as u64, report.stats.pods_created,
+        "every pod made is checked\n{report}"
+    );
     assert!(report.scheduler_kills() >= 20, "{report}");
     assert!(report.check.passed(), "{report}\n{}", h.logs());
     assert!(

@@ -14,6 +14,7 @@ use sparkcap_ledger::LedgerStore;
 use sparkcap_ledger::store::testdb::TestDatabase;
 use sparkcap_testkit::apiserver::ApiServer;
 use sparkcap_testkit::devcluster::{default_cluster, serve, write_kubeconfig};
+use sparkcap_testkit::harness::procs::FAST_SCHEDULER_ARGS;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
@@ -28,23 +29,8 @@ fn scheduler_binary() -> Option<PathBuf> {
 
 fn spawn(bin: &PathBuf, kubeconfig: &PathBuf, url: &str, identity: &str) -> Child {
     Command::new(bin)
-        .args([
-            "run",
-            "--identity",
-            identity,
-            "--lease-namespace",
-            "sparkcap-system",
-            "--lease-seconds",
-            "4",
-            "--renew-deadline-seconds",
-            "3",
-            "--retry-seconds",
-            "1",
-            "--meter-seconds",
-            "1",
-            "--metrics-addr",
-            "127.0.0.1:0",
-        ])
+        .args(FAST_SCHEDULER_ARGS)
+        .args(["--identity", identity])
         .env("KUBECONFIG", kubeconfig)
         .env("DATABASE_URL", url)
         .env("RUST_LOG", "warn")

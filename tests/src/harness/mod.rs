@@ -22,7 +22,7 @@ use k8s_openapi::api::coordination::v1::Lease;
 use kube::api::PostParams;
 use kube::{Api, Client};
 use plan::{FaultKind, FaultMix, FaultPlan};
-use procs::{Proc, binary, free_port};
+use procs::{FAST_SCHEDULER_ARGS, Proc, binary, free_port};
 use serde_json::{Value, json};
 use sparkcap_ledger::store::AuditReport;
 use sparkcap_ledger::store::testdb::TestDatabase;
@@ -310,23 +310,7 @@ impl Harness {
                 let mut p = Proc::new(
                     &identity,
                     binary("sparkcap-scheduler")?,
-                    &[
-                        "run",
-                        "--identity",
-                        "{identity}",
-                        "--lease-namespace",
-                        "sparkcap-system",
-                        "--lease-seconds",
-                        "4",
-                        "--renew-deadline-seconds",
-                        "3",
-                        "--retry-seconds",
-                        "1",
-                        "--meter-seconds",
-                        "1",
-                        "--metrics-addr",
-                        "127.0.0.1:0",
-                    ],
+                    &[&FAST_SCHEDULER_ARGS[..], &["--identity", "{identity}"]].concat(),
                     &[
                         ("DATABASE_URL", &proxied),
                         ("KUBECONFIG", &kc),

@@ -8,6 +8,25 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
+/// `sparkcap-scheduler run` flags for tests: a 4 s lease (a standby takes
+/// over within seconds), 1 s metering, metrics on any free port. Follow
+/// with `--identity <name>`.
+pub const FAST_SCHEDULER_ARGS: [&str; 13] = [
+    "run",
+    "--lease-namespace",
+    "sparkcap-system",
+    "--lease-seconds",
+    "4",
+    "--renew-deadline-seconds",
+    "3",
+    "--retry-seconds",
+    "1",
+    "--meter-seconds",
+    "1",
+    "--metrics-addr",
+    "127.0.0.1:0",
+];
+
 /// How long a process that exited by itself stays down (a kubelet's first back-off).
 pub const RESTART_DELAY: Duration = Duration::from_secs(1);
 
