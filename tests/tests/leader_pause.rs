@@ -14,6 +14,7 @@ use sparkcap_ledger::LedgerStore;
 use sparkcap_ledger::store::testdb::TestDatabase;
 use sparkcap_testkit::apiserver::ApiServer;
 use sparkcap_testkit::devcluster::{default_cluster, serve, write_kubeconfig};
+use sparkcap_testkit::harness::lease_holder;
 use sparkcap_testkit::harness::procs::FAST_SCHEDULER_ARGS;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
@@ -55,16 +56,6 @@ fn driver(name: &str, seconds: u64) -> serde_json::Value {
         "spec": {"containers": [{"name": "spark-kubernetes-driver", "image": "apache/spark:3.5.3",
                                  "resources": {"requests": {"cpu": "500m", "memory": "1Gi"}}}]}
     })
-}
-
-async fn holder(leases: &Api<Lease>) -> Option<String> {
-    leases
-        .get_opt("sparkcap-scheduler")
-        .await
-        .ok()??
-        .spec?
-        .holder_identity
-        .filter(|h| !h.is_empty())
 }
 
 /// Polls `done` every 100 ms for up to 60 s; how long it took. On a
@@ -138,7 +129,7 @@ async fn a_frozen_leader_is_fenced_out_when_it_wakes() {
     let leases: Api<Lease> = Api::namespaced(server.client(), "sparkcap-system");
     let pods: Api<Pod> = Api::namespaced(server.client(), "tenant-acme");
     wait_until("scheduler-a to lead", &dir, async || {
-        holder(&leases).await.as_deref() == Some("scheduler-a")
+        lease_holder(&leases).await.as_deref() == Some("scheduler-a")
     })
     .await;
     let mut uids = Vec::new();
@@ -162,7 +153,7 @@ async fn a_frozen_leader_is_fenced_out_when_it_wakes() {
     signal(&a, "-STOP");
     let mut b = spawn(&bin, &kubeconfig, &db.url, "scheduler-b");
     let takeover = wait_until("scheduler-b to take over", &dir, async || {
-        holder(&leases).await.as_deref() == Some("scheduler-b")
+        lease_holder(&leases).await.as_deref() == Some("scheduler-b")
     })
     .await;
     eprintln!(
@@ -203,7 +194,7 @@ async fn a_frozen_leader_is_fenced_out_when_it_wakes() {
         said.contains("deposed") || said.contains("lost the lease"),
         "the old leader says why it stopped: {said}"
     );
-    assert_eq!(holder(&leases).await.as_deref(), Some("scheduler-b"));
+    assert_eq!(lease_holder(&leases).await.as_deref(), Some("scheduler-b"));
 
     // Every pod ran once, bound by one of them, and is charged exactly.
     wait_until("every pod closed in the ledger", &dir, async || {

@@ -598,7 +598,8 @@ fn summary(stats: &Arc<Mutex<JobStats>>) -> String {
     )
 }
 
-async fn lease_holder(leases: &Api<Lease>) -> Option<String> {
+/// Who holds the scheduler's Lease (`sparkcap-scheduler`), if anyone.
+pub async fn lease_holder(leases: &Api<Lease>) -> Option<String> {
     leases
         .get_opt("sparkcap-scheduler")
         .await
