@@ -15,18 +15,11 @@ use sparkcap_ledger::store::testdb::TestDatabase;
 use sparkcap_testkit::apiserver::ApiServer;
 use sparkcap_testkit::devcluster::{default_cluster, serve, write_kubeconfig};
 use sparkcap_testkit::harness::lease_holder;
-use sparkcap_testkit::harness::procs::FAST_SCHEDULER_ARGS;
+use sparkcap_testkit::harness::procs::{FAST_SCHEDULER_ARGS, binary};
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-
-/// The scheduler binary `cargo test --workspace` builds next to this test.
-fn scheduler_binary() -> Option<PathBuf> {
-    let dir = std::env::current_exe().ok()?.parent()?.parent()?.to_path_buf();
-    let bin = dir.join("sparkcap-scheduler");
-    bin.exists().then_some(bin)
-}
 
 fn spawn(bin: &PathBuf, kubeconfig: &PathBuf, url: &str, identity: &str) -> Child {
     Command::new(bin)
@@ -96,10 +89,8 @@ async fn all_metered(store: &sparkcap_ledger::PgStore, uids: &[String], closed: 
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_frozen_leader_is_fenced_out_when_it_wakes() {
-    let Some(bin) = scheduler_binary() else {
-        eprintln!("\n*** SKIPPED: sparkcap-scheduler is not built; run with cargo test --workspace ***\n");
-        return;
-    };
+    // Not skipped when missing: without the binary this test proves nothing.
+    let bin = binary("sparkcap-scheduler").unwrap_or_else(|e| panic!("{e:#}"));
     let db = TestDatabase::create().await.expect("test database");
     let store = Arc::new(db.store().await.unwrap());
     let server = ApiServer::new();
