@@ -15,31 +15,25 @@ use sparkcap_ledger::store::testdb::TestDatabase;
 use sparkcap_testkit::apiserver::ApiServer;
 use sparkcap_testkit::devcluster::{default_cluster, serve, write_kubeconfig};
 use sparkcap_testkit::harness::lease_holder;
-use sparkcap_testkit::harness::procs::{FAST_SCHEDULER_ARGS, binary};
-use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
+use sparkcap_testkit::harness::procs::{FAST_SCHEDULER_ARGS, Proc, binary};
+use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-fn spawn(bin: &PathBuf, kubeconfig: &PathBuf, url: &str, identity: &str) -> Child {
-    Command::new(bin)
-        .args(FAST_SCHEDULER_ARGS)
-        .args(["--identity", identity])
-        .env("KUBECONFIG", kubeconfig)
-        .env("DATABASE_URL", url)
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::null())
-        .stderr(std::fs::File::create(kubeconfig.with_file_name(format!("{identity}.log"))).expect("log file"))
-        .spawn()
-        .expect("spawn sparkcap-scheduler")
-}
-
-fn signal(child: &Child, sig: &str) {
-    let ok = Command::new("kill")
-        .args([sig, &child.id().to_string()])
-        .status()
-        .is_ok_and(|s| s.success());
-    assert!(ok, "kill {sig}");
+/// `sparkcap-scheduler run` as `identity`, started, its output in
+/// `<dir>/<identity>.log`. Killed when dropped, so a failed assertion
+/// leaves no scheduler behind.
+fn scheduler(bin: &Path, dir: &Path, kubeconfig: &Path, url: &str, identity: &str) -> Proc {
+    let args: Vec<&str> = FAST_SCHEDULER_ARGS
+        .iter()
+        .copied()
+        .chain(["--identity", identity])
+        .collect();
+    let kubeconfig = kubeconfig.to_str().expect("a UTF-8 temporary directory");
+    let envs = [("KUBECONFIG", kubeconfig), ("DATABASE_URL", url), ("RUST_LOG", "warn")];
+    let mut p = Proc::new(identity, bin.to_path_buf(), &args, &envs, dir);
+    p.start().expect("start sparkcap-scheduler");
+    p
 }
 
 fn driver(name: &str, seconds: u64) -> serde_json::Value {
@@ -53,7 +47,7 @@ fn driver(name: &str, seconds: u64) -> serde_json::Value {
 
 /// Polls `done` every 100 ms for up to 60 s; how long it took. On a
 /// timeout, panics with both schedulers' logs (from `dir`).
-async fn wait_until(what: &str, dir: &std::path::Path, mut done: impl AsyncFnMut() -> bool) -> Duration {
+async fn wait_until(what: &str, dir: &Path, mut done: impl AsyncFnMut() -> bool) -> Duration {
     let t = Instant::now();
     while t.elapsed() < Duration::from_secs(60) {
         if done().await {
@@ -116,7 +110,7 @@ async fn a_frozen_leader_is_fenced_out_when_it_wakes() {
     write_kubeconfig(&kubeconfig, &format!("http://{}", listener.local_addr().unwrap()), None).unwrap();
     tokio::spawn(serve(server.clone(), listener));
 
-    let mut a = spawn(&bin, &kubeconfig, &db.url, "scheduler-a");
+    let mut a = scheduler(&bin, &dir, &kubeconfig, &db.url, "scheduler-a");
     let leases: Api<Lease> = Api::namespaced(server.client(), "sparkcap-system");
     let pods: Api<Pod> = Api::namespaced(server.client(), "tenant-acme");
     wait_until("scheduler-a to lead", &dir, async || {
@@ -141,8 +135,9 @@ async fn a_frozen_leader_is_fenced_out_when_it_wakes() {
     .await;
 
     // Freeze the leader; start a standby, which takes the Lease once it expires.
-    signal(&a, "-STOP");
-    let mut b = spawn(&bin, &kubeconfig, &db.url, "scheduler-b");
+    a.pause();
+    assert!(!a.is_running(), "SIGSTOP scheduler-a");
+    let mut b = scheduler(&bin, &dir, &kubeconfig, &db.url, "scheduler-b");
     let takeover = wait_until("scheduler-b to take over", &dir, async || {
         lease_holder(&leases).await.as_deref() == Some("scheduler-b")
     })
@@ -163,10 +158,12 @@ async fn a_frozen_leader_is_fenced_out_when_it_wakes() {
         );
     }
     // Wake the old leader: it must step down, its writes refused.
-    signal(&a, "-CONT");
+    a.resume();
+    assert!(a.is_running(), "SIGCONT scheduler-a");
     let woke = Instant::now();
     let exit = loop {
-        if let Some(status) = a.try_wait().unwrap() {
+        // Its exit, noticed once; not supervised again, so not restarted.
+        if let Some(status) = a.supervise().unwrap() {
             break status;
         }
         assert!(
@@ -175,7 +172,7 @@ async fn a_frozen_leader_is_fenced_out_when_it_wakes() {
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     };
-    let said = std::fs::read_to_string(dir.join("scheduler-a.log")).unwrap_or_default();
+    let said = a.log_text();
     eprintln!(
         "resumed leader stepped down after {:.1} s: {exit}",
         woke.elapsed().as_secs_f64()
@@ -206,8 +203,7 @@ async fn a_frozen_leader_is_fenced_out_when_it_wakes() {
         );
     }
     assert!(store.audit().await.unwrap().is_clean());
-    b.kill().ok();
-    b.wait().ok();
+    b.stop();
     // The in-process webhook still listens on the change feed: the forced
     // drop ends its connections.
     db.drop_db().await.ok();
