@@ -225,6 +225,23 @@ impl AccrualPlan {
 
 /// Checks the facts of a request before anything else.
 fn check_request(req: &AccrualRequest) -> Result<(), LedgerError> {
+    use crate::binding::check_text;
+    let p = &req.pod;
+    check_text("pod uid", &p.uid, 128)?;
+    check_text("namespace", &p.namespace, 63)?;
+    check_text("pod name", &p.name, 253)?;
+    for (field, v) in [("application id", &p.app_id), ("job", &p.job), ("role", &p.role)] {
+        if let Some(v) = v {
+            check_text(field, v, 253)?;
+        }
+    }
+    if let Some(run) = &req.run {
+        for (field, v) in [("source kind", &run.source), ("target kind", &run.target)] {
+            if let Some(v) = v {
+                check_text(field, v, 63)?;
+            }
+        }
+    }
     let cpu = req.pod.cpu;
     if cpu.0 <= 0 {
         return Err(LedgerError::MissingCpuRequest { pod: pod_ref(&req.pod) });

@@ -160,6 +160,29 @@ pub enum LedgerError {
         /// Pod uid or name.
         pod: String,
     },
+    /// Text that cannot be stored as it is (a NUL byte, over-long, control
+    /// characters): refused alone, before it reaches SQL.
+    #[error("{field} {value:?} cannot be recorded: {reason}")]
+    InvalidText {
+        /// What the text is (for example "pod name" or "annotation sparkcap.io/source").
+        field: &'static str,
+        /// The text, cut to 80 characters.
+        value: String,
+        /// The rule it broke.
+        reason: &'static str,
+    },
+    /// A binding recorded for a pod, asked for again with other facts.
+    #[error("pod {pod} was bound with {field} {was}; sparkcap refuses to record it again with {now}")]
+    BindingChanged {
+        /// Pod uid.
+        pod: String,
+        /// The field.
+        field: &'static str,
+        /// Recorded value.
+        was: String,
+        /// Value asked for.
+        now: String,
+    },
     /// A pod's immutable facts changed between accruals.
     #[error(
         "pod {pod}: {field} changed from {was} to {now}; a pod's cpu, tenant, pool and opportunistic flag are fixed at bind"
@@ -269,7 +292,7 @@ pub enum LedgerError {
     Slices(#[from] crate::slices::SliceError),
     /// The database failed.
     #[error("database error: {0}")]
-    Database(#[from] sqlx::Error),
+    Database(sqlx::Error),
     /// Migrations failed.
     #[error("migration failed: {0}")]
     Migration(#[from] sqlx::migrate::MigrateError),
@@ -293,5 +316,23 @@ impl LedgerError {
                 | Self::ConcurrentWrite(_)
                 | Self::Configuration(_)
         )
+    }
+}
+
+impl From<sqlx::Error> for LedgerError {
+    /// Text PostgreSQL cannot store (a NUL byte, an invalid sequence) is the
+    /// caller's input, not a database failure: it must read as a 400 with the
+    /// reason, never as "the ledger is unavailable".
+    fn from(e: sqlx::Error) -> Self {
+        if let sqlx::Error::Database(d) = &e
+            && matches!(d.code().as_deref(), Some("22021" | "22P05"))
+        {
+            return Self::InvalidText {
+                field: "text",
+                value: String::new(),
+                reason: "it holds a NUL byte or a character PostgreSQL cannot store",
+            };
+        }
+        Self::Database(e)
     }
 }

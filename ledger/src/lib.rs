@@ -6,6 +6,7 @@
 
 pub mod account;
 pub mod accrual;
+pub mod binding;
 pub mod error;
 pub mod estimate;
 pub mod faults;
@@ -13,6 +14,7 @@ pub mod feed;
 pub mod forecast;
 pub mod ids;
 pub mod lifecycle;
+pub mod podres;
 pub mod pool;
 pub mod purchase;
 pub mod quantity;
@@ -25,6 +27,7 @@ pub mod units;
 
 pub use account::{Account, Balance, BalanceState, Lot};
 pub use accrual::{AccrualOutcome, AccrualRequest, PodCheckpoint, PodOutcome, PodUsage};
+pub use binding::PodBinding;
 pub use error::{LedgerError, Result};
 pub use feed::{ChangeKind, LedgerChange};
 pub use ids::TenantId;

@@ -1102,6 +1102,118 @@ async fn schedules_reserve_slices(s: &dyn LedgerStore) {
     assert_books(s).await;
 }
 
+fn binding(uid: &str, tenant: &TenantId, cpu: i64) -> PodBinding {
+    PodBinding {
+        uid: uid.into(),
+        tenant: tenant.clone(),
+        namespace: format!("ns-{tenant}"),
+        name: format!("pod-{uid}"),
+        app_id: Some("app-1".into()),
+        job: Some("ingest-orders".into()),
+        role: Some("executor".into()),
+        pool: Pool::Shared,
+        cpu: Millicores(cpu),
+        opportunistic: false,
+        node: "node-1".into(),
+        bound_at: at(0),
+    }
+}
+
+/// A pod's money facts are recorded once, at bind, fenced; asked again with
+/// other facts (a relabelled pod) they are refused; open bindings are what a
+/// restarted scheduler meters by.
+async fn bindings_are_recorded_once_and_fenced(s: &dyn LedgerStore) {
+    let a = tenant(s, "acme").await;
+    let b = tenant(s, "beta").await;
+    let old = s.claim_epoch("s0").await.unwrap();
+    let e = s.claim_epoch("s1").await.unwrap();
+    let rec = binding("u1", &a, 2000);
+    assert!(matches!(
+        s.record_binding(old, &rec).await,
+        Err(LedgerError::StaleEpoch { .. })
+    ));
+    assert!(s.binding("u1").await.unwrap().is_none());
+    s.record_binding(e, &rec).await.unwrap();
+    s.record_binding(e, &rec).await.unwrap(); // a retried bind
+    let moved = PodBinding {
+        tenant: b.clone(),
+        ..rec.clone()
+    };
+    let err = s.record_binding(e, &moved).await.unwrap_err();
+    assert!(err.to_string().contains("tenant acme"), "{err}");
+    let free = PodBinding {
+        opportunistic: true,
+        ..rec.clone()
+    };
+    assert!(s.record_binding(e, &free).await.is_err());
+    assert_eq!(s.binding("u1").await.unwrap(), Some(rec.clone()));
+    let ghost = binding("u2", &tid("ghost"), 1000);
+    assert!(matches!(
+        s.record_binding(e, &ghost).await,
+        Err(LedgerError::UnknownTenant(_))
+    ));
+    let zero = binding("u3", &a, 0);
+    assert!(s.record_binding(e, &zero).await.is_err());
+    let nul = PodBinding {
+        name: "x\u{0}y".into(),
+        ..binding("u4", &a, 1000)
+    };
+    let err = s.record_binding(e, &nul).await.unwrap_err();
+    assert!(err.to_string().contains("NUL"), "{err}");
+    // Never started: closed with nothing charged.
+    s.record_binding(e, &binding("u5", &a, 1000)).await.unwrap();
+    s.record_binding(e, &binding("u6", &a, 1000)).await.unwrap();
+    let open: Vec<String> = s.open_bindings().await.unwrap().into_iter().map(|b| b.uid).collect();
+    assert_eq!(open, vec!["u1", "u5", "u6"]);
+    s.close_binding(e, "u5", at(5)).await.unwrap();
+    assert!(matches!(
+        s.close_binding(old, "u6", at(5)).await,
+        Err(LedgerError::StaleEpoch { .. })
+    ));
+    // Started and finished: the binding closes with its pod.
+    s.accrue(e, &[acc(&rec.usage(at(10)), 70, true)]).await.unwrap();
+    let open: Vec<String> = s.open_bindings().await.unwrap().into_iter().map(|b| b.uid).collect();
+    assert_eq!(open, vec!["u6"]);
+    assert_eq!(
+        s.pod_checkpoint("u1").await.unwrap().unwrap().charged,
+        McSeconds(120_000)
+    );
+    assert!(s.pod_checkpoint("u5").await.unwrap().is_none());
+    assert_books(s).await;
+}
+
+/// The attack: a driver annotated `sparkcap.io/source: "s3\0evil"` made
+/// PostgreSQL refuse the whole batch, so no pod in the cluster was charged.
+/// Such text is refused alone; the rest of the batch is charged.
+async fn a_nul_byte_is_refused_alone(s: &dyn LedgerStore) {
+    let a = tenant(s, "acme").await;
+    let e = s.claim_epoch("s").await.unwrap();
+    let good = pod("g1", &a, 1000, 0);
+    let mut bad = acc(&pod("b1", &a, 1000, 0), 30, true);
+    bad.pod.role = Some("driver".into());
+    bad.run = Some(sparkcap_ledger::lifecycle::RunFacts {
+        sla_seconds: None,
+        promote_after: 3,
+        cpu_used: None,
+        memory_used: None,
+        data_bytes: None,
+        source: Some("s3\u{0}evil".into()),
+        target: None,
+    });
+    let mut nul_name = acc(&pod("n1", &a, 1000, 0), 30, false);
+    nul_name.pod.namespace = "ns\u{0}".into();
+    let out = s.accrue(e, &[bad, acc(&good, 30, false), nul_name]).await.unwrap();
+    let msg = |i: usize| out[i].rejection().map(|e| e.to_string()).unwrap_or_default();
+    assert!(msg(0).contains("source kind") && msg(0).contains("NUL"), "{}", msg(0));
+    assert!(matches!(out[1], AccrualOutcome::Applied { .. }));
+    assert!(msg(2).contains("namespace"), "{}", msg(2));
+    assert_eq!(
+        s.pod_checkpoint("g1").await.unwrap().unwrap().charged,
+        McSeconds(30_000)
+    );
+    assert_books(s).await;
+}
+
 macro_rules! contract {
     ($($name:ident),* $(,)?) => {
         mod memory {
@@ -1150,6 +1262,8 @@ contract!(
     schedules_reserve_slices,
     runs_are_profiled_and_promote_jobs,
     low_balance_alerts_once_per_period,
+    bindings_are_recorded_once_and_fenced,
+    a_nul_byte_is_refused_alone,
 );
 
 /// Postgres only: the writer remembers checkpoints between batches, so the

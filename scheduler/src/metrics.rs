@@ -27,6 +27,8 @@ pub struct Metrics {
     pub accrual_lag: IntGauge,
     /// Accruals the ledger refused.
     pub accrual_rejections: IntCounter,
+    /// Pods being deleted for over a minute that still carry the metering finalizer.
+    pub finalizers_stuck: IntGauge,
     /// 1 while this replica holds the Lease and schedules.
     pub leader: IntGauge,
     /// Spark Units per pool as last written to the ledger.
@@ -82,6 +84,11 @@ impl Metrics {
                 "sparkcap_scheduler_accrual_rejections_total",
                 "Accruals the ledger refused",
             ),
+            finalizers_stuck: IntGauge::new(
+                "sparkcap_metering_finalizers_stuck",
+                "Pods deleted over a minute ago still held by sparkcap's metering finalizer (the ledger or the webhook unreachable)",
+            )
+            .expect("valid metric"),
             leader: IntGauge::new("sparkcap_scheduler_leader", "1 while this replica leads").expect("valid metric"),
             spark_units: gauge_vec(
                 "sparkcap_scheduler_spark_units",
@@ -110,6 +117,7 @@ impl Metrics {
             Box::new(m.events.clone()),
             Box::new(m.accrual_lag.clone()),
             Box::new(m.accrual_rejections.clone()),
+            Box::new(m.finalizers_stuck.clone()),
             Box::new(m.leader.clone()),
             Box::new(m.spark_units.clone()),
             Box::new(m.notices.clone()),

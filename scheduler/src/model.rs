@@ -28,30 +28,32 @@ impl Resources {
         need.cpu <= self.cpu && need.memory <= self.memory && need.pods <= self.pods
     }
 
-    /// `self + o`.
+    /// `self + o`. Saturating, as are `minus` and `times`: quantities come
+    /// from tenants' pods and ConfigMaps, and a saturated need fits nowhere,
+    /// where a wrapped one could fit anywhere.
     pub fn plus(&self, o: &Resources) -> Self {
         Self {
-            cpu: self.cpu + o.cpu,
-            memory: self.memory + o.memory,
-            pods: self.pods + o.pods,
+            cpu: self.cpu.saturating_add(o.cpu),
+            memory: self.memory.saturating_add(o.memory),
+            pods: self.pods.saturating_add(o.pods),
         }
     }
 
     /// `self - o`.
     pub fn minus(&self, o: &Resources) -> Self {
         Self {
-            cpu: self.cpu - o.cpu,
-            memory: self.memory - o.memory,
-            pods: self.pods - o.pods,
+            cpu: self.cpu.saturating_sub(o.cpu),
+            memory: self.memory.saturating_sub(o.memory),
+            pods: self.pods.saturating_sub(o.pods),
         }
     }
 
     /// `self × n`.
     pub fn times(&self, n: i64) -> Self {
         Self {
-            cpu: self.cpu * n,
-            memory: self.memory * n,
-            pods: self.pods * n,
+            cpu: self.cpu.saturating_mul(n),
+            memory: self.memory.saturating_mul(n),
+            pods: self.pods.saturating_mul(n),
         }
     }
 }

@@ -66,37 +66,49 @@ pub fn node(n: &KubeNode) -> Node {
     }
 }
 
-/// A pod's requests: max(sum of containers, largest init container) + overhead;
-/// a missing request defaults to the limit, as the API server does.
+/// A pod's requests as Kubernetes reserves them (sidecars, init
+/// containers, overhead): [`sparkcap_ledger::podres`], the rule admission
+/// and metering apply too.
 pub fn requests(pod: &Pod) -> Resources {
+    let r = resources(pod);
+    Resources::pod(r.cpu.0, r.memory.0)
+}
+
+/// The shared reader's full answer for a typed pod (what is missing too).
+pub fn resources(pod: &Pod) -> sparkcap_ledger::podres::PodResources {
+    use sparkcap_ledger::podres::{ContainerKind, ContainerQuantities, pod_resources};
     let Some(spec) = pod.spec.as_ref() else {
-        return Resources::pod(0, 0);
+        return pod_resources([], None, None);
     };
-    let one = |c: &k8s_openapi::api::core::v1::Container| {
-        let r = c.resources.as_ref();
-        let get = |key: &str, cpu: bool| {
-            let v = quantity(r.and_then(|r| r.requests.as_ref()), key, cpu);
-            if v > 0 {
-                v
-            } else {
-                quantity(r.and_then(|r| r.limits.as_ref()), key, cpu)
-            }
-        };
-        (get("cpu", true), get("memory", false))
-    };
-    let (mut cpu, mut mem) = spec
-        .containers
-        .iter()
-        .map(one)
-        .fold((0, 0), |a, b| (a.0 + b.0, a.1 + b.1));
-    for (c, m) in spec.init_containers.iter().flatten().map(one) {
-        cpu = cpu.max(c);
-        mem = mem.max(m);
+    fn q<'a>(c: &'a k8s_openapi::api::core::v1::Container, key: &str) -> Option<&'a str> {
+        let r = c.resources.as_ref()?;
+        r.requests
+            .as_ref()
+            .and_then(|m| m.get(key))
+            .or_else(|| r.limits.as_ref().and_then(|m| m.get(key)))
+            .map(|v| v.0.as_str())
     }
+    let init = spec.init_containers.iter().flatten().map(|c| ContainerQuantities {
+        name: &c.name,
+        kind: if c.restart_policy.as_deref() == Some("Always") {
+            ContainerKind::Sidecar
+        } else {
+            ContainerKind::Init
+        },
+        cpu: q(c, "cpu"),
+        memory: q(c, "memory"),
+    });
+    let app = spec.containers.iter().map(|c| ContainerQuantities {
+        name: &c.name,
+        kind: ContainerKind::App,
+        cpu: q(c, "cpu"),
+        memory: q(c, "memory"),
+    });
     let overhead = spec.overhead.as_ref();
-    Resources::pod(
-        cpu + quantity(overhead, "cpu", true),
-        mem + quantity(overhead, "memory", false),
+    pod_resources(
+        init.chain(app),
+        overhead.and_then(|o| o.get("cpu")).map(|v| v.0.as_str()),
+        overhead.and_then(|o| o.get("memory")).map(|v| v.0.as_str()),
     )
 }
 
@@ -201,8 +213,10 @@ pub fn driver_conf_map(pod: &Pod) -> Option<String> {
         .map(|c| c.name.clone())
 }
 
-/// The gang from driver annotations (they win) or its `spark.properties`.
-pub fn gang(pod: &Pod, conf: Option<&ConfigMap>) -> Option<GangSpec> {
+/// The gang from driver annotations (they win) or its `spark.properties`;
+/// an error names a count beyond [`sparkcap_ledger::podres::MAX_EXECUTORS`]
+/// (the ConfigMap is the tenant's: the webhook never sees it).
+pub fn gang(pod: &Pod, conf: Option<&ConfigMap>) -> Result<Option<GangSpec>, String> {
     let ann = pod.annotations();
     let props: BTreeMap<String, String> = conf
         .and_then(|c| c.data.as_ref())
@@ -215,11 +229,29 @@ pub fn gang(pod: &Pod, conf: Option<&ConfigMap>) -> Option<GangSpec> {
                 .collect()
         })
         .unwrap_or_default();
-    let executors: i64 = ann
+    let Some((source, text)) = ann
         .get("sparkcap.io/executor-instances")
-        .or_else(|| props.get("spark.executor.instances"))?
-        .parse()
-        .ok()?;
+        .map(|t| ("annotation sparkcap.io/executor-instances", t))
+        .or_else(|| {
+            props
+                .get("spark.executor.instances")
+                .map(|t| ("spark.executor.instances", t))
+        })
+    else {
+        return Ok(None);
+    };
+    let max = sparkcap_ledger::podres::MAX_EXECUTORS;
+    let executors: i64 = match text.trim().parse::<i128>() {
+        Ok(n) if n > i128::from(max) => {
+            return Err(format!(
+                "{source}={} asks for more than {max} executors, the most sparkcap places for one application; \
+                 ask for fewer (spark.executor.instances) or use dynamic allocation",
+                text.chars().take(40).collect::<String>()
+            ));
+        }
+        Ok(n) => i64::try_from(n.max(0)).unwrap_or(0),
+        Err(_) => return Ok(None),
+    };
     let cpu = ann
         .get("sparkcap.io/executor-cpu")
         .or_else(|| props.get("spark.kubernetes.executor.request.cores"))
@@ -231,17 +263,17 @@ pub fn gang(pod: &Pod, conf: Option<&ConfigMap>) -> Option<GangSpec> {
         .and_then(|m| parse_memory(&spark_memory(m)).ok())
         .map_or(1 << 30, |b| b.0);
     let memory = with_spark_overhead(memory);
-    Some(GangSpec {
-        executors: executors.max(0),
+    Ok(Some(GangSpec {
+        executors,
         executor: Resources::pod(cpu, memory),
-    })
+    }))
 }
 
 /// The memory Spark requests for a JVM of `memory` bytes: it adds
 /// max(10 %, 384 MiB) of overhead, in whole MiB as Spark computes it.
 pub fn with_spark_overhead(memory: i64) -> i64 {
     let mib = memory >> 20;
-    (mib + (mib / 10).max(384)) << 20
+    mib.saturating_add((mib / 10).max(384)).saturating_mul(1 << 20)
 }
 
 /// Spark's memory strings ("1g", "512m") as Kubernetes quantities.

@@ -144,8 +144,12 @@ pub async fn reconcile_all(
             }
             Some(_) => {}
             None => {
-                store.bind_namespace(&name, &tenant).await?;
-                tracing::info!(namespace = %name, %tenant, "bound namespace to its tenant");
+                // A label alone never binds: anyone able to label a
+                // namespace would then spend the named tenant's money.
+                // Binding is an admin's act (the REST API's
+                // bind_namespaces, or the tenant's creation).
+                tracing::info!(namespace = %name, %tenant, "namespace labelled for a tenant but not bound in the ledger; waiting for an admin to bind it");
+                continue;
             }
         }
         let purchases = store.purchases(&tenant).await?;

@@ -16,7 +16,7 @@ use kube::runtime::reflector::{self, Store};
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Api, Client, ResourceExt};
 use serde_json::json;
-use sparkcap_ledger::{AccrualOutcome, AccrualRequest, LedgerError, LedgerStore, PoolCapacity, TenantId};
+use sparkcap_ledger::{AccrualOutcome, AccrualRequest, LedgerError, LedgerStore, PodBinding, PoolCapacity, TenantId};
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
@@ -50,6 +50,19 @@ struct Memory {
     unseen: std::collections::HashSet<String>,
     /// Pods whose close the ledger has taken.
     closed: std::collections::HashSet<String>,
+    /// What was recorded in the ledger when each open pod was bound: the
+    /// only source of its money facts.
+    bound: HashMap<String, PodBinding>,
+    /// The ledger's namespace → tenant bindings (an admin's act): a pod is
+    /// placed for the tenant its namespace is bound to, never for a label.
+    ns_tenants: HashMap<String, TenantId>,
+    /// Final states of bound pods from the watch's delete events: a pod
+    /// gone between two passes is closed at its real end all the same.
+    gone: HashMap<String, Arc<Pod>>,
+    /// When each node was first seen missing from the node list.
+    node_missing_since: HashMap<String, DateTime<Utc>>,
+    /// Closed pods whose metering finalizer could not be removed yet.
+    release: std::collections::HashSet<String>,
     metered_at: Option<DateTime<Utc>>,
     /// Pool sizes last written to the ledger (without their timestamp).
     pools_written: Vec<PoolCapacity>,
@@ -104,7 +117,7 @@ impl Default for ShellConfig {
     }
 }
 
-fn spawn_reflector<K>(api: Api<K>) -> Store<K>
+fn spawn_reflector<K>(api: Api<K>, deleted: Option<tokio::sync::mpsc::UnboundedSender<K>>) -> Store<K>
 where
     K: kube::Resource + Clone + std::fmt::Debug + serde::de::DeserializeOwned + Send + Sync + 'static,
     K::DynamicType: Default + Eq + std::hash::Hash + Clone,
@@ -114,8 +127,16 @@ where
     tokio::spawn(async move {
         let mut s = stream.boxed();
         while let Some(e) = s.next().await {
-            if let Err(e) = e {
-                tracing::warn!(error = %e, "watch failed; retrying");
+            match e {
+                Err(e) => tracing::warn!(error = %e, "watch failed; retrying"),
+                // A deleted object's last state: what a pod that went between
+                // two passes reported at its end.
+                Ok(watcher::Event::Delete(obj)) => {
+                    if let Some(tx) = &deleted {
+                        let _ = tx.send(obj);
+                    }
+                }
+                Ok(_) => {}
             }
         }
     });
@@ -129,8 +150,9 @@ pub async fn run(
     config: ShellConfig,
     shutdown: impl std::future::Future<Output = ()>,
 ) -> anyhow::Result<()> {
-    let nodes = spawn_reflector(Api::<Node>::all(client.clone()));
-    let pods = spawn_reflector(Api::<Pod>::all(client.clone()));
+    let nodes = spawn_reflector(Api::<Node>::all(client.clone()), None);
+    let (deleted_tx, mut deleted_rx) = tokio::sync::mpsc::unbounded_channel();
+    let pods = spawn_reflector(Api::<Pod>::all(client.clone()), Some(deleted_tx));
     tokio::pin!(shutdown);
     // A replica told to stop while starting must not claim the epoch: it
     // would depose the replica that replaced it.
@@ -146,8 +168,11 @@ pub async fn run(
         epoch = start => epoch?,
     };
     let mut memory = Memory::default();
-    // A restarted scheduler meters running pods with the facts the ledger
+    // A restarted scheduler meters bound pods with the facts the ledger
     // recorded for them, not with whatever their labels say now.
+    for b in store.open_bindings().await? {
+        memory.bound.insert(b.uid.clone(), b);
+    }
     for cp in store.open_pods().await? {
         memory.unseen.insert(cp.pod.uid.clone());
         memory.open.insert(
@@ -191,23 +216,56 @@ pub async fn run(
             }
             Err(e) => tracing::warn!(error = %e, "registering pool sizes failed; retrying next pass"),
         }
+        let lost = lost_nodes(&nodes, &mut memory, now);
         let timer = metrics.pass_duration.start_timer();
-        if let Err(e) = pass(&client, store.as_ref(), &config, observed, &pods, &mut memory).await {
+        if let Err(e) = pass(&client, store.as_ref(), epoch, &config, observed, &pods, &mut memory).await {
+            if let Some(
+                e @ (LedgerError::StaleEpoch { .. }
+                | LedgerError::EpochNotHeld { .. }
+                | LedgerError::UnclaimedEpoch { .. }),
+            ) = e.downcast_ref::<LedgerError>()
+            {
+                return Err(anyhow::anyhow!("deposed: {e}; stopping"));
+            }
             tracing::warn!(error = %e, "scheduling pass failed");
         }
         timer.observe_duration();
         metrics.passes.inc();
-        if memory.metered_at.is_none_or(|t| now - t >= config.meter_period) {
+        while let Ok(pod) = deleted_rx.try_recv() {
+            if let Some(uid) = pod.uid()
+                && (memory.bound.contains_key(&uid) || memory.open.contains_key(&uid))
+            {
+                memory.gone.insert(uid, Arc::new(pod));
+            }
+        }
+        let periodic = memory.metered_at.is_none_or(|t| now - t >= config.meter_period);
+        if periodic {
             let running = pods.state();
             sampler.sample(&running, now).await;
             sampler.retain_running(&running);
-            match meter(store.as_ref(), epoch, &pods, &mut memory, &sampler, &config, now).await {
-                Ok(()) => memory.metered_at = Some(now),
-                Err(e @ (LedgerError::StaleEpoch { .. } | LedgerError::EpochNotHeld { .. })) => {
-                    return Err(anyhow::anyhow!("deposed: {e}; stopping"));
-                }
-                Err(e) => tracing::warn!(error = %e, "metering failed; retrying next period"),
+        }
+        // Ends are closed on the pass that sees them (R9.2: within seconds);
+        // running pods are accrued every meter period.
+        match meter(
+            &client,
+            store.as_ref(),
+            epoch,
+            &pods,
+            &lost,
+            &mut memory,
+            &sampler,
+            &config,
+            now,
+            periodic,
+        )
+        .await
+        {
+            Ok(()) if periodic => memory.metered_at = Some(now),
+            Ok(()) => {}
+            Err(e @ (LedgerError::StaleEpoch { .. } | LedgerError::EpochNotHeld { .. })) => {
+                return Err(anyhow::anyhow!("deposed: {e}; stopping"));
             }
+            Err(e) => tracing::warn!(error = %e, "metering failed; retrying next period"),
         }
         metrics
             .accrual_lag
@@ -245,71 +303,253 @@ async fn sync_pools(
     Ok(())
 }
 
-/// Accrues every metered pod up to now (or its end), closes finished and
-/// vanished ones; all in one ledger batch.
+/// Nodes not Ready, with when they were declared lost (their Ready
+/// condition's last transition), and nodes gone from the list, since first
+/// seen missing.
+fn lost_nodes(nodes: &Store<Node>, memory: &mut Memory, now: DateTime<Utc>) -> HashMap<String, DateTime<Utc>> {
+    let mut lost = HashMap::new();
+    let mut present = std::collections::HashSet::new();
+    for n in nodes.state() {
+        present.insert(n.name_any());
+        let ready = n
+            .status
+            .as_ref()
+            .and_then(|s| s.conditions.as_ref())
+            .and_then(|cs| cs.iter().find(|c| c.type_ == "Ready"));
+        match ready {
+            Some(c) if c.status == "True" => {}
+            Some(c) => {
+                lost.insert(n.name_any(), c.last_transition_time.as_ref().map_or(now, observe::time));
+            }
+            None => {}
+        }
+    }
+    // Only nodes pods are bound to matter; forget the rest.
+    let wanted: std::collections::HashSet<&str> = memory.bound.values().map(|b| b.node.as_str()).collect();
+    memory
+        .node_missing_since
+        .retain(|n, _| !present.contains(n) && wanted.contains(n.as_str()));
+    for n in wanted {
+        if !present.contains(n) {
+            let since = *memory.node_missing_since.entry(n.to_owned()).or_insert(now);
+            lost.insert(n.to_owned(), since);
+        }
+    }
+    lost
+}
+
+/// Charges bound pods from their recorded facts: closes every pod that
+/// ended (at its real end) or never started, and, when `periodic`, accrues
+/// the running ones up to `now − charge lag`; all in one ledger batch. Then
+/// releases the metering finalizer of every pod whose close committed.
+#[allow(clippy::too_many_arguments)]
 async fn meter(
+    client: &Client,
     store: &dyn LedgerStore,
     epoch: sparkcap_ledger::Epoch,
     pods: &Store<Pod>,
+    lost: &HashMap<String, DateTime<Utc>>,
     memory: &mut Memory,
     sampler: &crate::usage::Sampler,
     config: &ShellConfig,
     now: DateTime<Utc>,
+    periodic: bool,
 ) -> Result<(), LedgerError> {
     let metrics = &config.metrics;
+    let live: HashMap<String, Arc<Pod>> = pods.state().into_iter().filter_map(|p| Some((p.uid()?, p))).collect();
+    let charge_to = now - config.charge_lag;
     let mut batch = Vec::new();
-    let mut seen = std::collections::HashSet::new();
-    for pod in pods.state() {
-        let uid = pod.uid().unwrap_or_default();
-        seen.insert(uid.clone());
-        if memory.closed.contains(&uid) {
+    let mut never_started = Vec::new();
+    for (uid, b) in &memory.bound {
+        let (pod, gone) = match (live.get(uid), memory.gone.get(uid)) {
+            (Some(p), _) => (p.clone(), false),
+            (None, Some(p)) => (p.clone(), true),
+            (None, None) => {
+                // Gone with no end seen (its finalizer removed by hand while
+                // no scheduler watched): closed where the ledger left it.
+                match memory.open.get(uid) {
+                    Some(last) => batch.push(meter::close_vanished(
+                        last,
+                        last.until,
+                        memory.evicting.contains_key(uid),
+                    )),
+                    None => never_started.push(uid.clone()),
+                }
+                continue;
+            }
+        };
+        let node = pod
+            .spec
+            .as_ref()
+            .and_then(|s| s.node_name.as_deref())
+            .unwrap_or(&b.node);
+        let mut life = meter::life(&pod, lost.get(node).copied(), now);
+        if gone {
+            // Removed without an end reported: it ended when it was deleted.
+            life = match life {
+                meter::Life::Running { started, lost_at } => {
+                    let deleted = pod.metadata.deletion_timestamp.as_ref().map(observe::time);
+                    meter::Life::Ended {
+                        started,
+                        ended: [Some(now), deleted, lost_at]
+                            .into_iter()
+                            .flatten()
+                            .min()
+                            .unwrap_or(now)
+                            .max(started),
+                    }
+                }
+                meter::Life::NotStarted => meter::Life::NeverStarted,
+                other => other,
+            };
+        }
+        match life {
+            meter::Life::NotStarted => {}
+            meter::Life::NeverStarted => never_started.push(uid.clone()),
+            meter::Life::Running { .. } if !periodic => {}
+            _ => {
+                let Some(mut req) = meter::accrual_of(b, &pod, life, charge_to) else {
+                    continue;
+                };
+                if req.finished {
+                    if memory.evicting.contains_key(uid) {
+                        req.outcome = Some(sparkcap_ledger::PodOutcome::Preempted);
+                    }
+                    let app = req.pod.app_id.as_deref().and_then(|a| sampler.apps.get(a));
+                    req.run = meter::run_facts(&pod, &req.pod, config.draft_runs, app);
+                } else if let Some(k) = memory.open.get(uid) {
+                    // Never behind what was charged already (a lag raised since).
+                    req.until = req.until.max(k.until);
+                }
+                batch.push(req);
+            }
+        }
+    }
+    // Pods metered by an earlier version, with no binding recorded.
+    for (uid, last) in &memory.open {
+        if memory.bound.contains_key(uid) {
             continue;
         }
-        // Once metered, a pod's facts are the ones first recorded: labels a
-        // tenant changes on a running pod move no charge (and stop none).
-        let known = memory.open.get(&uid);
-        if let Some(mut req) = meter::accrual(&pod, now - config.charge_lag, known.map(|r| &r.pod)) {
-            if !req.finished
-                && let Some(k) = known
-            {
-                // Never behind what was charged already (a lag raised since).
-                req.until = req.until.max(k.until);
+        match live.get(uid).or_else(|| memory.gone.get(uid)) {
+            Some(pod) => {
+                if let Some(mut req) = meter::accrual(pod, charge_to, &last.pod)
+                    && (req.finished || periodic)
+                {
+                    if !req.finished {
+                        req.until = req.until.max(last.until);
+                    }
+                    batch.push(req);
+                }
             }
-            let app = req.pod.app_id.as_deref().and_then(|a| sampler.apps.get(a));
-            req.run = meter::run_facts(&pod, config.draft_runs, app);
-            batch.push(req);
-        }
-    }
-    memory.unseen.retain(|uid| !seen.contains(uid));
-    for (uid, last) in &memory.open {
-        if !seen.contains(uid) {
-            let gone_at = if memory.unseen.contains(uid) { last.until } else { now };
-            batch.push(meter::close_vanished(last, gone_at, memory.evicting.contains_key(uid)));
-        }
-    }
-    memory.closed.retain(|uid| seen.contains(uid));
-    if batch.is_empty() {
-        return Ok(());
-    }
-    sparkcap_ledger::faults::crash_point("scheduler.meter.before_accrue");
-    let outcomes = store.accrue(epoch, &batch).await?;
-    sparkcap_ledger::faults::crash_point("scheduler.meter.after_accrue");
-    for (req, outcome) in batch.into_iter().zip(outcomes) {
-        match outcome {
-            AccrualOutcome::Rejected(e) => {
-                metrics.accrual_rejections.inc();
-                tracing::warn!(pod = %req.pod.name, error = %e, "ledger refused an accrual");
-            }
-            _ if req.finished => {
-                memory.open.remove(&req.pod.uid);
-                memory.closed.insert(req.pod.uid);
-            }
-            _ => {
-                memory.open.insert(req.pod.uid.clone(), req);
+            None => {
+                let gone_at = if memory.unseen.contains(uid) { last.until } else { now };
+                batch.push(meter::close_vanished(last, gone_at, memory.evicting.contains_key(uid)));
             }
         }
     }
+    memory.unseen.retain(|uid| !live.contains_key(uid));
+    for uid in never_started {
+        store.close_binding(epoch, &uid, now).await?;
+        memory.bound.remove(&uid);
+        memory.gone.remove(&uid);
+        memory.release.insert(uid);
+    }
+    if !batch.is_empty() {
+        sparkcap_ledger::faults::crash_point("scheduler.meter.before_accrue");
+        let outcomes = store.accrue(epoch, &batch).await?;
+        sparkcap_ledger::faults::crash_point("scheduler.meter.after_accrue");
+        for (req, outcome) in batch.into_iter().zip(outcomes) {
+            match outcome {
+                AccrualOutcome::Rejected(e) => {
+                    metrics.accrual_rejections.inc();
+                    tracing::warn!(pod = %req.pod.name, error = %e, "ledger refused an accrual");
+                }
+                _ if req.finished => {
+                    let uid = req.pod.uid;
+                    memory.open.remove(&uid);
+                    memory.bound.remove(&uid);
+                    memory.gone.remove(&uid);
+                    memory.closed.insert(uid.clone());
+                    memory.release.insert(uid);
+                }
+                _ => {
+                    memory.open.insert(req.pod.uid.clone(), req);
+                }
+            }
+        }
+    }
+    memory.closed.retain(|uid| live.contains_key(uid));
+    memory
+        .gone
+        .retain(|uid, _| memory.bound.contains_key(uid) || memory.open.contains_key(uid));
+    release_finalizers(client, &live, memory, now, config).await;
     Ok(())
+}
+
+/// Removes sparkcap's metering finalizer from pods whose final charge is
+/// committed, and from pods that carry it but that sparkcap does not meter
+/// (closed before a restart), once they ended or are being deleted. A
+/// failure is retried on the next pass; `sparkcap_metering_finalizers_stuck`
+/// counts pods being deleted that still wait.
+async fn release_finalizers(
+    client: &Client,
+    live: &HashMap<String, Arc<Pod>>,
+    memory: &mut Memory,
+    now: DateTime<Utc>,
+    config: &ShellConfig,
+) {
+    let mut stuck = 0;
+    for (uid, pod) in live {
+        if !has_metering_finalizer(pod) {
+            memory.release.remove(uid);
+            continue;
+        }
+        let tracked = memory.bound.contains_key(uid) || memory.open.contains_key(uid);
+        let ended = observe::finished(pod) || pod.metadata.deletion_timestamp.is_some();
+        if !(memory.release.contains(uid) || !tracked && ended) {
+            if let Some(d) = pod.metadata.deletion_timestamp.as_ref().map(observe::time)
+                && now - d > TimeDelta::seconds(60)
+            {
+                stuck += 1;
+            }
+            continue;
+        }
+        match release_finalizer(client, pod).await {
+            Ok(()) => {
+                memory.release.remove(uid);
+            }
+            Err(e) => {
+                stuck += 1;
+                tracing::warn!(pod = %pod.name_any(), error = %e, "removing the metering finalizer failed; retrying");
+            }
+        }
+    }
+    memory.release.retain(|uid| live.contains_key(uid));
+    config.metrics.finalizers_stuck.set(stuck);
+}
+
+/// The finalizer that keeps a bound pod's object until its final charge is
+/// committed (as Kueue's `kueue.x-k8s.io/managed` does for plain pods).
+pub const METERING_FINALIZER: &str = "sparkcap.io/metering";
+
+fn has_metering_finalizer(pod: &Pod) -> bool {
+    pod.finalizers().iter().any(|f| f == METERING_FINALIZER)
+}
+
+/// Removes the metering finalizer, with the pod's resourceVersion as
+/// precondition so that no other finalizer written meanwhile is lost.
+async fn release_finalizer(client: &Client, pod: &Pod) -> kube::Result<()> {
+    let api = Api::<Pod>::namespaced(client.clone(), &pod.namespace().unwrap_or_default());
+    let keep: Vec<&String> = pod.finalizers().iter().filter(|f| *f != METERING_FINALIZER).collect();
+    let patch = json!({"metadata": {"resourceVersion": pod.resource_version(), "finalizers": keep}});
+    match api
+        .patch(&pod.name_any(), &PatchParams::default(), &Patch::Merge(patch))
+        .await
+    {
+        Ok(_) => Ok(()),
+        Err(kube::Error::Api(e)) if e.code == 404 => Ok(()),
+        Err(e) => Err(e),
+    }
 }
 
 /// Runs [`run`] only while this replica holds the Lease. Losing it stops
@@ -368,6 +608,12 @@ async fn refresh_tenants(store: &dyn LedgerStore, memory: &mut Memory, now: Date
         );
     }
     memory.tenants = tenants;
+    memory.ns_tenants = store
+        .namespace_bindings()
+        .await?
+        .into_iter()
+        .map(|b| (b.namespace, b.tenant))
+        .collect();
     memory.tenants_at = Some(now);
     Ok(())
 }
@@ -375,6 +621,7 @@ async fn refresh_tenants(store: &dyn LedgerStore, memory: &mut Memory, now: Date
 async fn pass(
     client: &Client,
     store: &dyn LedgerStore,
+    epoch: sparkcap_ledger::Epoch,
     config: &ShellConfig,
     nodes: Vec<crate::model::Node>,
     pods: &Store<Pod>,
@@ -417,6 +664,12 @@ async fn pass(
             if let Some(&i) = index.get(&n) {
                 let mut b = observe::bound(&pod, i);
                 b.terminating |= memory.evicting.contains_key(&uid);
+                // What sparkcap recorded at bind, not what the labels say now.
+                if let Some(rec) = memory.bound.get(&uid) {
+                    b.tenant = rec.tenant.clone();
+                    b.pool = rec.pool;
+                    b.opportunistic = rec.opportunistic;
+                }
                 state.bound.push(b);
             }
             continue;
@@ -429,7 +682,27 @@ async fn pass(
         // Only what sparkcap's webhook admitted is placed (and so metered):
         // a pod naming sparkcap-scheduler by hand, without the labels the
         // webhook writes, would run on sparkcap's nodes uncharged.
-        if let Some(why) = observe::not_admitted(&pod) {
+        let why = observe::not_admitted(&pod).or_else(|| {
+            // The namespace's tenant is the ledger's binding (an admin's
+            // act); a label saying otherwise was not written by sparkcap.
+            let ns = pod.namespace().unwrap_or_default();
+            let label = pod.labels().get(observe::TENANT_LABEL).map(String::as_str);
+            match memory.ns_tenants.get(&ns) {
+                Some(t) if Some(t.as_str()) == label => None,
+                Some(t) => Some(format!(
+                    "pod {ns}/{} is labelled {}={} but sparkcap's ledger binds namespace {ns} to tenant {t}; \
+                     sparkcap places it only for its namespace's tenant: recreate it without sparkcap.io/ labels",
+                    pod.name_any(),
+                    observe::TENANT_LABEL,
+                    label.unwrap_or("")
+                )),
+                None => Some(format!(
+                    "namespace {ns} is not bound to any tenant in sparkcap's ledger, so sparkcap places none of its \
+                     pods; ask your platform admin to bind it (PATCH /api/v1/tenants/{{id}} with bind_namespaces)"
+                )),
+            }
+        });
+        if let Some(why) = why {
             if memory.last_reason.get(&uid) != Some(&why) {
                 match event(client, &pod, "NotAdmitted", &why, now).await {
                     Ok(()) => {
@@ -462,8 +735,25 @@ async fn pass(
                     {
                         continue; // its ConfigMap is on its way
                     }
-                    gang = observe::gang(&pod, conf.as_ref());
-                    memory.gangs.insert(uid.clone(), gang);
+                    match observe::gang(&pod, conf.as_ref()) {
+                        Ok(g) => {
+                            gang = g;
+                            memory.gangs.insert(uid.clone(), gang);
+                        }
+                        Err(why) => {
+                            // Refused alone, with the reason on the pod.
+                            if memory.last_reason.get(&uid) != Some(&why) {
+                                match event(client, &pod, "GangTooLarge", &why, now).await {
+                                    Ok(()) => {
+                                        config.metrics.events.with_label_values(&["GangTooLarge"]).inc();
+                                        memory.last_reason.insert(uid.clone(), why);
+                                    }
+                                    Err(e) => tracing::warn!(error = %e, "recording an event failed"),
+                                }
+                            }
+                            continue;
+                        }
+                    }
                 }
             }
         }
@@ -505,6 +795,29 @@ async fn pass(
                 opportunistic,
             } => {
                 let Some(p) = by_uid.get(&pod) else { continue };
+                // The money facts go to the ledger before the binding: no
+                // bound pod can lack its row, and none is ever read again
+                // from the pod's labels.
+                let pool = pool_of.get(&pod).copied().unwrap_or(sparkcap_ledger::Pool::Shared);
+                let tenant = memory.ns_tenants.get(&p.namespace().unwrap_or_default()).cloned();
+                let Some(record) = tenant.and_then(|t| meter::binding_for(p, t, pool, opportunistic, &node, now))
+                else {
+                    continue;
+                };
+                if let Err(e) = store.record_binding(epoch, &record).await {
+                    if matches!(
+                        e,
+                        LedgerError::StaleEpoch { .. }
+                            | LedgerError::EpochNotHeld { .. }
+                            | LedgerError::UnclaimedEpoch { .. }
+                    ) {
+                        return Err(e.into());
+                    }
+                    metrics.bind_errors.inc();
+                    tracing::warn!(pod = %p.name_any(), error = %e, "recording the binding failed; will retry");
+                    continue;
+                }
+                memory.bound.insert(pod.clone(), record);
                 match bind(client, p, &node, opportunistic).await {
                     Ok(()) => {
                         sparkcap_ledger::faults::crash_point("scheduler.bind.after");
@@ -564,13 +877,20 @@ async fn pass(
 async fn bind(client: &Client, pod: &Pod, node: &str, opportunistic: bool) -> kube::Result<()> {
     let api = Api::<Pod>::namespaced(client.clone(), &pod.namespace().unwrap_or_default());
     let name = pod.name_any();
-    if opportunistic {
-        api.patch(
-            &name,
-            &PatchParams::default(),
-            &Patch::Merge(json!({"metadata": {"labels": {observe::OPPORTUNISTIC_LABEL: "true"}}})),
-        )
-        .await?;
+    // The metering finalizer keeps the pod's object until its final charge
+    // is committed, however it ends; the label tells people a placement is
+    // borrowed (the ledger's binding, not the label, decides the charge).
+    if !has_metering_finalizer(pod) || opportunistic {
+        let mut finalizers: Vec<String> = pod.finalizers().to_vec();
+        if !finalizers.iter().any(|f| f == METERING_FINALIZER) {
+            finalizers.push(METERING_FINALIZER.to_owned());
+        }
+        let mut meta = json!({"resourceVersion": pod.resource_version(), "finalizers": finalizers});
+        if opportunistic {
+            meta["labels"] = json!({observe::OPPORTUNISTIC_LABEL: "true"});
+        }
+        api.patch(&name, &PatchParams::default(), &Patch::Merge(json!({"metadata": meta})))
+            .await?;
         sparkcap_ledger::faults::crash_point("scheduler.bind.between_label_and_binding");
     }
     let binding = json!({

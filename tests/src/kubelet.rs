@@ -114,6 +114,38 @@ async fn run_pod(server: ApiServer, pod: Value) {
     });
 }
 
+/// Writes what a kubelet reports when it has killed a deleted pod's
+/// containers: each running container terminated with exit code 143
+/// (SIGTERM) at now, the phase Failed (Succeeded kept when it had ended so),
+/// Ready false. A pod that never started keeps its status.
+fn terminate(server: &ApiServer, ns: &str, name: &str) {
+    let finished = now_rfc3339();
+    set_status(server, ns, name, |p| {
+        let phase = p.pointer("/status/phase").and_then(Value::as_str).unwrap_or("Pending");
+        if phase == "Succeeded" || phase == "Failed" || p.pointer("/status/startTime").is_none() {
+            return;
+        }
+        if let Some(cs) = p.pointer_mut("/status/containerStatuses").and_then(Value::as_array_mut) {
+            for c in cs {
+                let started = c
+                    .pointer("/state/running/startedAt")
+                    .cloned()
+                    .unwrap_or_else(|| json!(finished));
+                if c.pointer("/state/terminated").is_none() {
+                    c["state"] = json!({"terminated": {"exitCode": 143, "reason": "Error",
+                        "startedAt": started, "finishedAt": finished}});
+                    c["ready"] = json!(false);
+                }
+            }
+        }
+        p["status"]["phase"] = json!("Failed");
+        p["status"]["conditions"] = json!([
+            {"type": "PodScheduled", "status": "True"}, {"type": "Initialized", "status": "True"},
+            {"type": "ContainersReady", "status": "False", "reason": "PodCompleted"},
+            {"type": "Ready", "status": "False", "reason": "PodCompleted"}]);
+    });
+}
+
 impl Kubelet {
     /// Starts the kubelet of `node` (which must be registered).
     pub fn start(server: &ApiServer, node: &str) -> Self {
@@ -162,6 +194,11 @@ impl Kubelet {
                             // Spark exits promptly on SIGTERM: the simulated
                             // containers stop within a second, never after the grace.
                             tokio::time::sleep(Duration::from_secs(grace.min(1))).await;
+                            // As a kubelet does: the containers' terminated state
+                            // (143 after SIGTERM), the pod's terminal phase and
+                            // conditions, then the final delete, which removes the
+                            // object once its finalizers are gone.
+                            terminate(&s, &ns, &name);
                             s.store.finish_pod_deletion(&ns, &name);
                         }),
                     );

@@ -4,8 +4,8 @@
 //! the real spark-submit's driver is bound with its gang's room held.
 
 use k8s_openapi::api::core::v1::{Event, Pod};
-use kube::Api;
 use kube::api::{ListParams, PostParams};
+use kube::{Api, ResourceExt};
 use serde_json::json;
 use sparkcap_ledger::{LedgerStore, MemoryStore};
 use sparkcap_scheduler::shell::{self, ShellConfig};
@@ -782,24 +782,73 @@ async fn tenants_cannot_dodge_metering_with_labels() {
     use kube::api::Patch;
     let mut c = cluster("dodge").await;
     let pods: Api<Pod> = Api::namespaced(c.server.client(), "tenant-acme");
-    // 1. No spark-role (the webhook never sees it), but sparkcap's scheduler by hand.
-    let sneaky: Pod = serde_json::from_value(json!({
-        "metadata": {"name": "sneaky", "labels": {"sparkcap.io/tenant": "acme", "sparkcap.io/pool": "dedicated"}},
-        "spec": {"schedulerName": "sparkcap-scheduler",
-                 "tolerations": [{"key": "sparkcap.io/pool", "operator": "Exists"}],
-                 "containers": [{"name": "c", "image": "busybox", "resources": {"requests": {"cpu": "1"}}}]}
+    // 1. No spark-role, but sparkcap's scheduler and a pool toleration by
+    //    hand, or a node named outright: refused at creation.
+    let sneaky = |name: &str, spec: serde_json::Value| -> Pod {
+        let mut spec = spec;
+        spec["containers"] = json!([{"name": "c", "image": "busybox", "resources": {"requests": {"cpu": "1"}}}]);
+        serde_json::from_value(json!({
+            "metadata": {"name": name, "labels": {"sparkcap.io/tenant": "acme", "sparkcap.io/pool": "dedicated"}},
+            "spec": spec
+        }))
+        .unwrap()
+    };
+    for (name, spec, why) in [
+        (
+            "sneaky",
+            json!({"schedulerName": "sparkcap-scheduler"}),
+            "names spec.schedulerName=sparkcap-scheduler",
+        ),
+        (
+            "tolerant",
+            json!({"tolerations": [{"key": "sparkcap.io/pool", "operator": "Exists"}]}),
+            "tolerates sparkcap's pool taint",
+        ),
+        (
+            "wildcard",
+            json!({"tolerations": [{"operator": "Exists"}]}),
+            "tolerates sparkcap's pool taint",
+        ),
+        (
+            "preset",
+            json!({"nodeName": "dedicated-0"}),
+            "sets spec.nodeName=dedicated-0",
+        ),
+    ] {
+        let err = pods
+            .create(&PostParams::default(), &sneaky(name, spec))
+            .await
+            .unwrap_err();
+        assert!(err.to_string().contains(why), "{name}: {err}");
+    }
+    // A Spark driver with a node preset is refused too.
+    let mut preset = driver("preset-driver", "1");
+    preset.spec.as_mut().unwrap().node_name = Some("dedicated-0".into());
+    let err = pods.create(&PostParams::default(), &preset).await.unwrap_err();
+    assert!(err.to_string().contains("spec.nodeName=dedicated-0"), "{err}");
+    // A plain pod is allowed, but cannot become a Spark pod or gain a pool toleration later.
+    let plain: Pod = serde_json::from_value(json!({
+        "metadata": {"name": "plain"},
+        "spec": {"containers": [{"name": "c", "image": "busybox", "resources": {"requests": {"cpu": "1"}}}]}
     }))
     .unwrap();
-    pods.create(&PostParams::default(), &sneaky).await.unwrap();
-    let refused = event(&c.server, "tenant-acme", "NotAdmitted").await;
-    assert!(
-        refused
-            .message
-            .as_deref()
-            .unwrap()
-            .contains("was not admitted by sparkcap's webhook (missing label spark-role)"),
-        "{refused:?}"
-    );
+    pods.create(&PostParams::default(), &plain).await.unwrap();
+    for (patch, why) in [
+        (
+            json!({"metadata": {"labels": {"spark-role": "executor", "sparkcap.io/tenant": "acme"}}}),
+            "cannot be added",
+        ),
+        (
+            json!({"spec": {"tolerations": [{"key": "sparkcap.io/pool", "operator": "Exists", "effect": "NoSchedule"}]}}),
+            "toleration",
+        ),
+    ] {
+        let err = pods
+            .patch("plain", &kube::api::PatchParams::default(), &Patch::Merge(patch))
+            .await
+            .unwrap_err();
+        assert!(err.to_string().contains(why), "{err}");
+    }
     // 2. A Spark driver claiming to be borrowed and another tenant's: relabelled by the webhook.
     let mut forged = driver("forged", "1");
     let labels = forged.metadata.labels.as_mut().unwrap();
@@ -820,15 +869,32 @@ async fn tenants_cannot_dodge_metering_with_labels() {
         c.store.pod_checkpoint(&uid).await.ok().flatten()
     })
     .await;
-    // 3. Relabelled while it runs; then the scheduler restarts: still acme's, still charged.
-    pods.patch(
-        "forged",
-        &kube::api::PatchParams::default(),
-        &Patch::Merge(json!({"metadata": {"labels": {
-            "sparkcap.io/opportunistic": "true", "sparkcap.io/tenant": "someone-else", "sparkcap.io/pool": "dedicated"}}})),
-    )
-    .await
-    .unwrap();
+    // 3. Relabelling it while it runs is refused, label by label; then the
+    //    scheduler restarts: still acme's, still charged by its recorded binding.
+    for labels in [
+        json!({"sparkcap.io/opportunistic": "true"}),
+        json!({"sparkcap.io/tenant": "someone-else"}),
+        json!({"sparkcap.io/pool": "dedicated"}),
+        json!({"spark-role": null}),
+    ] {
+        let err = pods
+            .patch(
+                "forged",
+                &kube::api::PatchParams::default(),
+                &Patch::Merge(json!({"metadata": {"labels": labels}})),
+            )
+            .await
+            .unwrap_err();
+        assert!(err.to_string().contains("denied the request"), "{labels}: {err}");
+    }
+    let recorded = c
+        .store
+        .binding(&uid)
+        .await
+        .unwrap()
+        .expect("bound pods have a ledger binding");
+    assert_eq!(recorded.tenant.as_str(), "acme");
+    assert!(!recorded.opportunistic);
     tokio::time::sleep(Duration::from_millis(1500)).await;
     c._stop = start_scheduler(&c.server, &c.store, "scheduler-b");
     let done = wait_for("the pod to finish", async || {
@@ -841,9 +907,71 @@ async fn tenants_cannot_dodge_metering_with_labels() {
     assert_eq!(cp.pod.tenant.as_str(), "acme");
     assert!(!cp.pod.opportunistic);
     assert_eq!(cp.charged.0, 1000 * (end - start).num_seconds(), "every second charged");
-    // The sneaky pod never ran on sparkcap's nodes.
-    let s = pods.get("sneaky").await.unwrap();
-    assert!(s.spec.unwrap().node_name.is_none());
+    // Its object went once its charge was committed: the finalizer released.
+    wait_for("the finalizer released", async || {
+        let p = pods.get("forged").await.ok()?;
+        (!p.finalizers().iter().any(|f| f == "sparkcap.io/metering")).then_some(())
+    })
+    .await;
+    assert!(c.store.audit().await.unwrap().is_clean());
+}
+
+/// Every way a pod ends is charged to its real end: a pod deleted while it
+/// runs (as Spark deletes executors, as people delete drivers) is charged to
+/// the `finishedAt` its kubelet reports, its object stays (finalizer) until
+/// that charge is committed, and a pod deleted before it started costs
+/// nothing and goes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deleted_pods_are_charged_to_their_real_end() {
+    let c = cluster("deleted").await;
+    let pods: Api<Pod> = Api::namespaced(c.server.client(), "tenant-acme");
+    let mut uids = Vec::new();
+    for i in 0..4 {
+        let created = pods
+            .create(&PostParams::default(), &driver(&format!("del-{i}"), "1"))
+            .await
+            .unwrap();
+        uids.push(created.metadata.uid.unwrap());
+    }
+    for i in 0..4 {
+        let name = format!("del-{i}");
+        wait_for("running", async || {
+            let p = pods.get(&name).await.ok()?;
+            (p.status.as_ref()?.phase.as_deref() == Some("Running")).then_some(())
+        })
+        .await;
+        let p = pods.get(&name).await.unwrap();
+        assert!(
+            p.finalizers().iter().any(|f| f == "sparkcap.io/metering"),
+            "a bound pod carries the metering finalizer"
+        );
+    }
+    tokio::time::sleep(Duration::from_millis(2200)).await;
+    let started = std::time::Instant::now();
+    for i in 0..4 {
+        pods.delete(&format!("del-{i}"), &Default::default()).await.unwrap();
+    }
+    let mut finals = Vec::new();
+    for (i, uid) in uids.iter().enumerate() {
+        // The kubelet reports the end; the meter closes and releases; the object goes.
+        let cp = closed_checkpoint(&c.store, uid).await;
+        wait_for("the object to go", async || {
+            pods.get_opt(&format!("del-{i}")).await.ok()?.is_none().then_some(())
+        })
+        .await;
+        finals.push(cp);
+    }
+    let released_in = started.elapsed();
+    for cp in &finals {
+        assert_eq!(cp.outcome, Some(sparkcap_ledger::PodOutcome::Deleted));
+        let life = (cp.finished_at.unwrap() - cp.pod.started_at).num_seconds();
+        assert_eq!(cp.charged.0, 1000 * life, "charged exactly its life");
+        assert!(
+            (2..=6).contains(&life),
+            "life {life} s: ended at the kubelet's finishedAt, not the meter's tick"
+        );
+    }
+    assert!(released_in < Duration::from_secs(15), "released in {released_in:?}");
     assert!(c.store.audit().await.unwrap().is_clean());
 }
 

@@ -31,6 +31,7 @@ pub fn admit(endpoint: Endpoint, req: &Request, view: &TenantView, now: DateTime
         req.operation,
     ) {
         ("", "pods", Operation::Create) => pod(endpoint, req, view, now),
+        ("", "pods", Operation::Update) if endpoint == Endpoint::Validate => pod_update(req, view),
         (
             operator::GROUP,
             "sparkapplications" | "scheduledsparkapplications",
@@ -102,6 +103,19 @@ pub(crate) fn owner<'a>(namespace: &str, view: &'a TenantView, now: DateTime<Utc
             ),
         ));
     }
+    if !view.ledger.bindings.contains_key(namespace) && view.ledger.tenants.contains_key(&id) {
+        // The label alone never makes a namespace a tenant's: anyone who can
+        // label a namespace could then spend that tenant's money.
+        return Owner::Refuse(Decision::deny(
+            403,
+            "Forbidden",
+            format!(
+                "namespace {namespace} is labelled {TENANT_LABEL}={id} but is not bound to tenant {id} in sparkcap's \
+                 ledger; binding a namespace is a platform admin's act: ask them to bind it \
+                 (PATCH /api/v1/tenants/{id} with {{\"bind_namespaces\": [\"{namespace}\"]}})"
+            ),
+        ));
+    }
     let Some(facts) = view.ledger.tenants.get(&id) else {
         return Owner::Refuse(Decision::deny(
             403,
@@ -157,14 +171,32 @@ fn pod(endpoint: Endpoint, req: &Request, view: &TenantView, now: DateTime<Utc>)
     let Some(obj) = req.object.as_ref() else {
         return Decision::deny(400, "BadRequest", "pod CREATE review carries no object");
     };
-    let Some(role) = spark::role(obj) else {
-        return Decision::allow();
-    };
     let namespace = req
         .namespace
         .as_deref()
         .or_else(|| obj.pointer("/metadata/namespace").and_then(Value::as_str))
         .unwrap_or("");
+    let Some(role) = spark::role(obj) else {
+        // Not a Spark pod: none of sparkcap's business, unless it would run
+        // on sparkcap's pools without passing its admission.
+        return match endpoint {
+            Endpoint::Validate => {
+                unadmitted_placement(obj, &view.settings.scheduler_name).map_or_else(Decision::allow, |why| {
+                    Decision::deny(
+                        403,
+                        "Forbidden",
+                        format!(
+                            "pod {} in tenant namespace {namespace} {why}; only Spark pods (label spark-role) run on \
+                             sparkcap's pools, placed and metered by sparkcap: create it with spark-submit or the \
+                             Spark Operator, or remove that from the pod",
+                            spark::display_name(obj)
+                        ),
+                    )
+                })
+            }
+            Endpoint::Mutate => Decision::allow(),
+        };
+    };
     let owner = owner(namespace, view, now);
     let facts = match owner {
         Owner::NotTenant => return Decision::allow(),
@@ -225,6 +257,105 @@ pub fn mutation(obj: &Value, facts: &TenantFacts, pool: Pool, job: Option<&str>,
     ops
 }
 
+/// Labels whose values decide placement and money: written at admission
+/// (by the tenant's tools and sparkcap's mutation) and never changed after.
+pub const PROTECTED_LABELS: [&str; 5] = [
+    spark::ROLE_LABEL,
+    APP_SELECTOR_LABEL,
+    TENANT_LABEL,
+    POOL_LABEL,
+    JOB_LABEL,
+];
+
+/// Why a pod that did not pass sparkcap's Spark admission would still land
+/// on sparkcap's pools (None when it would not): a preset node (the kubelet
+/// admits it despite the pools' NoSchedule taints), sparkcap's scheduler, or
+/// a toleration of the pool taint.
+pub fn unadmitted_placement(obj: &Value, scheduler: &str) -> Option<String> {
+    if let Some(node) = obj
+        .pointer("/spec/nodeName")
+        .and_then(Value::as_str)
+        .filter(|n| !n.is_empty())
+    {
+        return Some(format!(
+            "sets spec.nodeName={node}, which bypasses every scheduler and sparkcap's metering"
+        ));
+    }
+    if obj.pointer("/spec/schedulerName").and_then(Value::as_str) == Some(scheduler) {
+        return Some(format!("names spec.schedulerName={scheduler}"));
+    }
+    pool_toleration(obj).map(|t| format!("tolerates sparkcap's pool taint ({t})"))
+}
+
+/// The first toleration of `obj` that matches the `sparkcap.io/pool` taint:
+/// its key, or an empty key with `operator: Exists` (tolerates everything).
+fn pool_toleration(obj: &Value) -> Option<String> {
+    obj.pointer("/spec/tolerations")
+        .and_then(Value::as_array)?
+        .iter()
+        .find(|t| {
+            let key = t.get("key").and_then(Value::as_str).unwrap_or("");
+            let exists = t.get("operator").and_then(Value::as_str) == Some("Exists");
+            let effect = t.get("effect").and_then(Value::as_str).unwrap_or("");
+            (key == POOL_LABEL || key.is_empty() && exists) && (effect.is_empty() || effect == "NoSchedule")
+        })
+        .map(|t| t.to_string())
+}
+
+/// A pod UPDATE (PUT or PATCH, never `pods/status` or `pods/binding`):
+/// sparkcap's labels and `spark-role` cannot be added, changed or removed
+/// after admission, and no pool toleration can be added to a pod that was
+/// not admitted with it. `sparkcap.io/opportunistic=true` may be added only
+/// to a pod sparkcap schedules and has not bound yet (the scheduler does,
+/// just before binding): it informs, the ledger's binding decides.
+fn pod_update(req: &Request, view: &TenantView) -> Decision {
+    let (Some(new), Some(old)) = (req.object.as_ref(), req.old_object.as_ref()) else {
+        return Decision::deny(400, "BadRequest", "pod UPDATE review needs object and oldObject");
+    };
+    let name = spark::display_name(new);
+    let refuse = |why: String| {
+        Decision::deny(
+            403,
+            "Forbidden",
+            format!(
+                "pod {name}: {why}; sparkcap decides a pod's placement and charge when it admits it, so these \
+                 cannot change afterwards: delete the pod and create it again"
+            ),
+        )
+    };
+    for key in PROTECTED_LABELS {
+        let (was, now) = (label(old, key), label(new, key));
+        if was != now {
+            return refuse(match (was, now) {
+                (None, Some(v)) => format!("label {key}={v} cannot be added after the pod was created"),
+                (Some(v), None) => format!("label {key}={v} cannot be removed"),
+                (Some(a), Some(b)) => format!("label {key} cannot change from {a} to {b}"),
+                (None, None) => unreachable!("differ"),
+            });
+        }
+    }
+    let (was, now) = (label(old, OPPORTUNISTIC_LABEL), label(new, OPPORTUNISTIC_LABEL));
+    if was != now {
+        let unbound = old
+            .pointer("/spec/nodeName")
+            .and_then(Value::as_str)
+            .is_none_or(str::is_empty);
+        let sparkcap_pod =
+            old.pointer("/spec/schedulerName").and_then(Value::as_str) == Some(view.settings.scheduler_name.as_str());
+        if !(was.is_none() && now == Some("true") && unbound && sparkcap_pod) {
+            return refuse(format!(
+                "label {OPPORTUNISTIC_LABEL} is sparkcap-scheduler's to set, once, before it binds"
+            ));
+        }
+    }
+    if pool_toleration(old).is_none()
+        && let Some(t) = pool_toleration(new)
+    {
+        return refuse(format!("a toleration of sparkcap's pool taint ({t}) cannot be added"));
+    }
+    Decision::allow()
+}
+
 fn escape(key: &str) -> String {
     key.replace('~', "~0").replace('/', "~1")
 }
@@ -266,6 +397,20 @@ fn validate_pod(
                 "container {} of pod {name} has no cpu request; sparkcap places and charges Spark pods by requested cpu, \
                  so set {setting} (or resources.requests.cpu)",
                 cpu.missing.join(", ")
+            ),
+        );
+    }
+    if let Some(node) = obj
+        .pointer("/spec/nodeName")
+        .and_then(Value::as_str)
+        .filter(|n| !n.is_empty())
+    {
+        return Decision::deny(
+            403,
+            "Forbidden",
+            format!(
+                "pod {name} sets spec.nodeName={node}, which would bypass sparkcap's scheduler and its metering; \
+                 remove spec.nodeName (use a nodeSelector if the pod must run on particular nodes)"
             ),
         );
     }

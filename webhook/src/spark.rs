@@ -46,9 +46,12 @@ pub fn declared_executors(pod: &Value) -> Result<Option<(i64, i64)>, String> {
         .trim()
         .parse()
         .ok()
-        .filter(|n| (0..=100_000).contains(n))
+        .filter(|n| (0..=sparkcap_ledger::podres::MAX_EXECUTORS).contains(n))
         .ok_or_else(|| {
-            format!("annotation {EXECUTORS_ANNOTATION}={count:?} must be a whole number between 0 and 100000")
+            format!(
+                "annotation {EXECUTORS_ANNOTATION}={count:?} must be a whole number between 0 and {}",
+                sparkcap_ledger::podres::MAX_EXECUTORS
+            )
         })?;
     let cpu = match ann(EXECUTOR_CPU_ANNOTATION) {
         Some(q) => {
@@ -112,79 +115,89 @@ pub struct PodCpu {
     /// Effective request in millicores: max(sum of containers, largest init
     /// container) + overhead. Kubernetes defaults a missing request to the limit.
     pub millicores: i64,
-    /// Containers with neither a cpu request nor a cpu limit.
+    /// App containers and sidecars reserving no cpu (none asked, or 0).
     pub missing: Vec<String>,
     /// Containers whose cpu quantity does not parse: (container, error).
     pub invalid: Vec<(String, String)>,
 }
 
-/// Reads a pod's CPU requests.
+/// Reads a pod's CPU requests with the rule placement and metering use
+/// ([`sparkcap_ledger::podres`]): sidecars, init containers and overhead
+/// counted as Kubernetes reserves them.
 pub fn pod_cpu(pod: &Value) -> PodCpu {
+    use sparkcap_ledger::podres::{ContainerKind, ContainerQuantities, pod_resources};
     let spec = pod.get("spec");
-    let mut out = PodCpu {
-        millicores: 0,
-        missing: Vec::new(),
-        invalid: Vec::new(),
-    };
-    let read = |c: &Value, out: &mut PodCpu| -> i64 {
+    let mut invalid = Vec::new();
+    // Quantities as text: (name, kind, cpu, memory).
+    let mut texts: Vec<(String, ContainerKind, Option<String>, Option<String>)> = Vec::new();
+    let mut read = |c: &Value, kind: ContainerKind| {
         let name = c.get("name").and_then(Value::as_str).unwrap_or("(unnamed)").to_string();
         let res = c.get("resources");
-        let q = ["requests", "limits"]
-            .iter()
-            .find_map(|k| res.and_then(|r| r.get(*k)).and_then(|r| r.get("cpu")));
-        match q {
-            None => {
-                out.missing.push(name);
-                0
-            }
-            Some(v) => match quantity_text(v).map(|t| parse_cpu(&t)) {
-                Some(Ok(mc)) => mc.0,
-                Some(Err(e)) => {
-                    out.invalid.push((name, e.to_string()));
-                    0
-                }
+        let q = |key: &str| {
+            ["requests", "limits"]
+                .iter()
+                .find_map(|k| res.and_then(|r| r.get(*k)).and_then(|r| r.get(key)))
+        };
+        let text = |key: &str, invalid: &mut Vec<(String, String)>| match q(key) {
+            None => None,
+            Some(v) => match quantity_text(v) {
+                Some(t) => Some(t),
                 None => {
-                    out.invalid
-                        .push((name, format!("cpu quantity {v} is not a string or number")));
-                    0
+                    invalid.push((name.clone(), format!("{key} quantity {v} is not a string or number")));
+                    None
                 }
             },
-        }
+        };
+        let cpu = text("cpu", &mut invalid);
+        let memory = text("memory", &mut invalid);
+        texts.push((name, kind, cpu, memory));
     };
-    let containers = spec.and_then(|s| s.get("containers")).and_then(Value::as_array);
-    let sum: i64 = containers
-        .into_iter()
-        .flatten()
-        .map(|c| read(c, &mut out))
-        .fold(0i64, i64::saturating_add);
-    if containers.is_none_or(|c| c.is_empty()) {
-        out.missing.push("(no containers)".into());
-    }
-    let init_max = spec
+    for c in spec
         .and_then(|s| s.get("initContainers"))
         .and_then(Value::as_array)
         .into_iter()
         .flatten()
-        .map(|c| {
-            let mut scratch = PodCpu {
-                millicores: 0,
-                missing: Vec::new(),
-                invalid: Vec::new(),
-            };
-            let v = read(c, &mut scratch);
-            out.invalid.extend(scratch.invalid);
-            v
-        })
-        .max()
-        .unwrap_or(0);
-    let overhead = spec
-        .and_then(|s| s.get("overhead"))
-        .and_then(|o| o.get("cpu"))
-        .and_then(quantity_text)
-        .and_then(|t| parse_cpu(&t).ok())
-        .map_or(0, |m| m.0);
-    out.millicores = sum.max(init_max).saturating_add(overhead);
-    out
+    {
+        let sidecar = c.get("restartPolicy").and_then(Value::as_str) == Some("Always");
+        read(
+            c,
+            if sidecar {
+                ContainerKind::Sidecar
+            } else {
+                ContainerKind::Init
+            },
+        );
+    }
+    for c in spec
+        .and_then(|s| s.get("containers"))
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+    {
+        read(c, ContainerKind::App);
+    }
+    let overhead = |k: &str| {
+        spec.and_then(|s| s.get("overhead"))
+            .and_then(|o| o.get(k))
+            .and_then(quantity_text)
+    };
+    let (ocpu, omem) = (overhead("cpu"), overhead("memory"));
+    let r = pod_resources(
+        texts.iter().map(|(name, kind, cpu, memory)| ContainerQuantities {
+            name,
+            kind: *kind,
+            cpu: cpu.as_deref(),
+            memory: memory.as_deref(),
+        }),
+        ocpu.as_deref(),
+        omem.as_deref(),
+    );
+    invalid.extend(r.invalid);
+    PodCpu {
+        millicores: r.cpu.0,
+        missing: r.missing_cpu,
+        invalid,
+    }
 }
 
 /// Kubernetes accepts quantities as JSON strings or numbers.

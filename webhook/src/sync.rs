@@ -327,13 +327,25 @@ type AppPods = HashMap<String, (Pool, Option<String>)>;
 /// (namespace, `spark-app-selector`).
 type AppKey = (String, String);
 
-/// A live Spark pod's application, uid, pool and job; none for finished or deleting pods.
+/// The scheduler whose placements make an application running.
+const SCHEDULER_NAME: &str = "sparkcap-scheduler";
+
+/// A live, bound Spark pod's application, uid, pool and job; none for
+/// unbound, finished or deleting pods.
 fn app_entry(pod: &Pod) -> Option<(AppKey, String, Pool, Option<String>)> {
     let labels = pod.labels();
     let selector = labels.get(APP_SELECTOR_LABEL)?;
     let pool: Pool = labels.get(POOL_LABEL)?.parse().ok()?;
     let phase = pod.status.as_ref().and_then(|s| s.phase.as_deref());
     if matches!(phase, Some("Succeeded" | "Failed")) || pod.metadata.deletion_timestamp.is_some() {
+        return None;
+    }
+    // A running application is one sparkcap admitted and bound: a pod its
+    // scheduler placed (no pod can name a node itself in a tenant
+    // namespace, nor gain `spark-role` after admission). A placeholder pod
+    // that merely carries an application's selector makes nothing running.
+    let spec = pod.spec.as_ref()?;
+    if spec.scheduler_name.as_deref() != Some(SCHEDULER_NAME) || spec.node_name.as_deref().is_none_or(str::is_empty) {
         return None;
     }
     Some((

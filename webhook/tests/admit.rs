@@ -564,3 +564,146 @@ fn hand_set_sparkcap_labels_are_refused() {
         d.message
     );
 }
+
+fn update(view: &TenantView, ns: &str, old: &Value, new: &Value) -> Decision {
+    let mut r = review(("", "v1", "pods"), ns, "UPDATE", new);
+    r["request"]["oldObject"] = old.clone();
+    let req = review::decode(&serde_json::to_vec(&r).unwrap()).unwrap();
+    admit(Endpoint::Validate, &req, view, now())
+}
+
+/// The attacks of relabelling a pod after admission: moving the bill to
+/// another tenant, making it free, keeping it off vCPU-hours, turning a
+/// placeholder into an executor. Each is refused by name; a status-free
+/// change (an annotation, the finalizer) is not.
+#[test]
+fn sparkcap_labels_and_spark_role_cannot_change_after_admission() {
+    let v = graduated(view(), "acme", "ingest-orders");
+    let pod = mutate(&v, "tenant-acme", &driver());
+    for (key, value) in [
+        ("sparkcap.io/tenant", json!("globex")),
+        ("sparkcap.io/pool", json!("dedicated")),
+        ("spark-role", Value::Null),
+        ("spark-app-selector", json!("spark-other")),
+        ("sparkcap.io/job", json!("another-job")),
+    ] {
+        let mut new = pod.clone();
+        match value {
+            Value::Null => {
+                new["metadata"]["labels"].as_object_mut().unwrap().remove(key);
+            }
+            v => new["metadata"]["labels"][key] = v,
+        }
+        let d = denial(update(&v, "tenant-acme", &pod, &new));
+        assert_eq!(d.code, 403);
+        assert!(d.message.contains(key), "{key}: {}", d.message);
+        assert!(
+            d.message.contains("delete the pod and create it again"),
+            "{}",
+            d.message
+        );
+    }
+    // Borrowed only as the scheduler says it, before it binds.
+    let mut borrowed = pod.clone();
+    borrowed["metadata"]["labels"]["sparkcap.io/opportunistic"] = json!("true");
+    assert!(update(&v, "tenant-acme", &pod, &borrowed).allowed());
+    let mut bound = pod.clone();
+    bound["spec"]["nodeName"] = json!("node-1");
+    let mut bound_borrowed = bound.clone();
+    bound_borrowed["metadata"]["labels"]["sparkcap.io/opportunistic"] = json!("true");
+    assert!(!update(&v, "tenant-acme", &bound, &bound_borrowed).allowed());
+    let mut plain = json!({"metadata": {"name": "x", "labels": {}}, "spec": {"containers": [{"name": "c"}]}});
+    let mut plain_borrowed = plain.clone();
+    plain_borrowed["metadata"]["labels"]["sparkcap.io/opportunistic"] = json!("true");
+    assert!(!update(&v, "tenant-acme", &plain, &plain_borrowed).allowed());
+    // A placeholder pod cannot become a Spark pod.
+    let mut placeholder = plain.clone();
+    placeholder["metadata"]["labels"]["spark-role"] = json!("executor");
+    let d = denial(update(&v, "tenant-acme", &plain, &placeholder));
+    assert!(
+        d.message.contains("spark-role=executor cannot be added"),
+        "{}",
+        d.message
+    );
+    // Nor gain a pool toleration.
+    let mut tolerant = plain.clone();
+    tolerant["spec"]["tolerations"] = json!([{"operator": "Exists"}]);
+    assert!(!update(&v, "tenant-acme", &plain, &tolerant).allowed());
+    // Other changes pass: annotations, finalizers.
+    plain["metadata"]["annotations"] = json!({"note": "x"});
+    let mut fin = plain.clone();
+    fin["metadata"]["finalizers"] = json!(["sparkcap.io/metering"]);
+    assert!(update(&v, "tenant-acme", &plain, &fin).allowed());
+    let mut changed = pod.clone();
+    changed["metadata"]["annotations"] = json!({"note": "y"});
+    assert!(update(&v, "tenant-acme", &pod, &changed).allowed());
+}
+
+/// Pods that did not pass sparkcap's Spark admission cannot reach its pools:
+/// a preset node, sparkcap's scheduler, a pool toleration (also the
+/// wildcard) are refused in tenant namespaces; plain pods are not.
+#[test]
+fn unadmitted_pods_cannot_reach_the_pools() {
+    let v = view();
+    let base = json!({"metadata": {"name": "p"}, "spec": {"containers": [{"name": "c"}]}});
+    assert!(validate(&v, "tenant-acme", &base).allowed());
+    for (field, value, why) in [
+        ("nodeName", json!("dedicated-0"), "spec.nodeName=dedicated-0"),
+        ("schedulerName", json!("sparkcap-scheduler"), "spec.schedulerName"),
+        (
+            "tolerations",
+            json!([{"key": "sparkcap.io/pool", "operator": "Exists"}]),
+            "pool taint",
+        ),
+        ("tolerations", json!([{"operator": "Exists"}]), "pool taint"),
+    ] {
+        let mut p = base.clone();
+        p["spec"][field] = value;
+        let d = denial(validate(&v, "tenant-acme", &p));
+        assert!(d.message.contains(why), "{}", d.message);
+    }
+    let mut other = base.clone();
+    other["spec"]["tolerations"] = json!([{"key": "gpu", "operator": "Exists"}]);
+    assert!(validate(&v, "tenant-acme", &other).allowed());
+    // A Spark driver naming its node is refused too.
+    let mut d = mutate(&graduated(view(), "acme", "ingest-orders"), "tenant-acme", &driver());
+    d["spec"]["nodeName"] = json!("node-1");
+    let msg = denial(validate(&v, "tenant-acme", &d)).message;
+    assert!(msg.contains("spec.nodeName=node-1"), "{msg}");
+}
+
+/// A namespace labelled with a tenant's id but not bound to it in the
+/// ledger is not that tenant's: the attack of labelling a new namespace
+/// `sparkcap.io/tenant=victim`.
+#[test]
+fn a_label_alone_does_not_make_a_namespace_a_tenants() {
+    let mut v = view();
+    let mut ns = std::collections::HashMap::clone(&v.namespaces);
+    ns.insert("stolen".into(), Some("acme".into()));
+    v.namespaces = Arc::new(ns);
+    let d = denial(validate(&v, "stolen", &driver()));
+    assert_eq!(d.code, 403);
+    assert!(d.message.contains("not bound to tenant acme"), "{}", d.message);
+    assert!(d.message.contains("bind_namespaces"), "{}", d.message);
+}
+
+/// cpu "0" runs free no more, and a sidecar is counted as Kubernetes
+/// reserves it (main 2 + sidecar 6 = 8 cores, not 6).
+#[test]
+fn zero_cpu_and_sidecars_are_counted_as_kubernetes_reserves_them() {
+    let v = graduated(view(), "acme", "ingest-orders");
+    let mut zero = driver();
+    zero["spec"]["containers"][0]["resources"] = json!({"requests": {"cpu": "0"}, "limits": {"cpu": "4"}});
+    let pod = mutate(&v, "tenant-acme", &zero);
+    let d = denial(validate(&v, "tenant-acme", &pod));
+    assert!(d.message.contains("no cpu request"), "{}", d.message);
+    let mut side = driver();
+    side["spec"]["containers"][0]["resources"] = json!({"requests": {"cpu": "2"}});
+    side["spec"]["initContainers"] =
+        json!([{"name": "proxy", "restartPolicy": "Always", "resources": {"requests": {"cpu": "6"}}}]);
+    assert_eq!(sparkcap_webhook::spark::pod_cpu(&side).millicores, 8000);
+    side["spec"]["initContainers"] = json!([{"name": "proxy", "restartPolicy": "Always"}]);
+    let pod = mutate(&v, "tenant-acme", &side);
+    let d = denial(validate(&v, "tenant-acme", &pod));
+    assert!(d.message.contains("proxy"), "{}", d.message);
+}

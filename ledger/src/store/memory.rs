@@ -9,6 +9,7 @@ use super::{
 use crate::account::{Account, Balance, Lot};
 use crate::accrual::ClosedDriver;
 use crate::accrual::{AccrualOutcome, AccrualRequest, HourlyDelta, PodCheckpoint, PodOutcome, plan_accruals};
+use crate::binding::PodBinding;
 use crate::error::{LedgerError, Result};
 use crate::feed::{ChangeKind, LedgerChange};
 use crate::ids::{TenantId, validate_namespace};
@@ -71,6 +72,8 @@ struct State {
     notices: Vec<Notice>,
     notice_keys: HashSet<String>,
     notify_urls: BTreeMap<TenantId, String>,
+    /// Pod bindings: the record and when it closed without a start.
+    pod_bindings: HashMap<String, (PodBinding, Option<DateTime<Utc>>)>,
 }
 
 impl State {
@@ -515,6 +518,47 @@ impl LedgerStore for MemoryStore {
 
     async fn pod_checkpoint(&self, uid: &str) -> Result<Option<PodCheckpoint>> {
         Ok(self.lock().pods.get(uid).map(|r| r.cp.clone()))
+    }
+
+    async fn record_binding(&self, epoch: Epoch, binding: &PodBinding) -> Result<()> {
+        binding.check()?;
+        let mut s = self.lock();
+        s.check_epoch(epoch)?;
+        s.tenant_row(&binding.tenant)?;
+        match s.pod_bindings.get(&binding.uid) {
+            Some((known, _)) => known.same_as(binding),
+            None => {
+                let mut b = binding.clone();
+                b.bound_at = trunc_secs(b.bound_at);
+                s.pod_bindings.insert(b.uid.clone(), (b, None));
+                Ok(())
+            }
+        }
+    }
+
+    async fn binding(&self, uid: &str) -> Result<Option<PodBinding>> {
+        Ok(self.lock().pod_bindings.get(uid).map(|(b, _)| b.clone()))
+    }
+
+    async fn open_bindings(&self) -> Result<Vec<PodBinding>> {
+        let s = self.lock();
+        let mut out: Vec<PodBinding> = s
+            .pod_bindings
+            .values()
+            .filter(|(b, closed)| closed.is_none() && s.pods.get(&b.uid).is_none_or(|r| r.cp.finished_at.is_none()))
+            .map(|(b, _)| b.clone())
+            .collect();
+        out.sort_by(|a, b| a.uid.cmp(&b.uid));
+        Ok(out)
+    }
+
+    async fn close_binding(&self, epoch: Epoch, uid: &str, at: DateTime<Utc>) -> Result<()> {
+        let mut s = self.lock();
+        s.check_epoch(epoch)?;
+        if let Some((_, closed)) = s.pod_bindings.get_mut(uid) {
+            closed.get_or_insert(trunc_secs(at));
+        }
+        Ok(())
     }
 
     async fn open_pods(&self) -> Result<Vec<PodCheckpoint>> {

@@ -7,6 +7,7 @@ pub mod testdb;
 
 use crate::account::Balance;
 use crate::accrual::{AccrualOutcome, AccrualRequest, PodCheckpoint, PodOutcome};
+use crate::binding::PodBinding;
 use crate::error::{LedgerError, Result};
 use crate::feed::LedgerChange;
 use crate::ids::TenantId;
@@ -287,6 +288,18 @@ pub trait LedgerStore: Send + Sync + std::fmt::Debug {
     /// Applies a batch of accruals in one transaction. A bad item is refused
     /// in its outcome without affecting the others; a stale epoch refuses all.
     async fn accrue(&self, epoch: Epoch, batch: &[AccrualRequest]) -> Result<Vec<AccrualOutcome>>;
+    /// Records what sparkcap decided when binding a pod, before the binding
+    /// is sent (fenced). The same facts again are a no-op (a retried bind);
+    /// other facts for the same uid are refused: a pod is bound once.
+    async fn record_binding(&self, epoch: Epoch, binding: &PodBinding) -> Result<()>;
+    /// One pod's binding record.
+    async fn binding(&self, uid: &str) -> Result<Option<PodBinding>>;
+    /// Bindings still open: pods bound and not yet closed (never started and
+    /// not yet gone, or started and not yet finished), by uid.
+    async fn open_bindings(&self) -> Result<Vec<PodBinding>>;
+    /// Closes the binding of a pod that went without ever starting: nothing
+    /// to charge (fenced). Idempotent.
+    async fn close_binding(&self, epoch: Epoch, uid: &str, at: DateTime<Utc>) -> Result<()>;
     /// One pod's checkpoint.
     async fn pod_checkpoint(&self, uid: &str) -> Result<Option<PodCheckpoint>>;
     /// Pods not yet finished: what a restarted scheduler must keep accruing.

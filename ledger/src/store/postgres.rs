@@ -17,6 +17,7 @@ use crate::account::{Account, Balance, Lot};
 use crate::accrual::{
     AccrualOutcome, AccrualRequest, ClosedDriver, PodCheckpoint, PodOutcome, PodUsage, plan_accruals,
 };
+use crate::binding::PodBinding;
 use crate::error::{LedgerError, Result};
 use crate::feed::{CHANNEL, ChangeKind, LedgerChange};
 use crate::ids::{TenantId, validate_namespace};
@@ -265,6 +266,25 @@ fn checkpoint_from_row(r: &sqlx::postgres::PgRow) -> Result<PodCheckpoint> {
         opportunistic: McSeconds(r.try_get("opportunistic_mcs")?),
     })
 }
+
+fn binding_from_row(r: &sqlx::postgres::PgRow) -> Result<PodBinding> {
+    Ok(PodBinding {
+        uid: r.try_get("pod_uid")?,
+        tenant: TenantId::new(r.try_get::<String, _>("tenant_id")?)?,
+        namespace: r.try_get("namespace")?,
+        name: r.try_get("pod_name")?,
+        app_id: r.try_get("app_id")?,
+        job: r.try_get("job")?,
+        role: r.try_get("role")?,
+        pool: r.try_get::<String, _>("pool")?.parse()?,
+        cpu: Millicores(r.try_get("cpu_mc")?),
+        opportunistic: r.try_get("opportunistic")?,
+        node: r.try_get("node")?,
+        bound_at: r.try_get("bound_at")?,
+    })
+}
+
+const BINDING_COLUMNS: &str = "b.pod_uid, b.tenant_id, b.namespace, b.pod_name, b.app_id, b.job, b.role, b.pool, b.cpu_mc, b.opportunistic, b.node, b.bound_at";
 
 fn job_state_from_row(r: &sqlx::postgres::PgRow) -> Result<JobState> {
     let stage: String = r.try_get("stage")?;
@@ -762,6 +782,81 @@ impl LedgerStore for PgStore {
                 }
             }
         }
+    }
+
+    async fn record_binding(&self, epoch: Epoch, binding: &PodBinding) -> Result<()> {
+        binding.check()?;
+        let mut tx = self.pool.begin().await?;
+        Self::fence(&mut tx, epoch).await?;
+        let known = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "SELECT {BINDING_COLUMNS} FROM pod_bindings b WHERE b.pod_uid = $1"
+        )))
+        .bind(&binding.uid)
+        .fetch_optional(&mut *tx)
+        .await?;
+        if let Some(row) = known {
+            return binding_from_row(&row)?.same_as(binding);
+        }
+        let inserted = sqlx::query(
+            "INSERT INTO pod_bindings (pod_uid, tenant_id, namespace, pod_name, app_id, job, role, pool, cpu_mc, \
+             opportunistic, node, bound_at, epoch) \
+             SELECT $1, id, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13 FROM tenants WHERE id = $2",
+        )
+        .bind(&binding.uid)
+        .bind(binding.tenant.as_str())
+        .bind(&binding.namespace)
+        .bind(&binding.name)
+        .bind(&binding.app_id)
+        .bind(&binding.job)
+        .bind(&binding.role)
+        .bind(binding.pool.as_str())
+        .bind(binding.cpu.0)
+        .bind(binding.opportunistic)
+        .bind(&binding.node)
+        .bind(trunc_secs(binding.bound_at))
+        .bind(epoch.0)
+        .execute(&mut *tx)
+        .await?;
+        if inserted.rows_affected() == 0 {
+            return Err(LedgerError::UnknownTenant(binding.tenant.clone()));
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn binding(&self, uid: &str) -> Result<Option<PodBinding>> {
+        sqlx::query(sqlx::AssertSqlSafe(format!(
+            "SELECT {BINDING_COLUMNS} FROM pod_bindings b WHERE b.pod_uid = $1"
+        )))
+        .bind(uid)
+        .fetch_optional(&self.pool)
+        .await?
+        .map(|r| binding_from_row(&r))
+        .transpose()
+    }
+
+    async fn open_bindings(&self) -> Result<Vec<PodBinding>> {
+        sqlx::query(sqlx::AssertSqlSafe(format!(
+            "SELECT {BINDING_COLUMNS} FROM pod_bindings b LEFT JOIN pod_usage p ON p.pod_uid = b.pod_uid \
+             WHERE b.closed_at IS NULL AND p.finished_at IS NULL ORDER BY b.pod_uid"
+        )))
+        .fetch_all(&self.pool)
+        .await?
+        .iter()
+        .map(binding_from_row)
+        .collect()
+    }
+
+    async fn close_binding(&self, epoch: Epoch, uid: &str, at: DateTime<Utc>) -> Result<()> {
+        let mut tx = self.pool.begin().await?;
+        Self::fence(&mut tx, epoch).await?;
+        sqlx::query("UPDATE pod_bindings SET closed_at = $2 WHERE pod_uid = $1 AND closed_at IS NULL")
+            .bind(uid)
+            .bind(trunc_secs(at))
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(())
     }
 
     async fn pod_checkpoint(&self, uid: &str) -> Result<Option<PodCheckpoint>> {
@@ -1299,6 +1394,14 @@ impl LedgerStore for PgStore {
         )
         .bind(before)
         .fetch_one(&mut *tx)
+        .await?;
+        // Bindings of pods whose history is gone, or that never started.
+        sqlx::query(
+            "DELETE FROM pod_bindings b WHERE b.bound_at < $1 AND (b.closed_at IS NOT NULL \
+             OR EXISTS (SELECT 1 FROM pod_usage p WHERE p.pod_uid = b.pod_uid AND p.finished_at < $1))",
+        )
+        .bind(before)
+        .execute(&mut *tx)
         .await?;
         // Run profiles and delivered notices age out with the runs (R14.5).
         sqlx::query("DELETE FROM run_profiles WHERE finished_at < $1")

@@ -51,6 +51,14 @@ impl TestDatabase {
     /// Creates and migrates a fresh database; drops leftovers of crashed
     /// test runs older than two hours on the way.
     pub async fn create() -> Result<Self> {
+        let db = Self::create_empty().await?;
+        db.store().await?.migrate().await?;
+        Ok(db)
+    }
+
+    /// Creates a fresh database with no schema (for upgrade tests, which
+    /// build an older ledger first).
+    pub async fn create_empty() -> Result<Self> {
         let admin_url = server_url()?;
         let mut admin = PgConnection::connect(&admin_url).await?;
         let now = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
@@ -81,8 +89,12 @@ impl TestDatabase {
             name,
             admin_url,
         };
-        db.store().await?.migrate().await?;
         Ok(db)
+    }
+
+    /// The database's URL.
+    pub fn url(&self) -> &str {
+        &self.url
     }
 
     /// A store on this database.

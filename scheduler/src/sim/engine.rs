@@ -110,6 +110,8 @@ struct SimPod {
     opportunistic: bool,
     node: Option<usize>,
     started: Option<Secs>,
+    /// What was recorded at bind: the meter charges by it.
+    binding: Option<sparkcap_ledger::PodBinding>,
     /// Told to stop (evicted, or its application ended): progress no longer counts.
     ending: bool,
     evicted: bool,
@@ -602,7 +604,8 @@ impl<'a> Sim<'a> {
                 self.runs[run].state = RunState::Done;
             }
             Ok(pod) => {
-                let gang = observe::gang(&pod, Some(&conf));
+                // The simulator's traffic is generated, never over the bound.
+                let gang = observe::gang(&pod, Some(&conf)).unwrap_or_default();
                 Arc::make_mut(&mut self.view.apps).insert(
                     (namespace, app_id),
                     RunningApp {
@@ -661,6 +664,7 @@ impl<'a> Sim<'a> {
                 opportunistic: false,
                 node: None,
                 started: None,
+                binding: None,
                 ending: false,
                 evicted: false,
             },
@@ -767,8 +771,16 @@ impl<'a> Sim<'a> {
         if let Some(spec) = sim_pod.pod.spec.as_mut() {
             spec.node_name = Some(node_name.to_string());
         }
-        let (tenant, role, run) = (sim_pod.tenant, sim_pod.role, sim_pod.run);
         let pool = pending.pool;
+        sim_pod.binding = meter::binding_for(
+            &sim_pod.pod,
+            pending.tenant.clone(),
+            pool,
+            opportunistic,
+            node_name,
+            self.start + TimeDelta::seconds(self.now),
+        );
+        let (tenant, role, run) = (sim_pod.tenant, sim_pod.role, sim_pod.run);
         self.dedicated_changed |= pool == Pool::Dedicated || opportunistic;
         self.rec.bound(pool, pending.requests.cpu, opportunistic);
         if role == Role::Driver {
@@ -1016,17 +1028,21 @@ impl<'a> Sim<'a> {
     async fn meter(&mut self) -> Result<(), SimError> {
         let now = self.at(self.now);
         let mut batch = Vec::new();
+        let accrual = |p: &SimPod| {
+            let b = p.binding.as_ref()?;
+            meter::accrual_of(b, &p.pod, meter::life(&p.pod, None, now), now)
+        };
         for p in self.pods.values() {
             if p.started.is_some() && p.node.is_some() {
-                batch.extend(meter::accrual(&p.pod, now, None));
+                batch.extend(accrual(p));
             }
         }
         let draft_runs = self.view.settings.draft_runs;
         for id in std::mem::take(&mut self.closing) {
             if let Some(p) = self.pods.remove(&id) {
                 // A driver's close carries what profiles its run, as the scheduler's meter sends.
-                batch.extend(meter::accrual(&p.pod, now, None).map(|mut r| {
-                    r.run = meter::run_facts(&p.pod, draft_runs, None);
+                batch.extend(accrual(&p).map(|mut r| {
+                    r.run = meter::run_facts(&p.pod, &r.pod, draft_runs, None);
                     r
                 }));
             }

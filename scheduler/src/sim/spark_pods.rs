@@ -133,7 +133,7 @@ mod tests {
             observe::driver_conf_map(&driver).as_deref(),
             Some("spark-drv-0123456789abcdef-conf-map")
         );
-        let gang = observe::gang(&driver, Some(&app.conf_map())).unwrap();
+        let gang = observe::gang(&driver, Some(&app.conf_map())).unwrap().unwrap();
         assert_eq!(gang.executors, 3);
         assert_eq!(gang.executor.cpu, 1500);
         assert_eq!(gang.executor.memory, with_overhead(6 << 30));

@@ -570,10 +570,28 @@ impl Store {
         Some(obj)
     }
 
-    /// Removes a pod whose graceful deletion the kubelet finished.
+    /// The kubelet's final delete (grace 0) of a pod whose containers it
+    /// stopped: the object goes now, or, while finalizers remain, stays
+    /// with `deletionGracePeriodSeconds: 0` until the last is removed.
     pub fn finish_pod_deletion(&self, ns: &str, name: &str) -> Option<Value> {
         let def = super::resources::find("", "v1", "pods").expect("pods served");
         let mut inner = self.lock();
+        let idx = index_of(def);
+        let key = (ns.to_owned(), name.to_owned());
+        let current = inner.objects.get(&idx).and_then(|m| m.get(&key)).cloned()?;
+        if current
+            .pointer("/metadata/finalizers")
+            .and_then(Value::as_array)
+            .is_some_and(|a| !a.is_empty())
+        {
+            let mut obj = current.clone();
+            set_meta(&mut obj, "deletionGracePeriodSeconds", json!(0));
+            inner.rv += 1;
+            set_meta(&mut obj, "resourceVersion", json!(inner.rv.to_string()));
+            inner.objects.entry(idx).or_default().insert(key, obj.clone());
+            self.emit(&mut inner, EventType::Modified, idx, Some(current), obj.clone());
+            return Some(obj);
+        }
         let obj = self.force_remove(
             &mut inner,
             def,

@@ -140,6 +140,9 @@ pub(crate) fn view() -> TenantView {
     let mut namespaces = HashMap::new();
     for t in tenants {
         namespaces.insert(format!("tenant-{}", t.tenant.id), Some(t.tenant.id.to_string()));
+        ledger
+            .bindings
+            .insert(format!("tenant-{}", t.tenant.id), t.tenant.id.clone());
         ledger.tenants.insert(t.tenant.id.clone(), t);
     }
     namespaces.insert("plain".into(), None);
@@ -239,6 +242,7 @@ pub(crate) fn realistic_view(tenants: usize, apps: usize) -> TenantView {
             t.promoted.insert(format!("job-{j}"));
         }
         namespaces.insert(format!("tenant-{id}"), Some(id.clone()));
+        ledger.bindings.insert(format!("tenant-{id}"), t.tenant.id.clone());
         ledger.tenants.insert(t.tenant.id.clone(), t);
     }
     for i in 0..50 {
