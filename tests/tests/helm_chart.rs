@@ -470,8 +470,13 @@ async fn the_rendered_chart_installs_on_the_test_control_plane() {
     .await;
     assert_eq!(text(&out), "kubernetes.io/tls");
 
-    // Onboarding by label.
+    // Onboarding: an admin binds the namespace in the ledger (a label alone
+    // never does), then labels it so that the webhooks see it.
     create_namespace("acme-etl").await;
+    store
+        .bind_namespace("acme-etl", &sparkcap_ledger::TenantId::new("acme").unwrap())
+        .await
+        .unwrap();
     let out = kubectl::run(&kc, &["label", "namespace", "acme-etl", "sparkcap.io/tenant=acme"]).await;
     assert!(out.status.success(), "{}", text(&out));
     // vCPU-hours reach the shared and draft pools and borrowable dedicated
