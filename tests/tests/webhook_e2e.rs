@@ -59,6 +59,11 @@ async fn setup(name: &str) -> Env {
             )
             .await
             .unwrap();
+        // An admin's binding: the namespace label alone is not enough.
+        store
+            .bind_namespace(&format!("tenant-{t}"), &TenantId::new(t).unwrap())
+            .await
+            .unwrap();
     }
     buy(&store, "acme", 500, "acme-1").await;
     buy(&store, "broke", 1, "broke-1").await;
