@@ -1179,6 +1179,12 @@ async fn bindings_are_recorded_once_and_fenced(s: &dyn LedgerStore) {
         McSeconds(120_000)
     );
     assert!(s.pod_checkpoint("u5").await.unwrap().is_none());
+    // History pruning takes bindings with their pods, and closed ones; an
+    // open binding stays whatever its age.
+    s.prune_history(at(100)).await.unwrap();
+    assert!(s.binding("u1").await.unwrap().is_none());
+    assert!(s.binding("u5").await.unwrap().is_none());
+    assert!(s.binding("u6").await.unwrap().is_some());
     assert_books(s).await;
 }
 

@@ -958,6 +958,14 @@ impl LedgerStore for MemoryStore {
             .filter(|(_, r)| r.cp.finished_at.is_some_and(|f| f < before))
             .map(|(uid, _)| uid.clone())
             .collect();
+        // Bindings go with their pods' history, or when closed without a start.
+        let State { pod_bindings, pods, .. } = &mut *s;
+        pod_bindings.retain(|uid, (b, closed)| {
+            let history_gone = pods
+                .get(uid)
+                .is_some_and(|r| r.cp.finished_at.is_some_and(|f| f < before));
+            !(b.bound_at < before && (closed.is_some() || history_gone))
+        });
         let mut report = PruneReport::default();
         s.profiles.retain(|p| p.finished_at >= before);
         s.notices.retain(|n| n.delivered_at.is_none_or(|d| d >= before));

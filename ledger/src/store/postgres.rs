@@ -1381,6 +1381,15 @@ impl LedgerStore for PgStore {
 
     async fn prune_history(&self, before: DateTime<Utc>) -> Result<PruneReport> {
         let mut tx = self.pool.begin().await?;
+        // Bindings go with their pods' history (so before it), or when closed
+        // without a start.
+        sqlx::query(
+            "DELETE FROM pod_bindings b WHERE b.bound_at < $1 AND (b.closed_at IS NOT NULL \
+             OR EXISTS (SELECT 1 FROM pod_usage p WHERE p.pod_uid = b.pod_uid AND p.finished_at < $1))",
+        )
+        .bind(before)
+        .execute(&mut *tx)
+        .await?;
         let row = sqlx::query(
             "WITH gone AS (DELETE FROM pod_usage WHERE finished_at < $1 \
                  RETURNING pod_uid, tenant_id, charged_mcs, opportunistic_mcs), \
@@ -1394,14 +1403,6 @@ impl LedgerStore for PgStore {
         )
         .bind(before)
         .fetch_one(&mut *tx)
-        .await?;
-        // Bindings of pods whose history is gone, or that never started.
-        sqlx::query(
-            "DELETE FROM pod_bindings b WHERE b.bound_at < $1 AND (b.closed_at IS NOT NULL \
-             OR EXISTS (SELECT 1 FROM pod_usage p WHERE p.pod_uid = b.pod_uid AND p.finished_at < $1))",
-        )
-        .bind(before)
-        .execute(&mut *tx)
         .await?;
         // Run profiles and delivered notices age out with the runs (R14.5).
         sqlx::query("DELETE FROM run_profiles WHERE finished_at < $1")
