@@ -225,8 +225,22 @@ impl AccrualPlan {
 
 /// Checks the facts of a request before anything else.
 fn check_request(req: &AccrualRequest) -> Result<(), LedgerError> {
+    check_usage(&req.pod)?;
+    if let Some(run) = &req.run {
+        for (field, v) in [("source kind", &run.source), ("target kind", &run.target)] {
+            if let Some(v) = v {
+                crate::binding::check_text(field, v, 63)?;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Refuses pod facts the ledger cannot hold: text PostgreSQL cannot store
+/// (checked before SQL, so one bad pod never fails its batch), cpu ≤ 0 or
+/// beyond [`MAX_POD_CPU`]. Accruals and bindings both check with it.
+pub(crate) fn check_usage(p: &PodUsage) -> Result<(), LedgerError> {
     use crate::binding::check_text;
-    let p = &req.pod;
     check_text("pod uid", &p.uid, 128)?;
     check_text("namespace", &p.namespace, 63)?;
     check_text("pod name", &p.name, 253)?;
@@ -235,21 +249,13 @@ fn check_request(req: &AccrualRequest) -> Result<(), LedgerError> {
             check_text(field, v, 253)?;
         }
     }
-    if let Some(run) = &req.run {
-        for (field, v) in [("source kind", &run.source), ("target kind", &run.target)] {
-            if let Some(v) = v {
-                check_text(field, v, 63)?;
-            }
-        }
+    if p.cpu.0 <= 0 {
+        return Err(LedgerError::MissingCpuRequest { pod: pod_ref(p) });
     }
-    let cpu = req.pod.cpu;
-    if cpu.0 <= 0 {
-        return Err(LedgerError::MissingCpuRequest { pod: pod_ref(&req.pod) });
-    }
-    if cpu > MAX_POD_CPU {
+    if p.cpu > MAX_POD_CPU {
         return Err(LedgerError::CpuOutOfRange {
-            pod: pod_ref(&req.pod),
-            cpu,
+            pod: pod_ref(p),
+            cpu: p.cpu,
         });
     }
     Ok(())

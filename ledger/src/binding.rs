@@ -59,33 +59,11 @@ impl PodBinding {
         }
     }
 
-    /// Refuses a binding whose text or cpu the ledger cannot hold.
+    /// Refuses a binding whose text or cpu the ledger cannot hold (the
+    /// rule accruals are checked by, plus the node's name).
     pub fn check(&self) -> Result<()> {
-        check_text("pod uid", &self.uid, 128)?;
-        check_text("namespace", &self.namespace, 63)?;
-        check_text("pod name", &self.name, 253)?;
-        check_text("node name", &self.node, 253)?;
-        for (field, v) in [
-            ("application id", &self.app_id),
-            ("job", &self.job),
-            ("role", &self.role),
-        ] {
-            if let Some(v) = v {
-                check_text(field, v, 253)?;
-            }
-        }
-        if self.cpu.0 <= 0 {
-            return Err(LedgerError::MissingCpuRequest {
-                pod: format!("{}/{}", self.namespace, self.name),
-            });
-        }
-        if self.cpu > crate::accrual::MAX_POD_CPU {
-            return Err(LedgerError::CpuOutOfRange {
-                pod: format!("{}/{}", self.namespace, self.name),
-                cpu: self.cpu,
-            });
-        }
-        Ok(())
+        crate::accrual::check_usage(&self.usage(self.bound_at))?;
+        check_text("node name", &self.node, 253)
     }
 
     /// The first fact of `other` that differs from this record, as an error.

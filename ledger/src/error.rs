@@ -305,6 +305,16 @@ pub enum LedgerError {
 }
 
 impl LedgerError {
+    /// Whether the writer no longer holds the ledger's fencing epoch (an
+    /// older epoch, one never claimed, or one claimed by another instance):
+    /// a scheduler told so must stop acting as leader.
+    pub fn is_deposed(&self) -> bool {
+        matches!(
+            self,
+            Self::StaleEpoch { .. } | Self::EpochNotHeld { .. } | Self::UnclaimedEpoch { .. }
+        )
+    }
+
     /// Whether the caller sent something wrong (as opposed to the ledger failing).
     pub fn is_bad_input(&self) -> bool {
         !matches!(

@@ -48,8 +48,6 @@ struct Memory {
     /// before this process saw it is closed where the ledger left it, since
     /// when it ended is unknown (nothing is charged twice or guessed).
     unseen: std::collections::HashSet<String>,
-    /// Pods whose close the ledger has taken.
-    closed: std::collections::HashSet<String>,
     /// What was recorded in the ledger when each open pod was bound: the
     /// only source of its money facts.
     bound: HashMap<String, PodBinding>,
@@ -211,20 +209,13 @@ pub async fn run(
         let observed: Vec<crate::model::Node> = nodes.state().iter().map(|n| observe::node(n)).collect();
         match sync_pools(store.as_ref(), epoch, &config, &observed, &mut memory, now).await {
             Ok(()) => {}
-            Err(e @ (LedgerError::StaleEpoch { .. } | LedgerError::EpochNotHeld { .. })) => {
-                return Err(anyhow::anyhow!("deposed: {e}; stopping"));
-            }
+            Err(e) if e.is_deposed() => return Err(anyhow::anyhow!("deposed: {e}; stopping")),
             Err(e) => tracing::warn!(error = %e, "registering pool sizes failed; retrying next pass"),
         }
         let lost = lost_nodes(&nodes, &mut memory, now);
         let timer = metrics.pass_duration.start_timer();
         if let Err(e) = pass(&client, store.as_ref(), epoch, &config, observed, &pods, &mut memory).await {
-            if let Some(
-                e @ (LedgerError::StaleEpoch { .. }
-                | LedgerError::EpochNotHeld { .. }
-                | LedgerError::UnclaimedEpoch { .. }),
-            ) = e.downcast_ref::<LedgerError>()
-            {
+            if let Some(e) = e.downcast_ref::<LedgerError>().filter(|e| e.is_deposed()) {
                 return Err(anyhow::anyhow!("deposed: {e}; stopping"));
             }
             tracing::warn!(error = %e, "scheduling pass failed");
@@ -262,9 +253,7 @@ pub async fn run(
         {
             Ok(()) if periodic => memory.metered_at = Some(now),
             Ok(()) => {}
-            Err(e @ (LedgerError::StaleEpoch { .. } | LedgerError::EpochNotHeld { .. })) => {
-                return Err(anyhow::anyhow!("deposed: {e}; stopping"));
-            }
+            Err(e) if e.is_deposed() => return Err(anyhow::anyhow!("deposed: {e}; stopping")),
             Err(e) => tracing::warn!(error = %e, "metering failed; retrying next period"),
         }
         metrics
@@ -469,7 +458,6 @@ async fn meter(
                     memory.open.remove(&uid);
                     memory.bound.remove(&uid);
                     memory.gone.remove(&uid);
-                    memory.closed.insert(uid.clone());
                     memory.release.insert(uid);
                 }
                 _ => {
@@ -478,7 +466,6 @@ async fn meter(
             }
         }
     }
-    memory.closed.retain(|uid| live.contains_key(uid));
     memory
         .gone
         .retain(|uid, _| memory.bound.contains_key(uid) || memory.open.contains_key(uid));
@@ -703,15 +690,7 @@ async fn pass(
             }
         });
         if let Some(why) = why {
-            if memory.last_reason.get(&uid) != Some(&why) {
-                match event(client, &pod, "NotAdmitted", &why, now).await {
-                    Ok(()) => {
-                        config.metrics.events.with_label_values(&["NotAdmitted"]).inc();
-                        memory.last_reason.insert(uid.clone(), why);
-                    }
-                    Err(e) => tracing::warn!(error = %e, "recording an event failed"),
-                }
-            }
+            warn_once(client, &pod, "NotAdmitted", why, memory, config, now).await;
             continue;
         }
         let mut gang = None;
@@ -742,15 +721,7 @@ async fn pass(
                         }
                         Err(why) => {
                             // Refused alone, with the reason on the pod.
-                            if memory.last_reason.get(&uid) != Some(&why) {
-                                match event(client, &pod, "GangTooLarge", &why, now).await {
-                                    Ok(()) => {
-                                        config.metrics.events.with_label_values(&["GangTooLarge"]).inc();
-                                        memory.last_reason.insert(uid.clone(), why);
-                                    }
-                                    Err(e) => tracing::warn!(error = %e, "recording an event failed"),
-                                }
-                            }
+                            warn_once(client, &pod, "GangTooLarge", why, memory, config, now).await;
                             continue;
                         }
                     }
@@ -805,12 +776,7 @@ async fn pass(
                     continue;
                 };
                 if let Err(e) = store.record_binding(epoch, &record).await {
-                    if matches!(
-                        e,
-                        LedgerError::StaleEpoch { .. }
-                            | LedgerError::EpochNotHeld { .. }
-                            | LedgerError::UnclaimedEpoch { .. }
-                    ) {
+                    if e.is_deposed() {
                         return Err(e.into());
                     }
                     metrics.bind_errors.inc();
@@ -872,6 +838,30 @@ async fn pass(
         }
     }
     Ok(())
+}
+
+/// Records a Warning Event `reason` on `pod` unless the same message was
+/// the last one recorded for it (a refusal repeats every pass).
+async fn warn_once(
+    client: &Client,
+    pod: &Pod,
+    reason: &'static str,
+    why: String,
+    memory: &mut Memory,
+    config: &ShellConfig,
+    now: DateTime<Utc>,
+) {
+    let uid = pod.uid().unwrap_or_default();
+    if memory.last_reason.get(&uid) == Some(&why) {
+        return;
+    }
+    match event(client, pod, reason, &why, now).await {
+        Ok(()) => {
+            config.metrics.events.with_label_values(&[reason]).inc();
+            memory.last_reason.insert(uid, why);
+        }
+        Err(e) => tracing::warn!(error = %e, "recording an event failed"),
+    }
 }
 
 async fn bind(client: &Client, pod: &Pod, node: &str, opportunistic: bool) -> kube::Result<()> {
