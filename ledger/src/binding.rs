@@ -12,6 +12,13 @@ use crate::units::Millicores;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
+/// The finalizer sparkcap-scheduler adds when it binds a pod and removes
+/// once the pod's final charge is committed (as Kueue's
+/// `kueue.x-k8s.io/managed` does for plain pods): no bound pod's object can
+/// go before its last second is charged. The webhook keeps tenants from
+/// stripping it off a running pod.
+pub const METERING_FINALIZER: &str = "sparkcap.io/metering";
+
 /// The facts fixed when sparkcap binds a pod.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PodBinding {

@@ -515,9 +515,7 @@ async fn release_finalizers(
     config.metrics.finalizers_stuck.set(stuck);
 }
 
-/// The finalizer that keeps a bound pod's object until its final charge is
-/// committed (as Kueue's `kueue.x-k8s.io/managed` does for plain pods).
-pub const METERING_FINALIZER: &str = "sparkcap.io/metering";
+pub use sparkcap_ledger::binding::METERING_FINALIZER;
 
 fn has_metering_finalizer(pod: &Pod) -> bool {
     pod.finalizers().iter().any(|f| f == METERING_FINALIZER)

@@ -9,6 +9,7 @@ use crate::spark::{
 use crate::view::{TenantFacts, TenantView};
 use chrono::{DateTime, Utc};
 use serde_json::{Value, json};
+use sparkcap_ledger::binding::METERING_FINALIZER;
 use sparkcap_ledger::{BalanceState, McSeconds, Pool, TenantId, TenantStatus};
 
 /// Which webhook endpoint was called.
@@ -352,6 +353,25 @@ fn pod_update(req: &Request, view: &TenantView) -> Decision {
         && let Some(t) = pool_toleration(new)
     {
         return refuse(format!("a toleration of sparkcap's pool taint ({t}) cannot be added"));
+    }
+    // The metering finalizer holds a pod's object until its last charge is
+    // committed; sparkcap-scheduler removes it only from pods that ended or
+    // are being deleted. Stripped from a running pod, the pod could vanish
+    // uncharged while no scheduler watches.
+    let has = |o: &Value| {
+        o.pointer("/metadata/finalizers")
+            .and_then(Value::as_array)
+            .is_some_and(|fs| fs.iter().any(|f| f.as_str() == Some(METERING_FINALIZER)))
+    };
+    let ended = matches!(
+        old.pointer("/status/phase").and_then(Value::as_str),
+        Some("Succeeded" | "Failed")
+    ) || old.pointer("/metadata/deletionTimestamp").is_some();
+    if has(old) && !has(new) && !ended {
+        return refuse(format!(
+            "finalizer {METERING_FINALIZER} cannot be removed while the pod runs (sparkcap removes it once the pod's \
+             last second is charged); delete the pod instead"
+        ));
     }
     Decision::allow()
 }

@@ -637,6 +637,29 @@ fn sparkcap_labels_and_spark_role_cannot_change_after_admission() {
     let mut changed = pod.clone();
     changed["metadata"]["annotations"] = json!({"note": "y"});
     assert!(update(&v, "tenant-acme", &pod, &changed).allowed());
+    // The metering finalizer stays while the pod runs; it may go once the
+    // pod ended or is being deleted (sparkcap-scheduler removes it then).
+    let mut held = bound.clone();
+    held["metadata"]["finalizers"] = json!(["sparkcap.io/metering", "other.io/keep"]);
+    held["status"] = json!({"phase": "Running"});
+    let mut stripped = held.clone();
+    stripped["metadata"]["finalizers"] = json!(["other.io/keep"]);
+    let d = denial(update(&v, "tenant-acme", &held, &stripped));
+    assert!(
+        d.message.contains("sparkcap.io/metering cannot be removed"),
+        "{}",
+        d.message
+    );
+    let mut deleting = held.clone();
+    deleting["metadata"]["deletionTimestamp"] = json!("2026-12-01T00:00:00Z");
+    let mut deleting_stripped = deleting.clone();
+    deleting_stripped["metadata"]["finalizers"] = json!(["other.io/keep"]);
+    assert!(update(&v, "tenant-acme", &deleting, &deleting_stripped).allowed());
+    let mut done = held.clone();
+    done["status"]["phase"] = json!("Succeeded");
+    let mut done_stripped = done.clone();
+    done_stripped["metadata"]["finalizers"] = json!(["other.io/keep"]);
+    assert!(update(&v, "tenant-acme", &done, &done_stripped).allowed());
 }
 
 /// Pods that did not pass sparkcap's Spark admission cannot reach its pools:
