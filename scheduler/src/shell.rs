@@ -866,8 +866,10 @@ async fn bind(client: &Client, pod: &Pod, node: &str, opportunistic: bool) -> ku
     let api = Api::<Pod>::namespaced(client.clone(), &pod.namespace().unwrap_or_default());
     let name = pod.name_any();
     // The metering finalizer keeps the pod's object until its final charge
-    // is committed, however it ends; the label tells people a placement is
-    // borrowed (the ledger's binding, not the label, decides the charge).
+    // is committed, however it ends: the mutating webhook adds it, and this
+    // adds it when the mutation was skipped. The label tells people a
+    // placement is borrowed (the ledger's binding, not the label, decides
+    // the charge).
     if !has_metering_finalizer(pod) || opportunistic {
         let mut finalizers: Vec<String> = pod.finalizers().to_vec();
         if !finalizers.iter().any(|f| f == METERING_FINALIZER) {

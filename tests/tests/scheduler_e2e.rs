@@ -925,6 +925,22 @@ async fn tenants_cannot_dodge_metering_with_labels() {
 async fn deleted_pods_are_charged_to_their_real_end() {
     let c = cluster("deleted").await;
     let pods: Api<Pod> = Api::namespaced(c.server.client(), "tenant-acme");
+    // What the cluster reports, from the store's own event stream: each
+    // pod's last state, kept after the object is gone.
+    let def = sparkcap_testkit::apiserver::resources::find("", "v1", "pods").unwrap();
+    let (_, _, mut events) = c.server.store.snapshot_and_watch(def, Some("tenant-acme"));
+    let seen = Arc::new(std::sync::Mutex::new(std::collections::HashMap::<
+        String,
+        serde_json::Value,
+    >::new()));
+    let seen2 = seen.clone();
+    let watcher = tokio::spawn(async move {
+        while let Ok(e) = events.recv().await {
+            if let Some(uid) = e.object.pointer("/metadata/uid").and_then(serde_json::Value::as_str) {
+                seen2.lock().unwrap().insert(uid.to_owned(), e.object.clone());
+            }
+        }
+    });
     let mut uids = Vec::new();
     for i in 0..4 {
         let created = pods
@@ -933,6 +949,20 @@ async fn deleted_pods_are_charged_to_their_real_end() {
             .unwrap();
         uids.push(created.metadata.uid.unwrap());
     }
+    // One that is deleted after its bind but before it starts.
+    let mut slow = driver("never", "1");
+    slow.metadata
+        .annotations
+        .as_mut()
+        .unwrap()
+        .insert("sim.sparkcap.io/start-seconds".into(), "600".into());
+    let never = pods
+        .create(&PostParams::default(), &slow)
+        .await
+        .unwrap()
+        .metadata
+        .uid
+        .unwrap();
     for i in 0..4 {
         let name = format!("del-{i}");
         wait_for("running", async || {
@@ -946,11 +976,16 @@ async fn deleted_pods_are_charged_to_their_real_end() {
             "a bound pod carries the metering finalizer"
         );
     }
+    wait_for("the slow pod bound", async || {
+        c.store.binding(&never).await.ok().flatten().map(|_| ())
+    })
+    .await;
     tokio::time::sleep(Duration::from_millis(2200)).await;
     let started = std::time::Instant::now();
     for i in 0..4 {
         pods.delete(&format!("del-{i}"), &Default::default()).await.unwrap();
     }
+    pods.delete("never", &Default::default()).await.unwrap();
     let mut finals = Vec::new();
     for (i, uid) in uids.iter().enumerate() {
         // The kubelet reports the end; the meter closes and releases; the object goes.
@@ -962,17 +997,43 @@ async fn deleted_pods_are_charged_to_their_real_end() {
         finals.push(cp);
     }
     let released_in = started.elapsed();
+    wait_for("the unstarted pod to go", async || {
+        pods.get_opt("never").await.ok()?.is_none().then_some(())
+    })
+    .await;
+    assert!(
+        c.store.pod_checkpoint(&never).await.unwrap().is_none(),
+        "never started: nothing charged"
+    );
+    assert!(
+        c.store.open_bindings().await.unwrap().is_empty(),
+        "every binding closed"
+    );
+    let time = |v: &serde_json::Value, p: &str| {
+        chrono::DateTime::parse_from_rfc3339(v.pointer(p).and_then(serde_json::Value::as_str).unwrap())
+            .unwrap()
+            .with_timezone(&chrono::Utc)
+    };
     for cp in &finals {
+        let last = seen.lock().unwrap()[&cp.pod.uid].clone();
+        // Against the cluster: the kubelet's startTime and finishedAt.
+        let start = time(&last, "/status/startTime");
+        let end = time(&last, "/status/containerStatuses/0/state/terminated/finishedAt");
+        assert_eq!(
+            last.pointer("/status/containerStatuses/0/state/terminated/exitCode"),
+            Some(&json!(143))
+        );
         assert_eq!(cp.outcome, Some(sparkcap_ledger::PodOutcome::Deleted));
-        let life = (cp.finished_at.unwrap() - cp.pod.started_at).num_seconds();
-        assert_eq!(cp.charged.0, 1000 * life, "charged exactly its life");
-        assert!(
-            (2..=6).contains(&life),
-            "life {life} s: ended at the kubelet's finishedAt, not the meter's tick"
+        assert_eq!((cp.pod.started_at, cp.finished_at), (start, Some(end)));
+        assert_eq!(
+            cp.charged.0,
+            1000 * (end - start).num_seconds(),
+            "charged exactly its life"
         );
     }
     assert!(released_in < Duration::from_secs(15), "released in {released_in:?}");
     assert!(c.store.audit().await.unwrap().is_clean());
+    watcher.abort();
 }
 
 /// Restart recovery: while no scheduler runs, one pod finishes and the

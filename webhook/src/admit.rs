@@ -249,6 +249,14 @@ pub fn mutation(obj: &Value, facts: &TenantFacts, pool: Pool, job: Option<&str>,
     if obj.pointer("/spec/schedulerName").and_then(Value::as_str) != Some(scheduler) {
         ops.push(json!({"op": "add", "path": "/spec/schedulerName", "value": scheduler}));
     }
+    // The metering finalizer from the start: the scheduler binds without a
+    // round trip to add it, and the pod's object cannot go before its last
+    // second is charged (the scheduler still adds it when this was skipped).
+    match obj.pointer("/metadata/finalizers").and_then(Value::as_array) {
+        Some(fs) if fs.iter().any(|f| f.as_str() == Some(METERING_FINALIZER)) => {}
+        Some(_) => ops.push(json!({"op": "add", "path": "/metadata/finalizers/-", "value": METERING_FINALIZER})),
+        None => ops.push(json!({"op": "add", "path": "/metadata/finalizers", "value": [METERING_FINALIZER]})),
+    }
     let toleration = json!({"key": POOL_LABEL, "operator": "Equal", "value": pool.as_str(), "effect": "NoSchedule"});
     match obj.pointer("/spec/tolerations").and_then(Value::as_array) {
         Some(ts) if ts.contains(&toleration) => {}

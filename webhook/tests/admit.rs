@@ -62,6 +62,15 @@ fn driver_is_routed_labelled_and_tolerated_idempotently() {
         pod["spec"]["tolerations"],
         json!([{"key": "sparkcap.io/pool", "operator": "Equal", "value": "shared", "effect": "NoSchedule"}])
     );
+    assert_eq!(pod["metadata"]["finalizers"], json!(["sparkcap.io/metering"]));
+    // A pod with finalizers of its own keeps them.
+    let mut own = driver();
+    own["metadata"]["finalizers"] = json!(["example.com/keep"]);
+    let own = mutate(&v, "tenant-acme", &own);
+    assert_eq!(
+        own["metadata"]["finalizers"],
+        json!(["example.com/keep", "sparkcap.io/metering"])
+    );
     // Reinvocation on the mutated pod changes nothing.
     let again = admit(Endpoint::Mutate, &pod_request("tenant-acme", &pod), &v, now());
     assert_eq!(patch_of(&again), Vec::<Value>::new());
