@@ -110,6 +110,43 @@ impl PodBinding {
     }
 }
 
+/// Decides a batch of bindings against what the ledger holds (`known`:
+/// the record, and whether it is fixed — its pod started or it closed):
+/// each item's outcome, and the records to write, one per uid (the last).
+/// A started pod's facts are fixed; before it starts, a new bind of the
+/// same pod (the last one failed, and it is placed again, maybe elsewhere
+/// or borrowed) replaces the record, so a failed bind never blocks the next.
+pub fn plan_bindings<'a>(
+    bindings: &'a [PodBinding],
+    known: impl Fn(&str) -> Option<(PodBinding, bool)>,
+    tenant_exists: impl Fn(&TenantId) -> bool,
+) -> (Vec<Result<()>>, Vec<&'a PodBinding>) {
+    let mut outcomes = Vec::with_capacity(bindings.len());
+    let mut write: Vec<&PodBinding> = Vec::new();
+    let mut at: std::collections::HashMap<&str, usize> = std::collections::HashMap::new();
+    for b in bindings {
+        let outcome = (|| {
+            b.check()?;
+            if !tenant_exists(&b.tenant) {
+                return Err(LedgerError::UnknownTenant(b.tenant.clone()));
+            }
+            if let Some((old, true)) = known(&b.uid) {
+                return old.same_as(b);
+            }
+            match at.get(b.uid.as_str()) {
+                Some(&i) => write[i] = b,
+                None => {
+                    at.insert(&b.uid, write.len());
+                    write.push(b);
+                }
+            }
+            Ok(())
+        })();
+        outcomes.push(outcome);
+    }
+    (outcomes, write)
+}
+
 /// Refuses text PostgreSQL cannot store or that no Kubernetes name could
 /// be: a NUL byte, control characters, more than `max` bytes. One bad pod's
 /// annotation must be refused alone, never fail the batch it rides in.

@@ -1122,7 +1122,7 @@ fn binding(uid: &str, tenant: &TenantId, cpu: i64) -> PodBinding {
 /// A pod's money facts are recorded once, at bind, fenced; asked again with
 /// other facts (a relabelled pod) they are refused; open bindings are what a
 /// restarted scheduler meters by.
-async fn bindings_are_recorded_once_and_fenced(s: &dyn LedgerStore) {
+async fn bindings_are_fixed_once_the_pod_starts_and_fenced(s: &dyn LedgerStore) {
     let a = tenant(s, "acme").await;
     let b = tenant(s, "beta").await;
     let old = s.claim_epoch("s0").await.unwrap();
@@ -1135,17 +1135,15 @@ async fn bindings_are_recorded_once_and_fenced(s: &dyn LedgerStore) {
     assert!(s.binding("u1").await.unwrap().is_none());
     s.record_binding(e, &rec).await.unwrap();
     s.record_binding(e, &rec).await.unwrap(); // a retried bind
-    let moved = PodBinding {
-        tenant: b.clone(),
-        ..rec.clone()
-    };
-    let err = s.record_binding(e, &moved).await.unwrap_err();
-    assert!(err.to_string().contains("tenant acme"), "{err}");
-    let free = PodBinding {
+    // Before the pod starts, a new bind (the last failed) replaces the record.
+    let elsewhere = PodBinding {
         opportunistic: true,
+        node: "node-2".into(),
         ..rec.clone()
     };
-    assert!(s.record_binding(e, &free).await.is_err());
+    s.record_binding(e, &elsewhere).await.unwrap();
+    assert_eq!(s.binding("u1").await.unwrap(), Some(elsewhere));
+    s.record_binding(e, &rec).await.unwrap();
     assert_eq!(s.binding("u1").await.unwrap(), Some(rec.clone()));
     let ghost = binding("u2", &tid("ghost"), 1000);
     assert!(matches!(
@@ -1174,6 +1172,46 @@ async fn bindings_are_recorded_once_and_fenced(s: &dyn LedgerStore) {
     s.accrue(e, &[acc(&rec.usage(at(10)), 70, true)]).await.unwrap();
     let open: Vec<String> = s.open_bindings().await.unwrap().into_iter().map(|b| b.uid).collect();
     assert_eq!(open, vec!["u6"]);
+    // Once its pod started, a binding's facts are fixed.
+    let moved = PodBinding {
+        tenant: b.clone(),
+        ..rec.clone()
+    };
+    let err = s.record_binding(e, &moved).await.unwrap_err();
+    assert!(err.to_string().contains("tenant acme"), "{err}");
+    let free = PodBinding {
+        opportunistic: true,
+        ..rec.clone()
+    };
+    assert!(s.record_binding(e, &free).await.is_err());
+    assert!(
+        s.record_binding(e, &rec).await.is_ok(),
+        "the same facts again are a retry"
+    );
+    // A batch: each item decided alone, the last of a uid wins.
+    let out = s
+        .record_bindings(
+            e,
+            &[
+                binding("v1", &a, 1000),
+                binding("v2", &tid("ghost"), 1000),
+                PodBinding {
+                    role: Some("exec\u{0}".into()),
+                    ..binding("v3", &a, 1000)
+                },
+                PodBinding {
+                    node: "node-9".into(),
+                    ..binding("v1", &a, 1000)
+                },
+            ],
+        )
+        .await
+        .unwrap();
+    assert!(out[0].is_ok() && out[3].is_ok());
+    assert!(matches!(out[1], Err(LedgerError::UnknownTenant(_))));
+    assert!(matches!(out[2], Err(LedgerError::InvalidText { .. })));
+    assert_eq!(s.binding("v1").await.unwrap().unwrap().node, "node-9");
+    assert!(s.binding("v3").await.unwrap().is_none());
     assert_eq!(
         s.pod_checkpoint("u1").await.unwrap().unwrap().charged,
         McSeconds(120_000)
@@ -1183,6 +1221,7 @@ async fn bindings_are_recorded_once_and_fenced(s: &dyn LedgerStore) {
     // open binding stays whatever its age.
     s.prune_history(at(100)).await.unwrap();
     assert!(s.binding("u1").await.unwrap().is_none());
+    assert!(s.binding("v1").await.unwrap().is_some(), "open, not pruned");
     assert!(s.binding("u5").await.unwrap().is_none());
     assert!(s.binding("u6").await.unwrap().is_some());
     assert_books(s).await;
@@ -1268,7 +1307,7 @@ contract!(
     schedules_reserve_slices,
     runs_are_profiled_and_promote_jobs,
     low_balance_alerts_once_per_period,
-    bindings_are_recorded_once_and_fenced,
+    bindings_are_fixed_once_the_pod_starts_and_fenced,
     a_nul_byte_is_refused_alone,
 );
 

@@ -756,31 +756,52 @@ async fn pass(
         .into_iter()
         .map(|p| (p.uid().unwrap_or_default(), p))
         .collect();
-    for action in plan(&state, &queue, now) {
+    let actions = plan(&state, &queue, now);
+    // The money facts of this pass's binds go to the ledger, in one write,
+    // before any binding: no bound pod can lack its row, and none is ever
+    // read again from the pod's labels.
+    let records: Vec<PodBinding> = actions
+        .iter()
+        .filter_map(|a| {
+            let Action::Bind {
+                pod,
+                node,
+                opportunistic,
+            } = a
+            else {
+                return None;
+            };
+            let p = by_uid.get(pod)?;
+            let tenant = memory.ns_tenants.get(&p.namespace().unwrap_or_default())?;
+            let pool = pool_of.get(pod).copied()?;
+            meter::binding_for(p, tenant.clone(), pool, *opportunistic, node, now)
+        })
+        .collect();
+    let mut recorded: HashMap<String, PodBinding> = HashMap::new();
+    if !records.is_empty() {
+        let outcomes = store.record_bindings(epoch, &records).await?;
+        for (record, outcome) in records.into_iter().zip(outcomes) {
+            match outcome {
+                Ok(()) => {
+                    recorded.insert(record.uid.clone(), record);
+                }
+                Err(e) => {
+                    metrics.bind_errors.inc();
+                    tracing::warn!(pod = %record.name, error = %e, "recording the binding failed; will retry");
+                }
+            }
+        }
+    }
+    for action in actions {
         match action {
             Action::Bind {
                 pod,
                 node,
                 opportunistic,
             } => {
-                let Some(p) = by_uid.get(&pod) else { continue };
-                // The money facts go to the ledger before the binding: no
-                // bound pod can lack its row, and none is ever read again
-                // from the pod's labels.
-                let pool = pool_of.get(&pod).copied().unwrap_or(sparkcap_ledger::Pool::Shared);
-                let tenant = memory.ns_tenants.get(&p.namespace().unwrap_or_default()).cloned();
-                let Some(record) = tenant.and_then(|t| meter::binding_for(p, t, pool, opportunistic, &node, now))
-                else {
+                let (Some(p), Some(record)) = (by_uid.get(&pod), recorded.remove(&pod)) else {
                     continue;
                 };
-                if let Err(e) = store.record_binding(epoch, &record).await {
-                    if e.is_deposed() {
-                        return Err(e.into());
-                    }
-                    metrics.bind_errors.inc();
-                    tracing::warn!(pod = %p.name_any(), error = %e, "recording the binding failed; will retry");
-                    continue;
-                }
                 memory.bound.insert(pod.clone(), record);
                 match bind(client, p, &node, opportunistic).await {
                     Ok(()) => {

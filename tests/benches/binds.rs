@@ -1,6 +1,7 @@
 //! End-to-end binds/s: the scheduler's kube shell against the test control
-//! plane. 2,000 Spark pods (routed as the webhook would) wait on 100 shared
-//! nodes; a scheduler replica starts and binds them through the binding
+//! plane. 2,000 Spark pods (routed as the webhook would, with its metering
+//! finalizer) wait on 100 shared nodes; a scheduler replica starts, records
+//! each binding in the ledger and binds them through the binding
 //! subresource, one API call each. Prints the figures; run with
 //! `cargo bench -p sparkcap-testkit --bench binds`.
 
@@ -53,7 +54,7 @@ async fn run() {
         json!([{"key": "sparkcap.io/pool", "operator": "Equal", "value": "shared", "effect": "NoSchedule"}]);
     for i in 0..PODS {
         let pod: Pod = serde_json::from_value(json!({
-            "metadata": {"name": format!("exec-{i:05}"), "labels": {
+            "metadata": {"name": format!("exec-{i:05}"), "finalizers": ["sparkcap.io/metering"], "labels": {
                 "spark-role": "executor", "spark-app-selector": format!("spark-{}", i / 20),
                 "sparkcap.io/tenant": "acme", "sparkcap.io/pool": "shared"}},
             "spec": {"schedulerName": "sparkcap-scheduler", "tolerations": toleration,

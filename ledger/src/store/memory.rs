@@ -9,7 +9,7 @@ use super::{
 use crate::account::{Account, Balance, Lot};
 use crate::accrual::ClosedDriver;
 use crate::accrual::{AccrualOutcome, AccrualRequest, HourlyDelta, PodCheckpoint, PodOutcome, plan_accruals};
-use crate::binding::PodBinding;
+use crate::binding::{PodBinding, plan_bindings};
 use crate::error::{LedgerError, Result};
 use crate::feed::{ChangeKind, LedgerChange};
 use crate::ids::{TenantId, validate_namespace};
@@ -520,20 +520,28 @@ impl LedgerStore for MemoryStore {
         Ok(self.lock().pods.get(uid).map(|r| r.cp.clone()))
     }
 
-    async fn record_binding(&self, epoch: Epoch, binding: &PodBinding) -> Result<()> {
-        binding.check()?;
+    async fn record_bindings(&self, epoch: Epoch, bindings: &[PodBinding]) -> Result<Vec<Result<()>>> {
         let mut s = self.lock();
         s.check_epoch(epoch)?;
-        s.tenant_row(&binding.tenant)?;
-        match s.pod_bindings.get(&binding.uid) {
-            Some((known, _)) => known.same_as(binding),
-            None => {
-                let mut b = binding.clone();
-                b.bound_at = trunc_secs(b.bound_at);
-                s.pod_bindings.insert(b.uid.clone(), (b, None));
-                Ok(())
-            }
+        let (outcomes, write) = plan_bindings(
+            bindings,
+            |uid| {
+                let (b, closed) = s.pod_bindings.get(uid)?;
+                Some((b.clone(), closed.is_some() || s.pods.contains_key(uid)))
+            },
+            |t| s.tenants.contains_key(t),
+        );
+        let write: Vec<PodBinding> = write
+            .into_iter()
+            .map(|b| PodBinding {
+                bound_at: trunc_secs(b.bound_at),
+                ..b.clone()
+            })
+            .collect();
+        for b in write {
+            s.pod_bindings.insert(b.uid.clone(), (b, None));
         }
+        Ok(outcomes)
     }
 
     async fn binding(&self, uid: &str) -> Result<Option<PodBinding>> {

@@ -288,10 +288,18 @@ pub trait LedgerStore: Send + Sync + std::fmt::Debug {
     /// Applies a batch of accruals in one transaction. A bad item is refused
     /// in its outcome without affecting the others; a stale epoch refuses all.
     async fn accrue(&self, epoch: Epoch, batch: &[AccrualRequest]) -> Result<Vec<AccrualOutcome>>;
-    /// Records what sparkcap decided when binding a pod, before the binding
-    /// is sent (fenced). The same facts again are a no-op (a retried bind);
-    /// other facts for the same uid are refused: a pod is bound once.
-    async fn record_binding(&self, epoch: Epoch, binding: &PodBinding) -> Result<()>;
+    /// Records what sparkcap decided when binding pods, before the bindings
+    /// are sent, in one transaction (fenced; a stale epoch refuses all).
+    /// Each item is refused alone (bad text, unknown tenant, a started
+    /// pod's facts changed); see [`crate::binding::plan_bindings`].
+    async fn record_bindings(&self, epoch: Epoch, bindings: &[PodBinding]) -> Result<Vec<Result<()>>>;
+    /// [`LedgerStore::record_bindings`] of one binding.
+    async fn record_binding(&self, epoch: Epoch, binding: &PodBinding) -> Result<()> {
+        self.record_bindings(epoch, std::slice::from_ref(binding))
+            .await?
+            .pop()
+            .unwrap_or(Ok(()))
+    }
     /// One pod's binding record.
     async fn binding(&self, uid: &str) -> Result<Option<PodBinding>>;
     /// Bindings still open: pods bound and not yet closed (never started and

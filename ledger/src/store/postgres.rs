@@ -17,7 +17,7 @@ use crate::account::{Account, Balance, Lot};
 use crate::accrual::{
     AccrualOutcome, AccrualRequest, ClosedDriver, PodCheckpoint, PodOutcome, PodUsage, plan_accruals,
 };
-use crate::binding::PodBinding;
+use crate::binding::{PodBinding, plan_bindings};
 use crate::error::{LedgerError, Result};
 use crate::feed::{CHANNEL, ChangeKind, LedgerChange};
 use crate::ids::{TenantId, validate_namespace};
@@ -784,44 +784,65 @@ impl LedgerStore for PgStore {
         }
     }
 
-    async fn record_binding(&self, epoch: Epoch, binding: &PodBinding) -> Result<()> {
-        binding.check()?;
+    async fn record_bindings(&self, epoch: Epoch, bindings: &[PodBinding]) -> Result<Vec<Result<()>>> {
         let mut tx = self.pool.begin().await?;
         Self::fence(&mut tx, epoch).await?;
-        let known = sqlx::query(sqlx::AssertSqlSafe(format!(
-            "SELECT {BINDING_COLUMNS} FROM pod_bindings b WHERE b.pod_uid = $1"
+        let uids: Vec<&str> = bindings.iter().map(|b| b.uid.as_str()).collect();
+        let mut known: HashMap<String, (PodBinding, bool)> = HashMap::new();
+        for row in sqlx::query(sqlx::AssertSqlSafe(format!(
+            "SELECT {BINDING_COLUMNS}, (b.closed_at IS NOT NULL OR p.pod_uid IS NOT NULL) AS fixed \
+             FROM pod_bindings b LEFT JOIN pod_usage p ON p.pod_uid = b.pod_uid WHERE b.pod_uid = ANY($1)"
         )))
-        .bind(&binding.uid)
-        .fetch_optional(&mut *tx)
-        .await?;
-        if let Some(row) = known {
-            return binding_from_row(&row)?.same_as(binding);
+        .bind(&uids)
+        .fetch_all(&mut *tx)
+        .await?
+        {
+            let b = binding_from_row(&row)?;
+            known.insert(b.uid.clone(), (b, row.try_get("fixed")?));
         }
-        let inserted = sqlx::query(
-            "INSERT INTO pod_bindings (pod_uid, tenant_id, namespace, pod_name, app_id, job, role, pool, cpu_mc, \
-             opportunistic, node, bound_at, epoch) \
-             SELECT $1, id, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13 FROM tenants WHERE id = $2",
-        )
-        .bind(&binding.uid)
-        .bind(binding.tenant.as_str())
-        .bind(&binding.namespace)
-        .bind(&binding.name)
-        .bind(&binding.app_id)
-        .bind(&binding.job)
-        .bind(&binding.role)
-        .bind(binding.pool.as_str())
-        .bind(binding.cpu.0)
-        .bind(binding.opportunistic)
-        .bind(&binding.node)
-        .bind(trunc_secs(binding.bound_at))
-        .bind(epoch.0)
-        .execute(&mut *tx)
-        .await?;
-        if inserted.rows_affected() == 0 {
-            return Err(LedgerError::UnknownTenant(binding.tenant.clone()));
+        let names: Vec<&str> = bindings.iter().map(|b| b.tenant.as_str()).collect();
+        let tenants: HashSet<String> = sqlx::query_scalar("SELECT id FROM tenants WHERE id = ANY($1)")
+            .bind(&names)
+            .fetch_all(&mut *tx)
+            .await?
+            .into_iter()
+            .collect();
+        let (outcomes, write) = plan_bindings(
+            bindings,
+            |uid| known.get(uid).cloned(),
+            |t| tenants.contains(t.as_str()),
+        );
+        if !write.is_empty() {
+            let col = |f: &dyn Fn(&PodBinding) -> Option<String>| write.iter().map(|b| f(b)).collect::<Vec<_>>();
+            sqlx::query(
+                "INSERT INTO pod_bindings (pod_uid, tenant_id, namespace, pod_name, app_id, job, role, pool, cpu_mc, \
+                 opportunistic, node, bound_at, epoch) \
+                 SELECT u, t, n, pn, a, j, r, pl, c, o, nd, ba, $13 FROM UNNEST($1::text[], $2::text[], $3::text[], \
+                 $4::text[], $5::text[], $6::text[], $7::text[], $8::text[], $9::bigint[], $10::bool[], $11::text[], \
+                 $12::timestamptz[]) AS x(u, t, n, pn, a, j, r, pl, c, o, nd, ba) \
+                 ON CONFLICT (pod_uid) DO UPDATE SET tenant_id = EXCLUDED.tenant_id, namespace = EXCLUDED.namespace, \
+                 pod_name = EXCLUDED.pod_name, app_id = EXCLUDED.app_id, job = EXCLUDED.job, role = EXCLUDED.role, \
+                 pool = EXCLUDED.pool, cpu_mc = EXCLUDED.cpu_mc, opportunistic = EXCLUDED.opportunistic, \
+                 node = EXCLUDED.node, bound_at = EXCLUDED.bound_at, epoch = EXCLUDED.epoch",
+            )
+            .bind(col(&|b| Some(b.uid.clone())))
+            .bind(col(&|b| Some(b.tenant.to_string())))
+            .bind(col(&|b| Some(b.namespace.clone())))
+            .bind(col(&|b| Some(b.name.clone())))
+            .bind(col(&|b| b.app_id.clone()))
+            .bind(col(&|b| b.job.clone()))
+            .bind(col(&|b| b.role.clone()))
+            .bind(col(&|b| Some(b.pool.as_str().to_owned())))
+            .bind(write.iter().map(|b| b.cpu.0).collect::<Vec<i64>>())
+            .bind(write.iter().map(|b| b.opportunistic).collect::<Vec<bool>>())
+            .bind(col(&|b| Some(b.node.clone())))
+            .bind(write.iter().map(|b| trunc_secs(b.bound_at)).collect::<Vec<_>>())
+            .bind(epoch.0)
+            .execute(&mut *tx)
+            .await?;
         }
         tx.commit().await?;
-        Ok(())
+        Ok(outcomes)
     }
 
     async fn binding(&self, uid: &str) -> Result<Option<PodBinding>> {
