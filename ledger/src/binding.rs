@@ -116,11 +116,11 @@ impl PodBinding {
 /// A started pod's facts are fixed; before it starts, a new bind of the
 /// same pod (the last one failed, and it is placed again, maybe elsewhere
 /// or borrowed) replaces the record, so a failed bind never blocks the next.
-pub fn plan_bindings<'a>(
-    bindings: &'a [PodBinding],
+pub fn plan_bindings(
+    bindings: &[PodBinding],
     known: impl Fn(&str) -> Option<(PodBinding, bool)>,
     tenant_exists: impl Fn(&TenantId) -> bool,
-) -> (Vec<Result<()>>, Vec<&'a PodBinding>) {
+) -> (Vec<Result<()>>, Vec<&PodBinding>) {
     let mut outcomes = Vec::with_capacity(bindings.len());
     let mut write: Vec<&PodBinding> = Vec::new();
     let mut at: std::collections::HashMap<&str, usize> = std::collections::HashMap::new();
