@@ -44,6 +44,10 @@ enum Command {
     Migrate(Db),
     /// Check every invariant of the ledger's books and print what is broken; exits 1 if anything is.
     Audit(Db),
+    /// Before uninstalling: charge every bound pod (ended ones to their real end, running ones up to now,
+    /// left open for a reinstall) and remove sparkcap's metering finalizer from every pod. Deposes a
+    /// running scheduler. Exits 1 if a finalizer could not be removed.
+    ReleaseFinalizers(Db),
 }
 
 #[derive(Debug, Args)]
@@ -220,6 +224,30 @@ async fn main() -> anyhow::Result<()> {
                 .context("connecting to the ledger")?;
             store.migrate().await.context("migrating the ledger")?;
             println!("ledger schema is up to date");
+        }
+        Command::ReleaseFinalizers(db) => {
+            let store = PgStore::connect(&db.database_url)
+                .await
+                .context("connecting to the ledger")?;
+            let client = kube::Client::try_default()
+                .await
+                .context("connecting to the Kubernetes API (in-cluster or kubeconfig)")?;
+            let config = ShellConfig {
+                holder: "sparkcap-scheduler release-finalizers".into(),
+                ..ShellConfig::default()
+            };
+            let report =
+                sparkcap_scheduler::shell::release_finalizers_for_uninstall(client, Arc::new(store), config).await?;
+            println!(
+                "released the metering finalizer of {} pods ({} still running: charged up to now, left open in the ledger)",
+                report.released, report.left_running
+            );
+            if report.failed > 0 {
+                anyhow::bail!(
+                    "{} pods still carry sparkcap.io/metering; see the log and run this again",
+                    report.failed
+                );
+            }
         }
         Command::Audit(db) => {
             let store = PgStore::connect(&db.database_url)

@@ -66,6 +66,110 @@ struct Memory {
     pools_written: Vec<PoolCapacity>,
 }
 
+impl Memory {
+    /// What a scheduler taking over knows: it meters bound pods with the
+    /// facts the ledger recorded for them, not with whatever their labels
+    /// say now.
+    async fn load(store: &dyn LedgerStore) -> Result<Self, LedgerError> {
+        let mut memory = Memory::default();
+        for b in store.open_bindings().await? {
+            memory.bound.insert(b.uid.clone(), b);
+        }
+        for cp in store.open_pods().await? {
+            memory.unseen.insert(cp.pod.uid.clone());
+            memory.open.insert(
+                cp.pod.uid.clone(),
+                AccrualRequest {
+                    until: cp.charged_until,
+                    finished: false,
+                    outcome: None,
+                    run: None,
+                    pod: cp.pod,
+                },
+            );
+        }
+        Ok(memory)
+    }
+}
+
+/// What [`release_finalizers_for_uninstall`] did.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct ReleaseReport {
+    /// Pods whose metering finalizer was removed.
+    pub released: usize,
+    /// Pods still running, charged up to now and left open in the ledger (a
+    /// reinstalled scheduler goes on metering them from there).
+    pub left_running: usize,
+    /// Pods whose finalizer could not be removed (see the log).
+    pub failed: usize,
+}
+
+/// Before sparkcap is uninstalled: charges what every bound pod used — the
+/// ended ones to their real end, closed; the running ones up to now — and
+/// then removes the metering finalizer from every pod, so that no pod or
+/// namespace waits on a scheduler that is gone. Claims the ledger's epoch,
+/// so a scheduler still running is deposed first (it stops metering).
+pub async fn release_finalizers_for_uninstall(
+    client: Client,
+    store: Arc<dyn LedgerStore>,
+    config: ShellConfig,
+) -> anyhow::Result<ReleaseReport> {
+    let epoch = store.claim_epoch(&config.holder).await?;
+    let now = Utc::now();
+    let config = ShellConfig {
+        charge_lag: TimeDelta::zero(),
+        ..config
+    };
+    let (pods, mut pod_writer) = reflector::store::<Pod>();
+    for p in Api::<Pod>::all(client.clone()).list(&Default::default()).await?.items {
+        pod_writer.apply_watcher_event(&watcher::Event::Apply(p));
+    }
+    let (nodes, mut node_writer) = reflector::store::<Node>();
+    for n in Api::<Node>::all(client.clone()).list(&Default::default()).await?.items {
+        node_writer.apply_watcher_event(&watcher::Event::Apply(n));
+    }
+    let had = pods.state().iter().filter(|p| has_metering_finalizer(p)).count();
+    let mut memory = Memory::load(store.as_ref()).await?;
+    let lost = lost_nodes(&nodes, &mut memory, now);
+    let sampler = crate::usage::Sampler::new(client.clone());
+    meter(
+        &client,
+        store.as_ref(),
+        epoch,
+        &pods,
+        &lost,
+        &mut memory,
+        &sampler,
+        &config,
+        now,
+        true,
+    )
+    .await?;
+    // Whatever still carries the finalizer (running pods, and pods whose
+    // release above raced a change): read again and released.
+    let mut report = ReleaseReport::default();
+    for pod in Api::<Pod>::all(client.clone()).list(&Default::default()).await?.items {
+        if !has_metering_finalizer(&pod) {
+            continue;
+        }
+        if pod
+            .uid()
+            .is_some_and(|u| memory.bound.contains_key(&u) || memory.open.contains_key(&u))
+        {
+            report.left_running += 1;
+        }
+        match release_finalizer(&client, &pod).await {
+            Ok(()) => {}
+            Err(e) => {
+                report.failed += 1;
+                tracing::warn!(pod = %pod.name_any(), error = %e, "removing the metering finalizer failed");
+            }
+        }
+    }
+    report.released = had.saturating_sub(report.failed);
+    Ok(report)
+}
+
 /// The scheduler loop's settings.
 #[derive(Debug, Clone)]
 pub struct ShellConfig {
@@ -165,25 +269,7 @@ pub async fn run(
         _ = &mut shutdown => return Ok(()),
         epoch = start => epoch?,
     };
-    let mut memory = Memory::default();
-    // A restarted scheduler meters bound pods with the facts the ledger
-    // recorded for them, not with whatever their labels say now.
-    for b in store.open_bindings().await? {
-        memory.bound.insert(b.uid.clone(), b);
-    }
-    for cp in store.open_pods().await? {
-        memory.unseen.insert(cp.pod.uid.clone());
-        memory.open.insert(
-            cp.pod.uid.clone(),
-            AccrualRequest {
-                until: cp.charged_until,
-                finished: false,
-                outcome: None,
-                run: None,
-                pod: cp.pod,
-            },
-        );
-    }
+    let mut memory = Memory::load(store.as_ref()).await?;
     let mut sampler = crate::usage::Sampler::new(client.clone());
     // Leader-only side loops: reservations of ScheduledSparkApplications and
     // delivery of notices. They stop when this leader stops.

@@ -1036,6 +1036,88 @@ async fn deleted_pods_are_charged_to_their_real_end() {
     watcher.abort();
 }
 
+/// Uninstalling: `release-finalizers` charges what ran and removes the
+/// metering finalizer from every pod, so nothing waits on a scheduler that
+/// is gone; a running pod is charged up to then and left open for a reinstall.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn release_finalizers_charges_then_frees_every_pod() {
+    let c = cluster("release").await;
+    let pods: Api<Pod> = Api::namespaced(c.server.client(), "tenant-acme");
+    let mut quick = driver("quick", "1");
+    quick
+        .metadata
+        .annotations
+        .as_mut()
+        .unwrap()
+        .insert("sim.sparkcap.io/run-seconds".into(), "2".into());
+    let quick_uid = pods
+        .create(&PostParams::default(), &quick)
+        .await
+        .unwrap()
+        .metadata
+        .uid
+        .unwrap();
+    let long_uid = pods
+        .create(&PostParams::default(), &driver("long", "2"))
+        .await
+        .unwrap()
+        .metadata
+        .uid
+        .unwrap();
+    let done = wait_for("quick to finish", async || {
+        let p = pods.get("quick").await.ok()?;
+        (p.status.as_ref()?.phase.as_deref() == Some("Succeeded")).then_some(p)
+    })
+    .await;
+    // The scheduler stops (as helm uninstall would stop it); nothing metered it since.
+    let Cluster {
+        server,
+        store,
+        _kubelets,
+        _webhook,
+        _stop,
+    } = c;
+    drop(_stop);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let before = chrono::Utc::now();
+    let report = shell::release_finalizers_for_uninstall(
+        server.client(),
+        store.clone(),
+        ShellConfig {
+            holder: "release".into(),
+            ..ShellConfig::default()
+        },
+    )
+    .await
+    .unwrap();
+    assert_eq!((report.failed, report.left_running), (0, 1), "{report:?}");
+    assert_eq!(report.released, 2, "{report:?}");
+    for p in pods.list(&ListParams::default()).await.unwrap().items {
+        assert!(
+            !p.finalizers().iter().any(|f| f == "sparkcap.io/metering"),
+            "{}",
+            p.name_any()
+        );
+    }
+    let (start, end) = run_window(&done);
+    let q = store.pod_checkpoint(&quick_uid).await.unwrap().unwrap();
+    assert_eq!(q.finished_at, Some(end));
+    assert_eq!(q.charged.0, 1000 * (end - start).num_seconds());
+    let l = store.pod_checkpoint(&long_uid).await.unwrap().unwrap();
+    assert!(l.finished_at.is_none(), "a running pod stays open for a reinstall");
+    assert!(
+        l.charged_until >= before - chrono::TimeDelta::seconds(1),
+        "charged up to the release"
+    );
+    // Deleting it now waits for nobody.
+    pods.delete("long", &Default::default()).await.unwrap();
+    wait_for("the pod to go", async || {
+        pods.get_opt("long").await.ok()?.is_none().then_some(())
+    })
+    .await;
+    assert!(store.audit().await.unwrap().is_clean());
+}
+
 /// Restart recovery: while no scheduler runs, one pod finishes and the
 /// tenant is pushed over its balance by other usage. The next scheduler
 /// charges each pod from its real start to its real end, exactly once,

@@ -93,6 +93,11 @@ struct ServeArgs {
     /// schedulerName written into Spark pods.
     #[arg(long, default_value = "sparkcap-scheduler")]
     scheduler_name: String,
+    /// The user sparkcap-scheduler acts as (default: its ServiceAccount
+    /// sparkcap-scheduler in --namespace); only it, and cluster admins
+    /// (system:masters), may remove the metering finalizer from a running pod.
+    #[arg(long, env = "SPARKCAP_SCHEDULER_USER")]
+    scheduler_user: Option<String>,
     /// Spark Unit size: cores.
     #[arg(long, default_value_t = 4)]
     spark_unit_cores: i64,
@@ -203,6 +208,9 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         draft_runs: args.draft_runs.max(0),
         stale_after: chrono::TimeDelta::seconds(args.stale_after_seconds),
         scheduler_name: args.scheduler_name,
+        scheduler_user: args
+            .scheduler_user
+            .unwrap_or_else(|| format!("system:serviceaccount:{}:sparkcap-scheduler", args.namespace)),
         spark_unit,
         slices: sparkcap_ledger::slices::SlicePolicy {
             unit_cpu: spark_unit.cpu.0,

@@ -64,6 +64,20 @@ pub struct Request {
     /// A dry run: decide, change nothing.
     #[serde(default)]
     pub dry_run: Option<bool>,
+    /// Who asks, as the API server authenticated them.
+    #[serde(default)]
+    pub user_info: UserInfo,
+}
+
+/// The requesting user of an AdmissionReview.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+pub struct UserInfo {
+    /// User name (`system:serviceaccount:NS:NAME` for a ServiceAccount).
+    #[serde(default)]
+    pub username: String,
+    /// Groups.
+    #[serde(default)]
+    pub groups: Vec<String>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -17,6 +17,10 @@ pub struct Settings {
     pub stale_after: TimeDelta,
     /// The scheduler's name, written into every Spark pod.
     pub scheduler_name: String,
+    /// The user sparkcap-scheduler acts as (its ServiceAccount): it may
+    /// remove the metering finalizer from any pod (`release-finalizers`
+    /// before an uninstall); tenants only from pods that ended.
+    pub scheduler_user: String,
     /// Size of one Spark Unit (dedicated entitlement = units × this).
     pub spark_unit: SparkUnitSize,
     /// How schedules are planned in time slices.
@@ -29,6 +33,7 @@ impl Default for Settings {
             draft_runs: 3,
             stale_after: TimeDelta::seconds(30),
             scheduler_name: "sparkcap-scheduler".into(),
+            scheduler_user: "system:serviceaccount:sparkcap-system:sparkcap-scheduler".into(),
             spark_unit: SparkUnitSize::default(),
             slices: SlicePolicy::default(),
         }

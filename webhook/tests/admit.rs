@@ -659,6 +659,18 @@ fn sparkcap_labels_and_spark_role_cannot_change_after_admission() {
         "{}",
         d.message
     );
+    // ...except by sparkcap-scheduler itself (release-finalizers before an
+    // uninstall) or a cluster admin.
+    for (user, groups) in [
+        ("system:serviceaccount:sparkcap-system:sparkcap-scheduler", json!([])),
+        ("kubernetes-admin", json!(["system:masters", "system:authenticated"])),
+    ] {
+        let mut r = review(("", "v1", "pods"), "tenant-acme", "UPDATE", &stripped);
+        r["request"]["oldObject"] = held.clone();
+        r["request"]["userInfo"] = json!({"username": user, "groups": groups});
+        let req = review::decode(&serde_json::to_vec(&r).unwrap()).unwrap();
+        assert!(admit(Endpoint::Validate, &req, &v, now()).allowed(), "{user}");
+    }
     let mut deleting = held.clone();
     deleting["metadata"]["deletionTimestamp"] = json!("2026-12-01T00:00:00Z");
     let mut deleting_stripped = deleting.clone();

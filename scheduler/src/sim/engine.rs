@@ -518,6 +518,7 @@ impl<'a> Sim<'a> {
             object: Some(object),
             old_object: None,
             dry_run: None,
+            user_info: Default::default(),
         };
         self.rec.admission_reviews += 2;
         if let Decision::Allow { patch, .. } = admit(Endpoint::Mutate, &request, &self.view, now)
