@@ -690,6 +690,10 @@ impl<'de> Deserialize<'de> for Trace {
     }
 }
 
+/// The most nodes one simulated cluster may have (all pools, and every
+/// node an event adds): what a 24 GiB machine simulates comfortably.
+pub const MAX_NODES: i64 = 100_000;
+
 impl Trace {
     /// Reads a trace file.
     pub fn load(path: &std::path::Path) -> Result<Self, TraceError> {
@@ -730,6 +734,24 @@ impl Trace {
                     ));
                 }
             }
+        }
+        // One bound on the whole cluster, not only per group: each node is
+        // simulated, and 20 groups of 100,000 would not fit in memory.
+        let nodes = Pool::ALL
+            .iter()
+            .flat_map(|p| self.pools.of(*p))
+            .map(|g| g.count)
+            .chain(
+                self.events
+                    .iter()
+                    .filter_map(|e| e.add_nodes.as_ref())
+                    .map(|n| n.group.count),
+            )
+            .fold(0i64, |a, c| a.saturating_add(c.max(0)));
+        if nodes > MAX_NODES {
+            return Err(format!(
+                "pools and add_nodes events: {nodes} nodes in all; a simulated cluster has at most {MAX_NODES}"
+            ));
         }
         if Pool::ALL.iter().all(|p| self.pools.of(*p).iter().all(|g| g.count == 0)) {
             return Err("pools: the cluster has no nodes; give at least one pool a node group".into());
@@ -773,6 +795,12 @@ impl Trace {
     /// Applies `--scale-pool` changes: `dedicated=+4`, `shared=-10`, `draft=8`
     /// (nodes added to or removed from the pool's last group, or its total set).
     pub fn scale_pool(&mut self, spec: &str) -> Result<(), String> {
+        if spec.len() > 64 {
+            return Err(format!(
+                "--scale-pool {:?}…: write POOL=+N, POOL=-N or POOL=N",
+                &spec[..spec.floor_char_boundary(32)]
+            ));
+        }
         let (pool, change) = spec
             .split_once('=')
             .ok_or_else(|| format!("--scale-pool {spec:?}: write POOL=+N, POOL=-N or POOL=N"))?;
@@ -788,10 +816,12 @@ impl Trace {
         let groups = self.pools.of_mut(pool);
         let total: i64 = groups.iter().map(|g| g.count).sum();
         let target = match change.as_bytes()[0] {
-            b'+' => total + n,
-            b'-' => total - n,
-            _ => n,
-        };
+            b'+' => total.checked_add(n),
+            b'-' => total.checked_sub(n),
+            _ => Some(n),
+        }
+        .filter(|t| *t <= MAX_NODES)
+        .ok_or_else(|| format!("--scale-pool {spec:?}: a simulated cluster has at most {MAX_NODES} nodes"))?;
         if target < 0 {
             return Err(format!(
                 "--scale-pool {spec:?}: pool {pool} has {total} nodes; cannot remove {n}"
@@ -889,5 +919,26 @@ tenants:
                 .unwrap_err()
                 .contains("dedicated, shared or draft")
         );
+    }
+
+    /// The attacks on the CLI: an overflowing change panicked; 20 node groups
+    /// of 100,000 aborted on allocation. Both are clear errors now.
+    #[test]
+    fn cluster_size_is_bounded_as_a_whole() {
+        let mut t = Trace::parse(SMALL, "small").unwrap();
+        for spec in [
+            "shared=+9223372036854775807",
+            "shared=9223372036854775807",
+            "shared=+100000",
+        ] {
+            let e = t.scale_pool(spec).unwrap_err();
+            assert!(e.contains("at most 100000 nodes"), "{spec}: {e}");
+        }
+        assert_eq!(t.pools.shared[0].count, 2, "unchanged");
+        assert!(t.scale_pool(&"x".repeat(10_000)).is_err());
+        let groups = "    - {count: 100000, cpu: 8, memory: 32Gi}\n".repeat(20);
+        let big = SMALL.replacen("pools:\n", &format!("pools:\n  draft:\n{groups}"), 1);
+        let e = Trace::parse(&big, "big").unwrap_err().to_string();
+        assert!(e.contains("a simulated cluster has at most 100000"), "{e}");
     }
 }
