@@ -101,6 +101,27 @@ fn bench(c: &mut Criterion) {
             }
         })
     });
+    // The costliest schedule a tenant can ask for: a run every minute, each
+    // a day long, at the most cores, against the 499 others, refused (so
+    // the alternatives are searched too). Its cost is what one review of a
+    // hostile ScheduledSparkApplication (or one REST dry run) takes.
+    let worst = JobSchedule {
+        schedule: "* * * * *".into(),
+        offset: Offset(0),
+        duration: TimeDelta::hours(24),
+        cores: MAX_SCHEDULE_CORES,
+    };
+    c.bench_function("check the costliest schedule + alternatives", |b| {
+        b.iter(|| {
+            let p = worst.plan().unwrap();
+            let d = p.demand(&h, TimeDelta::zero());
+            let tenant = Demand::zero(&h);
+            match fits(&h, &d, &pool, &tenant, limits) {
+                Ok(x) => black_box((x, Vec::new())),
+                Err(_) => black_box((0, alternatives(&h, &worst, &p, &pool, &tenant, limits, MAX_ALTERNATIVES))),
+            }
+        })
+    });
 }
 
 criterion_group! {

@@ -25,7 +25,10 @@ pub struct ScheduleError {
 pub enum Schedule {
     /// A cron expression (UTC).
     Cron(Box<cron::Schedule>),
-    /// A fixed interval, first run one interval after the reference time.
+    /// A fixed interval. The Spark Operator counts it from whenever it
+    /// started, which nobody can plan for; sparkcap counts it from the Unix
+    /// epoch (so `@every 2h` runs at even UTC hours), the same runs whatever
+    /// window is asked about.
     Every(TimeDelta),
 }
 
@@ -39,8 +42,11 @@ impl FromStr for Schedule {
         let s = text.trim();
         if let Some(rest) = s.strip_prefix("@every") {
             let d = parse_go_duration(rest.trim()).map_err(err)?;
-            if d < TimeDelta::seconds(1) {
-                return Err(err("the interval must be at least 1s".into()));
+            // Cron's finest field is the minute, and so is a Kubernetes
+            // CronJob's: a shorter interval is no Spark schedule, and each
+            // run would have to be planned in every slice it touches.
+            if d < TimeDelta::minutes(1) {
+                return Err(err("the interval must be at least 1m (a run a minute at most)".into()));
             }
             return Ok(Self::Every(d));
         }
@@ -71,10 +77,17 @@ impl Schedule {
     pub fn runs_between(&self, from: DateTime<Utc>, until: DateTime<Utc>, limit: usize) -> Vec<DateTime<Utc>> {
         match self {
             Self::Cron(c) => c.after(&from).take_while(|t| *t < until).take(limit).collect(),
-            Self::Every(d) => std::iter::successors(Some(from + *d), |t| Some(*t + *d))
-                .take_while(|t| *t < until)
-                .take(limit)
-                .collect(),
+            Self::Every(d) => {
+                let (Some(step), Some(at)) = (d.num_nanoseconds(), from.timestamp_nanos_opt()) else {
+                    return Vec::new();
+                };
+                // The first multiple of the interval after `from`.
+                let first = DateTime::from_timestamp_nanos((at.div_euclid(step) + 1) * step);
+                std::iter::successors(Some(first), |t| Some(*t + *d))
+                    .take_while(|t| *t < until)
+                    .take(limit)
+                    .collect()
+            }
         }
     }
 }
@@ -170,8 +183,13 @@ mod tests {
         );
         let s: Schedule = "@hourly".parse().unwrap();
         assert_eq!(s.runs_between(t(10, 5), t(12, 30), 10), vec![t(11, 0), t(12, 0)]);
+        // Counted from the epoch: 1h30m divides the day, so from midnight.
         let s: Schedule = "@every 1h30m".parse().unwrap();
-        assert_eq!(s.runs_between(t(10, 0), t(14, 0), 10), vec![t(11, 30), t(13, 0)]);
+        assert_eq!(
+            s.runs_between(t(10, 0), t(14, 0), 10),
+            vec![t(10, 30), t(12, 0), t(13, 30)]
+        );
+        assert_eq!(s.runs_between(t(10, 29), t(12, 0), 10), vec![t(10, 30)]);
         let s: Schedule = "0 2 * * 1-5".parse().unwrap();
         assert_eq!(s.runs_between(t(0, 0), t(23, 0), 10), vec![t(2, 0)]); // 2026-11-23 is a Monday
     }
@@ -216,6 +234,8 @@ mod tests {
             "@every",
             "@every 5x",
             "@every 0s",
+            "@every 1s",
+            "@every 59s",
             "",
         ] {
             let e = bad.parse::<Schedule>().unwrap_err().to_string();

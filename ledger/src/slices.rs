@@ -24,6 +24,12 @@ pub const DEFAULT_SLICE: TimeDelta = TimeDelta::minutes(15);
 pub const DEFAULT_HORIZON_DAYS: i64 = 30;
 /// Most alternatives offered for a refused schedule.
 pub const MAX_ALTERNATIVES: usize = 5;
+/// Most cores one schedule's runs may ask for, in millicores (100,000
+/// cores, far beyond any pool): a bound on tenant input that keeps every
+/// sum over slices far from overflow. Runs are at most one a minute (cron's
+/// finest field, and `@every` is held to 1 min), so at most 1,440 runs of a
+/// day-long job overlap: 1,440 × 10^8 fits an i64 with room to spare.
+pub const MAX_SCHEDULE_CORES: i64 = 100_000_000;
 
 /// Why a slice setting or a job schedule cannot be planned.
 #[derive(Debug, Clone, PartialEq, Eq, Error)]
@@ -37,8 +43,8 @@ pub enum SliceError {
     /// A duration that is not positive or longer than a day.
     #[error("duration {0} s must be between 1 s and 24 h; a longer job cannot be planned in daily slices")]
     BadDuration(i64),
-    /// Cores that are not positive.
-    #[error("cores {0}m must be positive (driver + executors, in millicores)")]
+    /// Cores that are not positive, or beyond [`MAX_SCHEDULE_CORES`].
+    #[error("cores {0}m must be positive and at most 100000000m (100,000 cores): driver + executors, in millicores")]
     BadCores(i64),
     /// A time zone we cannot evaluate.
     #[error(
@@ -164,7 +170,7 @@ impl JobSchedule {
         if !(1..=86_400).contains(&secs) {
             return Err(SliceError::BadDuration(secs));
         }
-        if self.cores <= 0 {
+        if !(1..=MAX_SCHEDULE_CORES).contains(&self.cores) {
             return Err(SliceError::BadCores(self.cores));
         }
         let schedule: Schedule = self.schedule.parse()?;
@@ -247,10 +253,10 @@ impl Demand {
         Self(vec![0; h.slices])
     }
 
-    /// Adds `other` in place.
+    /// Adds `other` in place (saturating: a sum past i64 is full anyway).
     pub fn add(&mut self, other: &Demand) {
         for (a, b) in self.0.iter_mut().zip(&other.0) {
-            *a += b;
+            *a = a.saturating_add(*b);
         }
     }
 
@@ -286,14 +292,19 @@ pub struct Shortfall {
 /// and of the tenant's own reservations (`tenant`); Ok with the least
 /// headroom left (millicores) when it does.
 pub fn fits(h: &Horizon, new: &Demand, pool: &Demand, tenant: &Demand, limits: Limits) -> Result<i64, Shortfall> {
+    fits_window(h, &new.0, pool, tenant, limits)
+}
+
+/// [`fits`] for the demand `new[i]` of each slice `i` of `h`.
+fn fits_window(h: &Horizon, new: &[i64], pool: &Demand, tenant: &Demand, limits: Limits) -> Result<i64, Shortfall> {
     let mut headroom = i64::MAX;
     for i in 0..h.slices {
-        let need = new.0[i];
+        let need = new[i];
         if need == 0 {
             continue;
         }
-        let pool_free = limits.pool - pool.0[i];
-        let tenant_free = limits.tenant - tenant.0[i];
+        let pool_free = limits.pool.saturating_sub(pool.0[i]);
+        let tenant_free = limits.tenant.saturating_sub(tenant.0[i]);
         let (free, limit) = if tenant_free < pool_free {
             (tenant_free, "tenant cap")
         } else {
@@ -329,6 +340,12 @@ pub struct Alternative {
 
 /// The nearest shifts (by whole slices, within a day either way) at which
 /// `job` fits, nearest first, at most `max`.
+///
+/// The runs are expanded once, over the horizon widened by a day each way:
+/// a shift by `k` whole slices moves every run's slices by `k` (the grid is
+/// aligned to the slice), so the shifted demand is a window of that one
+/// expansion. One check then costs the same for any schedule: 2 × 95
+/// windows of the horizon's slices, never 190 expansions of its runs.
 pub fn alternatives(
     h: &Horizon,
     job: &JobSchedule,
@@ -339,11 +356,19 @@ pub fn alternatives(
     max: usize,
 ) -> Vec<Alternative> {
     let mut out = Vec::new();
-    for k in 1..h.per_day() as i32 {
+    let day = h.per_day();
+    let wide = Horizon {
+        start: h.start - TimeDelta::days(1),
+        slices: h.slices + 2 * day,
+        slice: h.slice,
+    };
+    let all = planned.demand(&wide, TimeDelta::zero());
+    for k in 1..day as i32 {
         for sign in [1, -1] {
             let shift = h.slice * (k * sign);
-            let d = planned.demand(h, shift);
-            if let Ok(headroom) = fits(h, &d, pool, tenant, limits) {
+            // Slice i of the shifted runs is slice i - k of the unshifted.
+            let from = (day as i64 - i64::from(k * sign)) as usize;
+            if let Ok(headroom) = fits_window(h, &all.0[from..from + h.slices], pool, tenant, limits) {
                 out.push(Alternative {
                     shift,
                     schedule: shifted_text(&job.schedule, shift),
@@ -506,9 +531,65 @@ pub enum RunWindow {
     },
 }
 
+/// Schedules parsed once, with each one's demand over the two days from
+/// the slice they were prepared in. Admission asks for room on every driver
+/// review; expanding every schedule's runs there would make one tenant's
+/// many minute-by-minute schedules slow every other tenant's drivers. The
+/// webhook prepares these on each ledger reload, off the admission path.
+#[derive(Debug, Clone, Default)]
+pub struct Prepared {
+    /// `planned[i]` is `schedules[i]` parsed, None when it does not parse
+    /// (a schedule that no longer parses holds no room).
+    planned: Vec<Option<Planned>>,
+    /// The grid the demands were expanded over, and `demands[i]` for
+    /// `planned[i]`.
+    cached: Option<(Horizon, Vec<Option<Demand>>)>,
+}
+
+impl Prepared {
+    /// Parses `schedules` and expands them over the two days from `now`'s
+    /// slice of length `slice`.
+    pub fn new(schedules: &[StoredSchedule], now: DateTime<Utc>, slice: TimeDelta) -> Self {
+        let planned: Vec<Option<Planned>> = schedules.iter().map(|s| s.spec.plan().ok()).collect();
+        let cached = Horizon::new(now, slice, 2).ok().map(|h| {
+            let demands = planned
+                .iter()
+                .map(|p| p.as_ref().map(|p| p.demand(&h, TimeDelta::zero())))
+                .collect();
+            (h, demands)
+        });
+        Self { planned, cached }
+    }
+
+    /// Schedule `i` parsed.
+    pub fn planned(&self, i: usize) -> Option<&Planned> {
+        self.planned.get(i)?.as_ref()
+    }
+
+    /// Schedule `i`'s demand over `h`: a window of the cached expansion when
+    /// `h` lies on its grid and within it, else expanded now.
+    pub fn demand(&self, i: usize, h: &Horizon) -> Option<Demand> {
+        let p = self.planned(i)?;
+        if let Some((c, demands)) = &self.cached
+            && c.slice == h.slice
+            && let Some(Some(d)) = demands.get(i)
+        {
+            let offset = (h.start - c.start).num_seconds();
+            let len = c.slice.num_seconds();
+            if offset >= 0 && offset % len == 0 {
+                let from = (offset / len) as usize;
+                if from + h.slices <= c.slices {
+                    return Some(Demand(d.0[from..from + h.slices].to_vec()));
+                }
+            }
+        }
+        Some(p.demand(h, TimeDelta::zero()))
+    }
+}
+
 /// What a driver of `tenant`'s `job` (`cores` for its gang) may do now in
 /// `pool` of `pool_cpu` millicores, given the schedules reserved in it
-/// (`planned[i]` is `schedules[i]` parsed, None when it does not parse).
+/// (`prepared` holds `schedules` parsed and expanded).
 /// `tenant_cpu` caps the room for pools that are the tenant's own (its
 /// dedicated units). Room is what no reservation holds: reserved runs keep
 /// their slices even when they are not running yet.
@@ -523,7 +604,7 @@ pub fn run_window(
     job: Option<&str>,
     cores: i64,
     schedules: &[StoredSchedule],
-    planned: &[Option<Planned>],
+    prepared: &Prepared,
 ) -> RunWindow {
     let Ok(day) = Horizon::new(now, slice, 1) else {
         return RunWindow::Room { free: pool_cpu };
@@ -532,12 +613,13 @@ pub fn run_window(
     let in_pool = || {
         schedules
             .iter()
-            .zip(planned)
-            .filter(move |(s, _)| s.pool == pool)
-            .filter_map(|(s, p)| Some((s, p.as_ref()?)))
+            .enumerate()
+            .filter(move |(_, s)| s.pool == pool)
+            .filter(|(i, _)| prepared.planned(*i).is_some())
     };
     if let Some(job) = job {
-        for (s, p) in in_pool().filter(|(s, _)| &s.tenant == tenant && s.job == job) {
+        for (i, s) in in_pool().filter(|(_, s)| &s.tenant == tenant && s.job == job) {
+            let Some(p) = prepared.planned(i) else { continue };
             let window = Horizon {
                 start: day.start - slice,
                 slices: 2,
@@ -552,8 +634,8 @@ pub fn run_window(
     }
     let room = |h: &Horizon| -> Vec<i64> {
         let (mut all, mut own) = (Demand::zero(h), Demand::zero(h));
-        for (s, p) in in_pool() {
-            let d = p.demand(h, TimeDelta::zero());
+        for (i, s) in in_pool() {
+            let Some(d) = prepared.demand(i, h) else { continue };
             all.add(&d);
             if &s.tenant == tenant {
                 own.add(&d);
@@ -561,8 +643,8 @@ pub fn run_window(
         }
         (0..h.slices)
             .map(|i| {
-                let free = pool_cpu - all.0[i];
-                tenant_cpu.map_or(free, |cap| free.min(cap - own.0[i]))
+                let free = pool_cpu.saturating_sub(all.0[i]);
+                tenant_cpu.map_or(free, |cap| free.min(cap.saturating_sub(own.0[i])))
             })
             .collect()
     };
@@ -690,6 +772,77 @@ mod tests {
         let mine = job("0 3 * * *", 60, 6000).plan().unwrap().demand(&h, TimeDelta::zero());
         let d = job("0 3 * * *", 15, 8000).plan().unwrap().demand(&h, TimeDelta::zero());
         assert_eq!(fits(&h, &d, &mine, &mine, limits).unwrap_err().limit, "tenant cap");
+    }
+
+    #[test]
+    fn prepared_demand_is_the_expansion_wherever_it_is_read() {
+        let at = t(23, 10, 7);
+        let stored = |text: &str, minutes: i64| StoredSchedule {
+            tenant: TenantId::new("acme").unwrap(),
+            job: text.into(),
+            pool: Pool::Shared,
+            spec: job(text, minutes, 3000),
+            source: "api".into(),
+            updated_at: at,
+        };
+        let schedules = [
+            stored("*/15 * * * *", 50),
+            stored("@every 7m", 1440),
+            stored("0 2 * * 1-5", 90),
+        ];
+        let mut bad = stored("0 2 * * *", 10);
+        bad.spec.cores = 0;
+        let schedules: Vec<_> = schedules.into_iter().chain([bad]).collect();
+        let prepared = Prepared::new(&schedules, at, DEFAULT_SLICE);
+        // Within the cached two days, past them, and before them.
+        for start in [
+            at,
+            at + TimeDelta::hours(20),
+            at + TimeDelta::days(2),
+            at - TimeDelta::hours(1),
+        ] {
+            for slices in [1, 96] {
+                let h = Horizon {
+                    slices,
+                    ..Horizon::new(start, DEFAULT_SLICE, 1).unwrap()
+                };
+                for (i, s) in schedules.iter().enumerate() {
+                    let direct = s.spec.plan().ok().map(|p| p.demand(&h, TimeDelta::zero()));
+                    assert_eq!(prepared.demand(i, &h), direct, "{} at {start}", s.spec.schedule);
+                }
+            }
+        }
+        assert!(
+            prepared.planned(3).is_none(),
+            "a schedule that does not plan holds no room"
+        );
+    }
+
+    #[test]
+    fn tenant_numbers_are_bounded() {
+        for cores in [0, -1, MAX_SCHEDULE_CORES + 1, i64::MAX] {
+            let e = job("0 2 * * *", 60, cores).plan().unwrap_err().to_string();
+            assert!(e.contains("at most 100000000m"), "{cores}: {e}");
+        }
+        assert!(job("0 2 * * *", 60, MAX_SCHEDULE_CORES).plan().is_ok());
+        // The busiest schedule there can be, at the most cores: no overflow.
+        let h = Horizon::new(t(23, 0, 0), DEFAULT_SLICE, 30).unwrap();
+        let d = job("* * * * *", 24 * 60, MAX_SCHEDULE_CORES)
+            .plan()
+            .unwrap()
+            .demand(&h, TimeDelta::zero());
+        // A slice is touched by the runs that started in the day before it
+        // and by the 14 more that start within it.
+        assert_eq!(
+            d.peak(),
+            1454 * MAX_SCHEDULE_CORES,
+            "runs of a day, one a minute, overlap"
+        );
+        let full = Limits {
+            pool: i64::MAX,
+            tenant: i64::MAX,
+        };
+        assert!(fits(&h, &d, &d, &d, full).is_ok());
     }
 
     #[test]

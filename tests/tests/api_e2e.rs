@@ -892,6 +892,22 @@ async fn schedules_are_reserved_refused_with_alternatives_and_removed() {
         (s, e["code"].as_str()),
         (StatusCode::BAD_REQUEST, Some("invalid_time_zone"))
     );
+    // Issue 19 item 9: a dry run of a schedule that never ends, and cores
+    // past any pool, are refused up front with the bound.
+    for (body, says) in [
+        (
+            json!({"schedule": "@every 1s", "duration": "24h", "cores_millicores": 401_000, "dry_run": true}),
+            "at least 1m",
+        ),
+        (
+            json!({"schedule": "0 2 * * *", "duration": "1h", "cores_millicores": i64::MAX}),
+            "at most 100000000m",
+        ),
+    ] {
+        let (s, e) = call(Method::POST, "/tenants/acme/jobs/x/schedule", Some(body)).await;
+        assert_eq!(s, StatusCode::BAD_REQUEST, "{e}");
+        assert!(e["message"].as_str().unwrap().contains(says), "{e}");
+    }
     let (s, _) = call(Method::DELETE, "/tenants/acme/jobs/orders/schedule", None).await;
     assert_eq!(s, StatusCode::NO_CONTENT);
     let (s, _) = call(Method::DELETE, "/tenants/acme/jobs/orders/schedule", None).await;

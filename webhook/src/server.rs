@@ -54,8 +54,22 @@ pub fn respond(
 
 async fn handle(state: &AppState, endpoint: Endpoint, body: Bytes) -> Response {
     let started = Instant::now();
-    let view = state.view.load();
-    let (status, out, decision) = respond(endpoint, &body, &view, Utc::now());
+    let view = state.view.load_full();
+    // Deciding is pure and bounded, but a ScheduledSparkApplication's check
+    // expands a month of runs: it runs on the blocking pool, so the async
+    // workers keep answering `/healthz` and other reviews meanwhile.
+    let answered = tokio::task::spawn_blocking(move || respond(endpoint, &body, &view, Utc::now())).await;
+    let (status, out, decision) = match answered {
+        Ok(answer) => answer,
+        Err(e) => {
+            tracing::error!(error = %e, "an admission review panicked");
+            (
+                StatusCode::INTERNAL_SERVER_ERROR,
+                b"the review could not be decided; see the webhook's log".to_vec(),
+                None,
+            )
+        }
+    };
     sparkcap_ledger::faults::crash_point("webhook.admit.before_response");
     let name = match endpoint {
         Endpoint::Mutate => "mutate",

@@ -47,6 +47,11 @@ impl ViewHandle {
         self.current.load()
     }
 
+    /// The current view, owned (to hand to another thread).
+    pub fn load_full(&self) -> Arc<TenantView> {
+        self.current.load_full()
+    }
+
     /// Ready when the ledger and both watches have loaded once.
     pub fn ready(&self) -> Result<(), &'static str> {
         if self.current.load().ledger_fresh_at.is_none() {
@@ -121,8 +126,13 @@ pub fn start(
 }
 
 /// Everything the ledger knows that admission reads, as of `now` (the
-/// simulator passes its virtual time).
-pub async fn load_ledger(store: &dyn LedgerStore, now: DateTime<Utc>) -> sparkcap_ledger::Result<LedgerFacts> {
+/// simulator passes its virtual time), schedules expanded over the slices
+/// of length `slice` from `now`'s.
+pub async fn load_ledger(
+    store: &dyn LedgerStore,
+    now: DateTime<Utc>,
+    slice: chrono::TimeDelta,
+) -> sparkcap_ledger::Result<LedgerFacts> {
     let mut facts = LedgerFacts::default();
     let mut promoted: HashMap<TenantId, HashSet<String>> = HashMap::new();
     for s in store.job_stats(None).await? {
@@ -148,7 +158,7 @@ pub async fn load_ledger(store: &dyn LedgerStore, now: DateTime<Utc>) -> sparkca
         .collect();
     facts.pool_cpu = store.pools().await?.into_iter().map(|p| (p.pool, p.cpu.0)).collect();
     facts.schedules = store.schedules(None).await?;
-    facts.planned = crate::view::PlannedSchedules::of(&facts.schedules);
+    facts.planned = crate::view::PlannedSchedules::of(&facts.schedules, now, slice);
     Ok(facts)
 }
 
@@ -174,7 +184,8 @@ async fn load_tenant(store: &dyn LedgerStore, id: &TenantId) -> sparkcap_ledger:
 async fn full_reload(handle: &ViewHandle, store: &dyn LedgerStore) -> bool {
     let started = Utc::now();
     let began = std::time::Instant::now();
-    match load_ledger(store, Utc::now()).await {
+    let slice = handle.load().settings.slices.slice;
+    match load_ledger(store, Utc::now(), slice).await {
         Ok(facts) => {
             sparkcap_ledger::faults::crash_point("webhook.sync.after_load");
             let facts = Arc::new(facts);

@@ -3,7 +3,7 @@
 //! current; `admit` only reads it.
 
 use chrono::{DateTime, TimeDelta, Utc};
-use sparkcap_ledger::slices::{Planned, SlicePolicy, StoredSchedule};
+use sparkcap_ledger::slices::{SlicePolicy, StoredSchedule};
 use sparkcap_ledger::{Balance, Pool, Purchase, PurchaseKind, SparkUnitSize, Tenant, TenantId};
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
@@ -78,19 +78,19 @@ pub struct LedgerFacts {
     pub pool_cpu: HashMap<Pool, i64>,
     /// Every job schedule reserved in time slices.
     pub schedules: Vec<StoredSchedule>,
-    /// `schedules` parsed once per reload (each driver admission reads them).
+    /// `schedules` parsed and expanded once per reload, off the admission
+    /// path (each driver admission reads them).
     pub planned: PlannedSchedules,
 }
 
-/// Schedules parsed, index-aligned with [`LedgerFacts::schedules`] (None
-/// for one that does not parse: it holds no room).
+/// Schedules parsed and expanded, index-aligned with [`LedgerFacts::schedules`].
 #[derive(Debug, Clone, Default)]
-pub struct PlannedSchedules(pub Vec<Option<Planned>>);
+pub struct PlannedSchedules(pub sparkcap_ledger::slices::Prepared);
 
 impl PlannedSchedules {
-    /// Parses `schedules`.
-    pub fn of(schedules: &[StoredSchedule]) -> Self {
-        Self(schedules.iter().map(|s| s.spec.plan().ok()).collect())
+    /// Parses `schedules` and expands them over the two days from `now`'s slice.
+    pub fn of(schedules: &[StoredSchedule], now: DateTime<Utc>, slice: TimeDelta) -> Self {
+        Self(sparkcap_ledger::slices::Prepared::new(schedules, now, slice))
     }
 }
 

@@ -1263,7 +1263,11 @@ impl LedgerStore for PgStore {
             .map(schedule_from_row)
             .collect::<Result<Vec<_>>>()?;
         let limits = policy.limits(schedule.pool, pool_cpu, units);
-        let decision = crate::slices::decide(&horizon, schedule, &others, limits)?;
+        // A month of every schedule's runs: bounded, but not for an async worker.
+        let new = schedule.clone();
+        let decision = tokio::task::spawn_blocking(move || crate::slices::decide(&horizon, &new, &others, limits))
+            .await
+            .map_err(|e| LedgerError::Corrupt(format!("the schedule check failed: {e}")))??;
         if matches!(decision, Decision::Accepted { .. }) && !dry_run {
             sqlx::query(
                 "INSERT INTO job_schedules (tenant_id, job, pool, schedule, utc_offset_minutes, duration_seconds, \

@@ -474,7 +474,8 @@ impl<'a> Sim<'a> {
     /// ledger refresh do.
     async fn refresh(&mut self) -> Result<(), SimError> {
         let now = self.at(self.now);
-        let mut facts = sparkcap_webhook::sync::load_ledger(self.store, now).await?;
+        let slice = self.view.settings.slices.slice;
+        let mut facts = sparkcap_webhook::sync::load_ledger(self.store, now, slice).await?;
         let mut tenants = HashMap::new();
         for (id, f) in &mut facts.tenants {
             // Jobs that ran often enough before the simulated day are out of draft.
