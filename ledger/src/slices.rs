@@ -298,8 +298,7 @@ pub fn fits(h: &Horizon, new: &Demand, pool: &Demand, tenant: &Demand, limits: L
 /// [`fits`] for the demand `new[i]` of each slice `i` of `h`.
 fn fits_window(h: &Horizon, new: &[i64], pool: &Demand, tenant: &Demand, limits: Limits) -> Result<i64, Shortfall> {
     let mut headroom = i64::MAX;
-    for i in 0..h.slices {
-        let need = new[i];
+    for (i, &need) in new.iter().enumerate().take(h.slices) {
         if need == 0 {
             continue;
         }
