@@ -118,7 +118,10 @@ fn bench(c: &mut Criterion) {
             let tenant = Demand::zero(&h);
             match fits(&h, &d, &pool, &tenant, limits) {
                 Ok(x) => black_box((x, Vec::new())),
-                Err(_) => black_box((0, alternatives(&h, &worst, &p, &pool, &tenant, limits, MAX_ALTERNATIVES))),
+                Err(_) => black_box((
+                    0,
+                    alternatives(&h, &worst, &p, &pool, &tenant, limits, MAX_ALTERNATIVES),
+                )),
             }
         })
     });

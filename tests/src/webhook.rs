@@ -193,7 +193,12 @@ async fn start_inner(
             let _ = stopped.await;
         };
         if let Err(e) = run(
-            Listeners { admission, ops, api },
+            Listeners {
+                admission,
+                ops,
+                api,
+                limits: Default::default(),
+            },
             files,
             Duration::from_millis(200),
             view,

@@ -80,7 +80,7 @@ fn serve_child(webhook: bool) {
         if webhook {
             let view = common::realistic_view(100, 500);
             let files = CertFiles { cert: dir.join("tls.crt"), key: dir.join("tls.key") };
-            run(Listeners { admission, ops, api: None }, files, Duration::from_secs(5), ViewHandle::fixed(view), Metrics::new(), stdin_closed)
+            run(Listeners { admission, ops, api: None, limits: Default::default() }, files, Duration::from_secs(5), ViewHandle::fixed(view), Metrics::new(), stdin_closed)
                 .await
                 .unwrap();
         } else {

@@ -7,6 +7,7 @@
 pub mod admit;
 pub mod api;
 pub mod certs;
+pub mod guard;
 pub mod metrics;
 pub mod operator;
 pub mod review;

@@ -106,6 +106,40 @@ struct ServeArgs {
     spark_unit_memory_gib: i64,
     #[command(flatten)]
     api: ApiArgs,
+    #[command(flatten)]
+    conn: ConnArgs,
+}
+
+/// What one connection to the HTTPS ports may hold (see `guard.rs`).
+#[derive(Debug, clap::Args)]
+struct ConnArgs {
+    /// Open connections per HTTPS port; more are closed at once.
+    #[arg(long, default_value_t = 512)]
+    max_connections: usize,
+    /// Seconds for a request's head (and the TLS handshake).
+    #[arg(long, default_value_t = 5)]
+    header_timeout_seconds: u64,
+    /// Seconds for a request's body.
+    #[arg(long, default_value_t = 10)]
+    body_timeout_seconds: u64,
+    /// Seconds a connection may send nothing before it is closed.
+    #[arg(long, default_value_t = 90)]
+    idle_timeout_seconds: u64,
+    /// MiB of request bodies held at once per HTTPS port.
+    #[arg(long, default_value_t = 64)]
+    body_budget_mib: usize,
+}
+
+impl ConnArgs {
+    fn limits(&self) -> sparkcap_webhook::guard::ConnLimits {
+        sparkcap_webhook::guard::ConnLimits {
+            max_connections: self.max_connections.max(1),
+            header_timeout: Duration::from_secs(self.header_timeout_seconds.max(1)),
+            body_timeout: Duration::from_secs(self.body_timeout_seconds.max(1)),
+            idle_timeout: Duration::from_secs(self.idle_timeout_seconds.max(1)),
+            body_budget: self.body_budget_mib.clamp(8, 4096) * 1024 * 1024,
+        }
+    }
 }
 
 #[derive(Debug, clap::Args)]
@@ -282,7 +316,12 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         ));
     }
     run(
-        Listeners { admission, ops, api },
+        Listeners {
+            admission,
+            ops,
+            api,
+            limits: args.conn.limits(),
+        },
         files,
         Duration::from_secs(args.cert_poll_seconds.max(1)),
         view,

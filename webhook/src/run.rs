@@ -3,6 +3,7 @@
 
 use crate::api::ApiState;
 use crate::certs::CertFiles;
+use crate::guard::{BodyBudget, CappedAcceptor, ConnLimits, read_body};
 use crate::metrics::Metrics;
 use crate::server::{AppState, admission_router, ops_router};
 use crate::sync::ViewHandle;
@@ -20,6 +21,8 @@ pub struct Listeners {
     pub ops: std::net::TcpListener,
     /// HTTPS tenant REST API port, with what it serves.
     pub api: Option<(std::net::TcpListener, ApiState)>,
+    /// What one connection to the HTTPS ports may hold.
+    pub limits: ConnLimits,
 }
 
 /// How in-flight reviews are given time to finish on shutdown.
@@ -71,14 +74,23 @@ pub async fn run(
     };
     state.cert_loaded.store(true, Ordering::Release);
     let reload = tokio::spawn(cert.watch(config.clone(), cert_poll, metrics));
-    let api_task = listeners.api.map(|(listener, api)| {
-        let server = axum_server::from_tcp_rustls(listener, config.clone()).handle(handle.clone());
-        tokio::spawn(async move { server.serve(crate::api::router(api).into_make_service()).await })
-    });
-    let served = axum_server::from_tcp_rustls(listeners.admission, config)
-        .handle(handle)
-        .serve(admission_router(state).into_make_service())
-        .await;
+    let limits = listeners.limits;
+    let guarded = |listener: std::net::TcpListener, router: axum::Router| {
+        let budget = BodyBudget::new(&limits, crate::server::MAX_BODY);
+        let router = router.layer(axum::middleware::from_fn_with_state(budget, read_body));
+        let mut server = axum_server::from_tcp_rustls(listener, config.clone())
+            .map(|tls| {
+                tls.handshake_timeout(limits.header_timeout)
+                    .acceptor(CappedAcceptor::new(&limits))
+            })
+            .handle(handle.clone());
+        limits.configure(&mut server);
+        server.serve(router.into_make_service())
+    };
+    let api_task = listeners
+        .api
+        .map(|(listener, api)| tokio::spawn(guarded(listener, crate::api::router(api))));
+    let served = guarded(listeners.admission, admission_router(state)).await;
     if let Some(t) = api_task {
         match t.await {
             Ok(Err(e)) => tracing::warn!(error = %e, "API server ended with an error"),

@@ -6,6 +6,7 @@ mod common;
 use chrono::Utc;
 use serde_json::{Value, json};
 use sparkcap_webhook::certs::CertFiles;
+use sparkcap_webhook::guard::ConnLimits;
 use sparkcap_webhook::metrics::Metrics;
 use sparkcap_webhook::run::{Listeners, run};
 use sparkcap_webhook::sync::ViewHandle;
@@ -64,6 +65,10 @@ struct Server {
 }
 
 async fn start(with_cert: Option<&Ca>) -> Server {
+    start_with(with_cert, ConnLimits::default()).await
+}
+
+async fn start_with(with_cert: Option<&Ca>, limits: ConnLimits) -> Server {
     let dir = tempfile::tempdir().unwrap();
     if let Some(ca) = with_cert {
         ca.write_leaf(dir.path());
@@ -84,6 +89,7 @@ async fn start(with_cert: Option<&Ca>) -> Server {
             admission,
             ops,
             api: None,
+            limits,
         },
         files,
         Duration::from_millis(100),
@@ -298,3 +304,156 @@ async fn certificate_rotation_under_load_fails_no_request() {
 }
 
 use std::sync::Mutex;
+
+/// A TLS connection to the webhook that trusts `ca`, or None when the
+/// server closed it during the handshake (no connection slot left).
+async fn tls_connect(ca: &Ca, url: &str) -> Option<tokio_rustls::client::TlsStream<tokio::net::TcpStream>> {
+    let mut roots = rustls::RootCertStore::empty();
+    roots
+        .add(rustls::pki_types::CertificateDer::from(ca.cert.der().to_vec()))
+        .unwrap();
+    let config = rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    let tcp = tokio::net::TcpStream::connect(url.trim_start_matches("https://"))
+        .await
+        .ok()?;
+    let name = rustls::pki_types::ServerName::try_from("127.0.0.1").unwrap();
+    tokio_rustls::TlsConnector::from(Arc::new(config))
+        .connect(name, tcp)
+        .await
+        .ok()
+}
+
+/// Whether the server has closed `conn` (EOF or an error on read).
+async fn closed_by_server<S: tokio::io::AsyncRead + Unpin>(conn: &mut S, within: Duration) -> bool {
+    use tokio::io::AsyncReadExt;
+    let mut buf = vec![0u8; 4096];
+    let deadline = tokio::time::Instant::now() + within;
+    loop {
+        match tokio::time::timeout_at(deadline, conn.read(&mut buf)).await {
+            Err(_) => return false,
+            Ok(Ok(0)) | Ok(Err(_)) => return true,
+            Ok(Ok(_)) => {} // a 408/503 answer first; the close follows
+        }
+    }
+}
+
+fn resident_bytes() -> u64 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap();
+    let kb: u64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap();
+    kb * 1024
+}
+
+/// Issue 19 item 10: 100 connections that trickle their headers, then 40
+/// that each send a review of 8 MiB − 2 bytes but the last bytes. The
+/// slots cap holds connections, the header and body timeouts close them,
+/// memory grows by at most the body budget (plus per-connection buffers),
+/// and the webhook answers a real review as soon as the attack stops.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slow_headers_and_held_bodies_are_cut_off_and_memory_stays_bounded() {
+    use tokio::io::AsyncWriteExt;
+    let ca = Ca::new();
+    let limits = ConnLimits {
+        max_connections: 64,
+        header_timeout: Duration::from_secs(1),
+        body_timeout: Duration::from_secs(2),
+        idle_timeout: Duration::from_secs(5),
+        body_budget: 16 * 1024 * 1024,
+    };
+    let s = start_with(Some(&ca), limits).await;
+    wait_status(&format!("{}/readyz", s.ops), 200).await;
+
+    // Slow headers: no more than 64 connections are held at once...
+    let mut open = Vec::new();
+    let mut refused = 0;
+    for _ in 0..100 {
+        match tls_connect(&ca, &s.url).await {
+            Some(mut c) => {
+                let head = b"POST /validate HTTP/1.1\r\nHost: webhook\r\n";
+                if c.write_all(head).await.is_ok() && c.flush().await.is_ok() {
+                    open.push(c);
+                } else {
+                    refused += 1;
+                }
+            }
+            None => refused += 1,
+        }
+    }
+    assert!(refused >= 36, "only {refused} of 100 were refused with 64 slots");
+    // ...and each is closed once its head is late.
+    let mut closed = 0;
+    for c in &mut open {
+        closed += usize::from(closed_by_server(c, Duration::from_secs(15)).await);
+    }
+    assert_eq!(closed, open.len(), "every slow-header connection is closed");
+    drop(open);
+
+    // Held bodies: each declares 8 MiB − 2 bytes and sends all but 2.
+    let before = resident_bytes();
+    let body_len = sparkcap_webhook::server::MAX_BODY - 2;
+    let mut attackers = Vec::new();
+    for _ in 0..40 {
+        let Some(mut c) = tls_connect(&ca, &s.url).await else {
+            continue;
+        };
+        attackers.push(tokio::spawn(async move {
+            let head = format!(
+                "POST /validate HTTP/1.1\r\nHost: webhook\r\nContent-Type: application/json\r\nContent-Length: {body_len}\r\n\r\n"
+            );
+            let _ = c.write_all(head.as_bytes()).await;
+            let chunk = vec![b' '; 64 * 1024];
+            let mut sent = 0;
+            while sent + chunk.len() <= body_len - 2 {
+                if c.write_all(&chunk).await.is_err() {
+                    break;
+                }
+                sent += chunk.len();
+            }
+            closed_by_server(&mut c, Duration::from_secs(30)).await
+        }));
+    }
+    assert!(attackers.len() >= 40, "all 40 held-body connections were accepted");
+    let mut peak = before;
+    let sampler = async {
+        loop {
+            peak = peak.max(resident_bytes());
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    };
+    let results = tokio::select! {
+        r = futures::future::join_all(attackers) => r,
+        _ = sampler => unreachable!(),
+    };
+    let cut = results.into_iter().filter(|r| matches!(r, Ok(true))).count();
+    assert_eq!(cut, 40, "every held body is answered (408 or 503) and closed");
+    let grown = peak.saturating_sub(before);
+    println!(
+        "held bodies: 40 × {} MiB declared; resident grew by {} MiB (budget 16 MiB)",
+        body_len / (1024 * 1024),
+        grown / (1024 * 1024)
+    );
+    // Without the budget this grew by 265 MiB; allow the budget, 64 KiB
+    // read buffers and TLS state per connection, and the allocator's slack.
+    assert!(
+        grown < 48 * 1024 * 1024,
+        "resident memory grew by {} MiB",
+        grown / (1024 * 1024)
+    );
+
+    // The real review is answered at once after the attack.
+    let r = ca
+        .client(true)
+        .post(format!("{}/validate", s.url))
+        .body(body())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+}
