@@ -7,6 +7,7 @@
 pub mod account;
 pub mod accrual;
 pub mod binding;
+pub mod egress;
 pub mod error;
 pub mod estimate;
 pub mod faults;

@@ -93,6 +93,11 @@ struct RunArgs {
     /// Consecutive runs within SLA that promote a job out of the draft pool (the webhook's --draft-runs).
     #[arg(long, default_value_t = 3)]
     draft_runs: i64,
+    /// Hosts tenants' notification URLs may reach over plain http and at
+    /// internal addresses (comma-separated or repeated; the webhook's flag
+    /// of the same name). Others must be public https hosts.
+    #[arg(long, value_delimiter = ',')]
+    notify_allow_host: Vec<String>,
 }
 
 #[derive(Debug, Args)]
@@ -200,6 +205,7 @@ async fn main() -> anyhow::Result<()> {
                 anyhow::bail!("--draft-runs {} must be 0 to 1000 (default 3)", args.draft_runs);
             }
             config.draft_runs = args.draft_runs;
+            config.egress = sparkcap_ledger::egress::EgressPolicy::allowing(&args.notify_allow_host);
             config.slices.unit_cpu = args.spark_unit_cores * 1000;
             config.policy.spark_unit.cpu = args.spark_unit_cores * 1000;
             config.policy.spark_unit.memory = args.spark_unit_memory_gib << 30;

@@ -10,6 +10,7 @@ use crate::shell::ShellConfig;
 use chrono::{DateTime, TimeDelta, Utc};
 use kube::Client;
 use serde_json::json;
+use sparkcap_ledger::egress::EgressPolicy;
 use sparkcap_ledger::lifecycle::Notice;
 use sparkcap_ledger::store::{Delivery, NoticeQuery};
 use sparkcap_ledger::{LedgerError, LedgerStore, TenantId};
@@ -93,16 +94,24 @@ pub async fn deliver_due(
         }
         let delivery = match urls.get(&n.tenant) {
             None => Delivery::Delivered,
-            Some(url) => match post(http, url, &n).await {
-                Ok(()) => Delivery::Delivered,
-                Err(why) if n.attempts + 1 >= MAX_ATTEMPTS => {
+            // A URL the egress rule refuses will not become acceptable by
+            // retrying: given up at once, with the reason.
+            Some(url) => match config.egress.check_url(url) {
+                Err(e) => {
                     config.metrics.notice_failures.inc();
-                    Delivery::GaveUp(why)
+                    Delivery::GaveUp(e.to_string())
                 }
-                Err(why) => {
-                    config.metrics.notice_failures.inc();
-                    Delivery::Failed(why)
-                }
+                Ok(checked) => match post(http, checked, &n).await {
+                    Ok(()) => Delivery::Delivered,
+                    Err(why) if n.attempts + 1 >= MAX_ATTEMPTS => {
+                        config.metrics.notice_failures.inc();
+                        Delivery::GaveUp(why)
+                    }
+                    Err(why) => {
+                        config.metrics.notice_failures.inc();
+                        Delivery::Failed(why)
+                    }
+                },
             },
         };
         store.settle_notice(n.id, &delivery, now).await?;
@@ -125,9 +134,13 @@ fn reason(n: &Notice) -> String {
         .collect()
 }
 
-async fn post(http: &reqwest::Client, url: &str, n: &Notice) -> Result<(), String> {
+/// POSTs one notice to `url`, checked by the egress rule just before (an
+/// allow-list may have shrunk since it was set, a URL may predate the
+/// rule). DNS answers are checked by [`CheckedResolver`]; a redirect is an
+/// error, never followed.
+async fn post(http: &reqwest::Client, url: reqwest::Url, n: &Notice) -> Result<(), String> {
     let resp = http
-        .post(url)
+        .post(url.clone())
         .header("Idempotency-Key", format!("sparkcap-notice-{}", n.id))
         .json(&body(n))
         .send()
@@ -135,17 +148,64 @@ async fn post(http: &reqwest::Client, url: &str, n: &Notice) -> Result<(), Strin
         .map_err(|e| format!("POST {url}: {e}"))?;
     if resp.status().is_success() {
         Ok(())
+    } else if resp.status().is_redirection() {
+        Err(format!(
+            "POST {url}: HTTP {}; redirects are not followed, set the final URL",
+            resp.status()
+        ))
     } else {
         Err(format!("POST {url}: HTTP {}", resp.status()))
     }
 }
 
+/// Resolves a notification host and keeps only the addresses the egress
+/// rule allows, so that the connection goes only where was checked (no
+/// second lookup an attacker's DNS could answer differently).
+#[derive(Debug, Clone)]
+pub struct CheckedResolver {
+    egress: EgressPolicy,
+}
+
+impl reqwest::dns::Resolve for CheckedResolver {
+    fn resolve(&self, name: reqwest::dns::Name) -> reqwest::dns::Resolving {
+        let egress = self.egress.clone();
+        Box::pin(async move {
+            let host = name.as_str().to_owned();
+            let addrs: Vec<std::net::SocketAddr> = tokio::net::lookup_host((host.as_str(), 0)).await?.collect();
+            let mut refused = None;
+            let ok: Vec<std::net::SocketAddr> = addrs
+                .into_iter()
+                .filter(|a| match egress.check_ip(&host, a.ip()) {
+                    Ok(()) => true,
+                    Err(e) => {
+                        refused = Some(e);
+                        false
+                    }
+                })
+                .collect();
+            match (ok.is_empty(), refused) {
+                (true, Some(e)) => Err(Box::new(e) as Box<dyn std::error::Error + Send + Sync>),
+                _ => Ok(Box::new(ok.into_iter()) as reqwest::dns::Addrs),
+            }
+        })
+    }
+}
+
+/// The HTTP client notices are sent with: 5 s per POST, no redirects, no
+/// proxy from the environment, DNS answers checked.
+pub fn http_client(egress: &EgressPolicy) -> reqwest::Client {
+    reqwest::Client::builder()
+        .timeout(Duration::from_secs(5))
+        .redirect(reqwest::redirect::Policy::none())
+        .no_proxy()
+        .dns_resolver(Arc::new(CheckedResolver { egress: egress.clone() }))
+        .build()
+        .expect("an HTTP client")
+}
+
 /// Delivers the outbox every `config.notify_period` until cancelled.
 pub async fn run(client: Client, store: Arc<dyn LedgerStore>, config: ShellConfig) {
-    let http = reqwest::Client::builder()
-        .timeout(Duration::from_secs(5))
-        .build()
-        .expect("an HTTP client");
+    let http = http_client(&config.egress);
     let mut tick = tokio::time::interval(config.notify_period);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
@@ -169,6 +229,25 @@ mod tests {
         assert_eq!(due_at(Some(t), 2), Some(t + TimeDelta::seconds(10)));
         assert_eq!(due_at(Some(t), 4), Some(t + TimeDelta::seconds(40)));
         assert_eq!(due_at(Some(t), 30), Some(t + MAX_BACKOFF));
+    }
+
+    /// The DNS-time check: a public-looking name that resolves to loopback
+    /// (here `localhost`, through the system resolver) gets no address to
+    /// connect to, unless its host is allow-listed.
+    #[tokio::test]
+    async fn names_resolving_to_internal_addresses_get_none() {
+        use reqwest::dns::Resolve;
+        let name = |n: &str| n.parse::<reqwest::dns::Name>().unwrap();
+        let strict = CheckedResolver {
+            egress: EgressPolicy::default(),
+        };
+        let e = strict.resolve(name("localhost")).await.err().unwrap().to_string();
+        assert!(e.contains("loopback"), "{e}");
+        let allowed = CheckedResolver {
+            egress: EgressPolicy::allowing(["localhost"]),
+        };
+        let addrs: Vec<_> = allowed.resolve(name("localhost")).await.unwrap().collect();
+        assert!(addrs.iter().all(|a| a.ip().is_loopback()) && !addrs.is_empty());
     }
 
     #[test]

@@ -199,6 +199,8 @@ pub struct ShellConfig {
     pub notify_period: Duration,
     /// Time between reconciliations of tenant namespaces (quota, network policy).
     pub onboarding_period: Duration,
+    /// Where tenants' notification URLs may send.
+    pub egress: sparkcap_ledger::egress::EgressPolicy,
 }
 
 impl Default for ShellConfig {
@@ -215,6 +217,7 @@ impl Default for ShellConfig {
             slices: sparkcap_ledger::slices::SlicePolicy::default(),
             notify_period: Duration::from_secs(2),
             onboarding_period: Duration::from_secs(10),
+            egress: sparkcap_ledger::egress::EgressPolicy::default(),
         }
     }
 }

@@ -1021,10 +1021,23 @@ async fn jobs_are_profiled_promoted_estimated_and_forecast() {
     )
     .await;
     assert_eq!(s, StatusCode::BAD_REQUEST);
-    assert!(
-        e["message"].as_str().unwrap().contains("invalid notification URL"),
-        "{e}"
-    );
+    assert!(e["message"].as_str().unwrap().contains("must use https://"), "{e}");
+    // Issue 19 item 11: no internal address or plain http without the
+    // admin's allow-list.
+    for (bad, says) in [
+        ("http://hooks.acme.example/sparkcap", "must use https://"),
+        ("https://127.0.0.1:9090/metrics", "loopback"),
+        ("https://169.254.169.254/latest/meta-data", "link-local"),
+        ("https://kubernetes.default.svc/api", "internal to the cluster"),
+    ] {
+        let (s, e) = call(Method::PUT, "/tenants/acme/notifications", Some(json!({"url": bad}))).await;
+        assert_eq!(
+            (s, e["code"].as_str()),
+            (StatusCode::BAD_REQUEST, Some("invalid_notify_url")),
+            "{bad}: {e}"
+        );
+        assert!(e["message"].as_str().unwrap().contains(says), "{bad}: {e}");
+    }
     let url = json!({"url": "https://hooks.acme.example/sparkcap"});
     let (s, _) = call(Method::PUT, "/tenants/acme/notifications", Some(url.clone())).await;
     assert_eq!(s, StatusCode::OK);

@@ -58,6 +58,9 @@ fn start_scheduler(server: &ApiServer, store: &Arc<dyn LedgerStore>, holder: &st
         ShellConfig {
             meter_period: chrono::TimeDelta::seconds(1),
             holder: holder.into(),
+            // The tests' notification receivers listen on loopback, as an
+            // admin's internal receiver would be allow-listed.
+            egress: sparkcap_ledger::egress::EgressPolicy::allowing(["127.0.0.1"]),
             ..ShellConfig::default()
         },
     )
@@ -1201,4 +1204,136 @@ async fn a_restarted_scheduler_charges_what_ran_while_it_was_down() {
     let b = c.store.balance(&acme, chrono::Utc::now()).await.unwrap();
     assert!(b.remaining.0 < 0, "in debt: {b:?}");
     assert!(c.store.audit().await.unwrap().is_clean());
+}
+
+/// Issue 19 item 11: a tenant's notification URL cannot make the scheduler
+/// POST to loopback (or any internal address) unless an admin allow-listed
+/// the host, and a redirect from an allowed receiver is not followed; each
+/// refusal is recorded on the notice with its reason, at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn notification_urls_cannot_reach_internal_addresses_or_redirect() {
+    use sparkcap_ledger::lifecycle::{Notice, NoticeKind};
+    use sparkcap_ledger::store::NoticeQuery;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    let server = ApiServer::new();
+    let store: Arc<dyn LedgerStore> = Arc::new(MemoryStore::new());
+    let acme = sparkcap_ledger::TenantId::new("acme").unwrap();
+    store
+        .create_tenant(
+            sparkcap_ledger::NewTenant {
+                id: acme.clone(),
+                display_name: "Acme".into(),
+                tier: Default::default(),
+                namespaces: vec![],
+            },
+            chrono::Utc::now(),
+        )
+        .await
+        .unwrap();
+    // An internal service that must never be reached, and an allowed
+    // receiver that redirects to it.
+    let internal_hits = Arc::new(AtomicUsize::new(0));
+    let internal = {
+        let hits = internal_hits.clone();
+        axum::Router::new().fallback(move || async move {
+            hits.fetch_add(1, Ordering::SeqCst);
+            "secret"
+        })
+    };
+    let internal_listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let internal_url = format!(
+        "http://127.0.0.1:{}/admin",
+        internal_listener.local_addr().unwrap().port()
+    );
+    tokio::spawn(async move { axum::serve(internal_listener, internal).await });
+    let redirector = {
+        let to = internal_url.clone();
+        axum::Router::new().fallback(move || async move {
+            (
+                axum::http::StatusCode::TEMPORARY_REDIRECT,
+                [(axum::http::header::LOCATION, to)],
+            )
+        })
+    };
+    let redirector_listener = tokio::net::TcpListener::bind("127.0.0.2:0").await.unwrap();
+    let redirector_url = format!(
+        "http://127.0.0.2:{}/hook",
+        redirector_listener.local_addr().unwrap().port()
+    );
+    tokio::spawn(async move { axum::serve(redirector_listener, redirector).await });
+
+    let mut config = ShellConfig::default();
+    let notify = |config: &ShellConfig| {
+        let (server, store, config) = (&server, store.clone(), config.clone());
+        async move {
+            let n = Notice::new(
+                &acme_id(),
+                None,
+                NoticeKind::SlaExceeded,
+                chrono::Utc::now(),
+                "late".into(),
+            );
+            let id = store.add_notice(&n).await.unwrap().unwrap();
+            let http = sparkcap_scheduler::notifier::http_client(&config.egress);
+            sparkcap_scheduler::notifier::deliver_due(
+                &server.client(),
+                &http,
+                store.as_ref(),
+                &config,
+                chrono::Utc::now(),
+            )
+            .await
+            .unwrap();
+            let all = store
+                .notices(&NoticeQuery {
+                    tenant: None,
+                    undelivered: false,
+                    cursor: None,
+                    limit: 100,
+                })
+                .await
+                .unwrap();
+            all.into_iter().find(|x| x.id == id).unwrap()
+        }
+    };
+    // No allow-list: loopback over http and over https, the cloud's
+    // metadata address, and cluster names are refused before any request.
+    for url in [
+        internal_url.clone(),
+        internal_url.replace("http://", "https://"),
+        "https://169.254.169.254/latest/meta-data/".to_owned(),
+        "https://sparkcap-webhook.sparkcap.svc:8444/api/v1/tenants".to_owned(),
+    ] {
+        store.set_notify_url(&acme, Some(&url)).await.unwrap();
+        let n = notify(&config).await;
+        // Given up at once (settled on the first attempt), with the reason.
+        assert!(n.delivered_at.is_some() && n.attempts == 1, "{url}: {n:?}");
+        let why = n.last_error.unwrap_or_default();
+        assert!(
+            why.contains("must use https://") || why.contains("address") || why.contains("internal"),
+            "{url}: {why}"
+        );
+    }
+    // The admin allow-lists the receiver's host only: its redirect to the
+    // internal service is not followed.
+    config.egress = sparkcap_ledger::egress::EgressPolicy::allowing(["127.0.0.2"]);
+    store.set_notify_url(&acme, Some(&redirector_url)).await.unwrap();
+    let n = notify(&config).await;
+    assert!(n.delivered_at.is_none(), "{n:?}");
+    assert!(
+        n.last_error
+            .as_deref()
+            .unwrap_or_default()
+            .contains("redirects are not followed"),
+        "{n:?}"
+    );
+    assert_eq!(
+        internal_hits.load(Ordering::SeqCst),
+        0,
+        "the internal service was never reached"
+    );
+}
+
+fn acme_id() -> sparkcap_ledger::TenantId {
+    sparkcap_ledger::TenantId::new("acme").unwrap()
 }

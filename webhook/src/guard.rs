@@ -4,8 +4,8 @@
 //! connection slots (issue 19 item 10).
 //!
 //! Four bounds, each with its own knob:
-//! - at most `max_connections` open connections per port; more are closed
-//!   at once (the API server retries on another connection);
+//! - at most `max_connections` open connections per port; more wait for a
+//!   slot as long as a request head may take, then are closed;
 //! - a connection that sends nothing for `idle_timeout` is closed, and the
 //!   HTTP/1 head must arrive within `header_timeout`;
 //! - a request body must arrive within `body_timeout` (a real review is one
@@ -52,7 +52,7 @@ pub struct ConnLimits {
 impl Default for ConnLimits {
     fn default() -> Self {
         Self {
-            max_connections: 512,
+            max_connections: 1024,
             header_timeout: Duration::from_secs(5),
             body_timeout: Duration::from_secs(10),
             idle_timeout: Duration::from_secs(90),
@@ -86,6 +86,7 @@ impl ConnLimits {
 pub struct CappedAcceptor {
     slots: Arc<Semaphore>,
     idle: Duration,
+    wait: Duration,
 }
 
 impl CappedAcceptor {
@@ -94,29 +95,35 @@ impl CappedAcceptor {
         Self {
             slots: Arc::new(Semaphore::new(limits.max_connections.max(1))),
             idle: limits.idle_timeout,
+            wait: limits.header_timeout,
         }
     }
 }
 
-impl<S> axum_server::accept::Accept<TcpStream, S> for CappedAcceptor {
+impl<S: Send + 'static> axum_server::accept::Accept<TcpStream, S> for CappedAcceptor {
     type Stream = Counted;
     type Service = S;
-    type Future = std::future::Ready<io::Result<(Counted, S)>>;
+    type Future = Pin<Box<dyn std::future::Future<Output = io::Result<(Counted, S)>> + Send>>;
 
+    /// Waits for a slot as long as a head may take; a burst of real clients
+    /// waits its turn, and a connection still without a slot then is closed.
     fn accept(&self, stream: TcpStream, service: S) -> Self::Future {
-        std::future::ready(match self.slots.clone().try_acquire_owned() {
-            Ok(permit) => Ok((
-                Counted {
-                    inner: stream,
-                    _slot: permit,
-                    idle: self.idle,
-                    deadline: Box::pin(tokio::time::sleep(self.idle)),
-                },
-                service,
-            )),
-            Err(_) => {
-                tracing::warn!("connection refused: every connection slot is taken");
-                Err(io::Error::other("connection limit reached"))
+        let (slots, idle, wait) = (self.slots.clone(), self.idle, self.wait);
+        Box::pin(async move {
+            match tokio::time::timeout(wait, slots.acquire_owned()).await {
+                Ok(Ok(permit)) => Ok((
+                    Counted {
+                        inner: stream,
+                        _slot: permit,
+                        idle,
+                        deadline: Box::pin(tokio::time::sleep(idle)),
+                    },
+                    service,
+                )),
+                _ => {
+                    tracing::warn!("connection closed: no connection slot became free in time");
+                    Err(io::Error::other("connection limit reached"))
+                }
             }
         })
     }

@@ -114,7 +114,7 @@ struct ServeArgs {
 #[derive(Debug, clap::Args)]
 struct ConnArgs {
     /// Open connections per HTTPS port; more are closed at once.
-    #[arg(long, default_value_t = 512)]
+    #[arg(long, default_value_t = 1024)]
     max_connections: usize,
     /// Seconds for a request's head (and the TLS handshake).
     #[arg(long, default_value_t = 5)]
@@ -150,6 +150,11 @@ struct ApiArgs {
     /// Audience ServiceAccount tokens must be minted for (`kubectl create token SA --audience ...`).
     #[arg(long, default_value = "sparkcap")]
     token_audience: String,
+    /// Hosts tenants' notification URLs may reach over plain http and at
+    /// internal addresses (comma-separated or repeated; the scheduler's flag
+    /// of the same name). Others must be public https hosts.
+    #[arg(long, value_delimiter = ',')]
+    notify_allow_host: Vec<String>,
     /// Do not accept ServiceAccount tokens (OIDC only).
     #[arg(long)]
     no_token_review: bool,
@@ -295,6 +300,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         let mut state = ApiState::new(store, view.clone(), auth, limits, metrics.clone());
         state.prices.unit_month_cents = args.api.price_unit_month_cents;
         state.prices.vcpu_hour_cents = args.api.price_vcpu_hour_cents;
+        state.egress = sparkcap_ledger::egress::EgressPolicy::allowing(&args.api.notify_allow_host);
         (l, state)
     });
     let files = CertFiles {

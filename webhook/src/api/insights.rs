@@ -350,6 +350,11 @@ pub(super) async fn put_notifications(
     let tenant = tenant_path(path)?;
     p.may_read(&tenant)?;
     let b = json_body(body)?;
+    if let Some(url) = &b.url {
+        s.egress
+            .check_url(url)
+            .map_err(|e| ApiError::bad_request("invalid_notify_url", e.to_string()))?;
+    }
     s.store.set_notify_url(&tenant, b.url.as_deref()).await?;
     Ok(Json(b))
 }

@@ -71,6 +71,9 @@ pub struct ApiState {
     pub slices: SlicePolicy,
     /// Prices the estimator compares.
     pub prices: sparkcap_ledger::estimate::Prices,
+    /// Where tenants' notification URLs may send (checked when set; the
+    /// scheduler checks again on every send).
+    pub egress: sparkcap_ledger::egress::EgressPolicy,
 }
 
 impl ApiState {
@@ -97,6 +100,7 @@ impl ApiState {
             started: Instant::now(),
             prices: insights::default_prices(slices.unit_cpu),
             slices,
+            egress: sparkcap_ledger::egress::EgressPolicy::default(),
         }
     }
 }
