@@ -67,7 +67,7 @@ impl EgressPolicy {
     /// Whether an admin allow-listed `host`.
     pub fn is_allowed(&self, host: &str) -> bool {
         let host = normalize(host);
-        self.allowed.iter().any(|a| *a == host)
+        self.allowed.contains(&host)
     }
 
     /// Checks `text` as far as it can be checked without DNS; returns the
