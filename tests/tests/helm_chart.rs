@@ -14,7 +14,7 @@ use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding, Role, RoleBinding};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
-use serde_json::Value;
+use serde_json::{Value, json};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
@@ -268,6 +268,62 @@ fn the_chart_lints_and_renders_strictly_with_every_variant() {
     assert!(cnpg.contains("name: sparkcap-db-app") && cnpg.contains("key: uri"));
     assert!(cnpg.contains("--api-listen=off"));
     assert!(cnpg.contains("cidr: 10.0.0.0/16"));
+    // Issue 19 item 12: the admission and metrics ports restricted to the
+    // API server's and Prometheus's sources; notification hosts allow-listed.
+    let locked = render(&[
+        "networkPolicy.admissionFrom[0].ipBlock.cidr=172.18.0.0/16",
+        "networkPolicy.metricsFrom[0].namespaceSelector.matchLabels.kubernetes\\.io/metadata\\.name=monitoring",
+        "notifications.allowHosts={hooks.platform.svc}",
+    ])
+    .unwrap();
+    check_rendering(&locked);
+    let policies: Vec<NetworkPolicy> = documents(&locked)
+        .iter()
+        .filter(|d| d["kind"] == "NetworkPolicy")
+        .map(|d| strict(d).unwrap())
+        .collect();
+    let from_of = |policy: &str, port: i32| {
+        let p = policies
+            .iter()
+            .find(|p| p.metadata.name.as_deref() == Some(policy))
+            .unwrap();
+        let rule = p
+            .spec
+            .as_ref()
+            .unwrap()
+            .ingress
+            .as_ref()
+            .unwrap()
+            .iter()
+            .find(|r| {
+                r.ports
+                    .iter()
+                    .flatten()
+                    .any(|x| x.port == Some(k8s_openapi::apimachinery::pkg::util::intstr::IntOrString::Int(port)))
+            })
+            .unwrap();
+        serde_json::to_value(&rule.from).unwrap()
+    };
+    assert_eq!(
+        from_of("sparkcap-webhook", 8443),
+        json!([{"ipBlock": {"cidr": "172.18.0.0/16"}}])
+    );
+    for policy in ["sparkcap-webhook", "sparkcap-scheduler"] {
+        assert_eq!(
+            from_of(policy, 9090),
+            json!([{"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "monitoring"}}}]),
+            "{policy}"
+        );
+    }
+    assert_eq!(locked.matches("--notify-allow-host=hooks.platform.svc").count(), 2);
+    // Unset, the install notes warn that both ports are open.
+    let notes = std::process::Command::new("helm")
+        .args(["install", "t", "--dry-run", "--namespace", "sparkcap"])
+        .arg(root().join("charts/sparkcap"))
+        .output()
+        .unwrap();
+    let notes = String::from_utf8_lossy(&notes.stdout);
+    assert!(notes.contains("any pod can call the admission port") && notes.contains("any pod can read /metrics"));
 }
 
 #[test]

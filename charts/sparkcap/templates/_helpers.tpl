@@ -56,6 +56,18 @@ seccompProfile:
 {{- end }}
 
 
+{{/* NetworkPolicy ingress from `peers` (any source when empty) on TCP `ports`. */}}
+{{- define "sparkcap.ingressFrom" -}}
+{{- if .peers }}
+from:
+  {{- toYaml .peers | nindent 2 }}
+{{- end }}
+ports:
+  {{- range .ports }}
+  - {protocol: TCP, port: {{ . }}}
+  {{- end }}
+{{- end }}
+
 {{/* NetworkPolicy egress to `cidrs` (any destination when empty) on TCP `ports`. */}}
 {{- define "sparkcap.egressTo" -}}
 {{- if .cidrs }}
