@@ -374,6 +374,21 @@ async fn tenant_reads_its_history() {
     };
     let (s, who) = get("/whoami").await;
     assert_eq!((s, who["tenant"].as_str()), (StatusCode::OK, Some("acme")), "{who}");
+    // Issue 19 item 7: a NUL in the path or query is the caller's error (400),
+    // never "the ledger is unavailable" (503).
+    for path in [
+        "/tenants/acme/runs?job=orders%00evil",
+        "/tenants/acme%00/balance",
+        "/tenants/acme/jobs/orders%00/runs",
+        "/tenants/acme/usage?from=2026-01-01T00:00:00Z%1f",
+    ] {
+        let (s, e) = get(path).await;
+        assert_eq!(
+            (s, e["code"].as_str()),
+            (StatusCode::BAD_REQUEST, Some("invalid_request")),
+            "{path}: {e}"
+        );
+    }
     let (_, b) = get("/tenants/acme/balance").await;
     // Two finished runs × (1 + 2 cores) × 1 h, and the running one's first hour.
     assert_eq!(b["consumed"]["vcpu_hours"], "9.000", "{b}");

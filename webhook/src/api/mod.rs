@@ -133,6 +133,24 @@ pub fn router(state: ApiState) -> Router {
         .with_state(state)
 }
 
+/// A NUL (or another control character) in the path or query can name no
+/// tenant, job or window; refused before anything reads it, so that it can
+/// never reach SQL and read as the ledger failing.
+fn control_characters(uri: &axum::http::Uri) -> Option<ApiError> {
+    let raw = uri.path_and_query().map_or("", |p| p.as_str());
+    let bytes = raw.as_bytes();
+    let decoded_control = bytes.windows(3).any(|w| {
+        w[0] == b'%' && matches!(w[1], b'0' | b'1') && w[2].is_ascii_hexdigit()
+            || w[0] == b'%' && w[1] == b'7' && matches!(w[2], b'f' | b'F')
+    });
+    (decoded_control || raw.chars().any(char::is_control)).then(|| {
+        ApiError::bad_request(
+            "invalid_request",
+            "the path or query holds a control character (such as %00); tenant ids, job names and times never do",
+        )
+    })
+}
+
 /// Authenticates, rate-limits, and renders errors with the request id.
 async fn gate(State(s): State<ApiState>, mut req: Request, next: Next) -> Response {
     let started = Instant::now();
@@ -143,7 +161,9 @@ async fn gate(State(s): State<ApiState>, mut req: Request, next: Next) -> Respon
         .map_or_else(|| "unmatched".to_owned(), |m| m.as_str().to_owned());
     let method = req.method().as_str().to_owned();
     let mut verdict = None;
-    let response = if route == routes::OPENAPI_PATH {
+    let response = if let Some(e) = control_characters(req.uri()) {
+        e.into_response()
+    } else if route == routes::OPENAPI_PATH {
         next.run(req).await
     } else {
         let authorization = req.headers().get(axum::http::header::AUTHORIZATION).cloned();
