@@ -3,6 +3,7 @@
 //! ([`plan::plan`]) is pure with time passed in, so the simulator runs the
 //! very same code in virtual time.
 
+pub mod audit;
 pub mod fit;
 pub mod leader;
 pub mod meter;

@@ -43,11 +43,22 @@ enum Command {
     /// Apply the ledger's migrations (under a Postgres advisory lock, so replicas migrate once) and exit.
     Migrate(Db),
     /// Check every invariant of the ledger's books and print what is broken; exits 1 if anything is.
-    Audit(Db),
+    Audit(AuditArgs),
     /// Before uninstalling: charge every bound pod (ended ones to their real end, running ones up to now,
     /// left open for a reinstall) and remove sparkcap's metering finalizer from every pod. Deposes a
     /// running scheduler. Exits 1 if a finalizer could not be removed.
     ReleaseFinalizers(Db),
+}
+
+#[derive(Debug, Args)]
+struct AuditArgs {
+    #[command(flatten)]
+    db: Db,
+    /// Also compare the ledger with the pods the cluster reports (KUBECONFIG
+    /// or in-cluster): pods that ran unmetered, starts and ends more than a
+    /// second off, charges that are not cpu × life, rows open for gone pods.
+    #[arg(long)]
+    against_cluster: bool,
 }
 
 #[derive(Debug, Args)]
@@ -255,19 +266,40 @@ async fn main() -> anyhow::Result<()> {
                 );
             }
         }
-        Command::Audit(db) => {
-            let store = PgStore::connect(&db.database_url)
+        Command::Audit(args) => {
+            let store = PgStore::connect(&args.db.database_url)
                 .await
                 .context("connecting to the ledger")?;
             let report = store.audit().await.context("auditing the ledger")?;
             println!("checked {} tenants and {} pods", report.tenants, report.pods);
-            if !report.is_clean() {
-                for v in &report.violations {
-                    println!("VIOLATION: {v}");
+            let mut clean = report.is_clean();
+            for v in &report.violations {
+                println!("VIOLATION: {v}");
+            }
+            if args.against_cluster {
+                let client = kube::Client::try_default()
+                    .await
+                    .context("connecting to the Kubernetes API (in-cluster or kubeconfig)")?;
+                let cluster = sparkcap_scheduler::shell::audit_cluster_now(client, &store)
+                    .await
+                    .context("auditing the ledger against the cluster")?;
+                println!("compared {} pods with {} ledger rows", cluster.pods, cluster.rows);
+                for f in &cluster.findings {
+                    println!("DISAGREES: {f}");
                 }
+                clean &= cluster.is_clean();
+            }
+            if !clean {
                 std::process::exit(1);
             }
-            println!("the books balance");
+            println!(
+                "{}",
+                if args.against_cluster {
+                    "the books balance and match what the cluster ran"
+                } else {
+                    "the books balance"
+                }
+            );
         }
     }
     Ok(())

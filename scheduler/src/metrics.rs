@@ -39,6 +39,10 @@ pub struct Metrics {
     pub notice_failures: IntCounter,
     /// ScheduledSparkApplication reconciliations, by result.
     pub reservations: IntCounterVec,
+    /// Disagreements between the ledger and the cluster at the last audit, by kind.
+    pub audit_findings: IntGaugeVec,
+    /// When the ledger was last audited against the cluster (Unix seconds).
+    pub audit_last_run: IntGauge,
 }
 
 impl Metrics {
@@ -105,6 +109,16 @@ impl Metrics {
                 "ScheduledSparkApplication reservations reconciled, by result",
                 &["result"],
             ),
+            audit_findings: gauge_vec(
+                "sparkcap_audit_findings",
+                "Disagreements between the ledger and the pods the cluster ran, at the last audit, by kind",
+                &["kind"],
+            ),
+            audit_last_run: IntGauge::new(
+                "sparkcap_audit_last_run_timestamp_seconds",
+                "When the ledger was last audited against the cluster",
+            )
+            .expect("valid metric"),
             registry,
         };
         for c in [
@@ -123,6 +137,8 @@ impl Metrics {
             Box::new(m.notices.clone()),
             Box::new(m.notice_failures.clone()),
             Box::new(m.reservations.clone()),
+            Box::new(m.audit_findings.clone()),
+            Box::new(m.audit_last_run.clone()),
         ] {
             m.registry.register(c).expect("unique metric");
         }

@@ -62,6 +62,8 @@ struct Memory {
     /// Closed pods whose metering finalizer could not be removed yet.
     release: std::collections::HashSet<String>,
     metered_at: Option<DateTime<Utc>>,
+    /// When the ledger was last audited against the cluster.
+    audited_at: Option<DateTime<Utc>>,
     /// Pool sizes last written to the ledger (without their timestamp).
     pools_written: Vec<PoolCapacity>,
 }
@@ -201,6 +203,8 @@ pub struct ShellConfig {
     pub onboarding_period: Duration,
     /// Where tenants' notification URLs may send.
     pub egress: sparkcap_ledger::egress::EgressPolicy,
+    /// Time between audits of the ledger against the cluster's pods.
+    pub audit_period: TimeDelta,
 }
 
 impl Default for ShellConfig {
@@ -218,6 +222,7 @@ impl Default for ShellConfig {
             notify_period: Duration::from_secs(2),
             onboarding_period: Duration::from_secs(10),
             egress: sparkcap_ledger::egress::EgressPolicy::default(),
+            audit_period: TimeDelta::minutes(5),
         }
     }
 }
@@ -318,6 +323,16 @@ pub async fn run(
                 memory.gone.insert(uid, Arc::new(pod));
             }
         }
+        if memory.audited_at.is_none_or(|t| now - t >= config.audit_period) {
+            memory.audited_at = Some(now);
+            let lost = lost_nodes(&nodes, &mut memory, now);
+            match audit_against_cluster(store.as_ref(), &pods.state(), &nodes.state(), lost, now).await {
+                Ok(report) => export_audit(&metrics, &report, now),
+                Err(e) => {
+                    tracing::warn!(error = %e, "auditing the ledger against the cluster failed; retrying next period")
+                }
+            }
+        }
         let periodic = memory.metered_at.is_none_or(|t| now - t >= config.meter_period);
         if periodic {
             let running = pods.state();
@@ -384,10 +399,80 @@ async fn sync_pools(
 /// Nodes not Ready, with when they were declared lost (their Ready
 /// condition's last transition), and nodes gone from the list, since first
 /// seen missing.
+/// The ledger against the pods and nodes given (the reflectors' state, or
+/// a fresh list for the CLI).
+pub async fn audit_against_cluster(
+    store: &dyn LedgerStore,
+    pods: &[Arc<Pod>],
+    nodes: &[Arc<Node>],
+    lost: HashMap<String, DateTime<Utc>>,
+    now: DateTime<Utc>,
+) -> sparkcap_ledger::Result<crate::audit::Report> {
+    let pool_nodes = nodes
+        .iter()
+        .filter(|n| n.labels().contains_key(sparkcap_ledger::pool::POOL_LABEL))
+        .map(|n| n.name_any())
+        .collect();
+    let pods = pods.iter().map(|p| Pod::clone(p)).collect();
+    let facts = crate::audit::gather(store, pods, pool_nodes, lost).await?;
+    Ok(crate::audit::check(&facts, now))
+}
+
+/// Sets the audit's gauges and logs what it found.
+fn export_audit(metrics: &Metrics, report: &crate::audit::Report, now: DateTime<Utc>) {
+    for kind in crate::audit::Kind::ALL {
+        metrics
+            .audit_findings
+            .with_label_values(&[kind.as_str()])
+            .set(report.count(kind) as i64);
+    }
+    metrics.audit_last_run.set(now.timestamp());
+    for f in report.findings.iter().take(20) {
+        tracing::warn!(finding = %f, "the ledger disagrees with the cluster");
+    }
+}
+
+/// `sparkcap-scheduler audit --against-cluster`: lists every pod and node
+/// and compares them with the ledger now. Read-only: claims no epoch.
+pub async fn audit_cluster_now(client: Client, store: &dyn LedgerStore) -> anyhow::Result<crate::audit::Report> {
+    let pods: Vec<Arc<Pod>> = Api::<Pod>::all(client.clone())
+        .list(&Default::default())
+        .await?
+        .items
+        .into_iter()
+        .map(Arc::new)
+        .collect();
+    let nodes: Vec<Arc<Node>> = Api::<Node>::all(client)
+        .list(&Default::default())
+        .await?
+        .items
+        .into_iter()
+        .map(Arc::new)
+        .collect();
+    let now = Utc::now();
+    let mut memory = Memory::load(store).await?;
+    let lost = lost_nodes_of(&nodes, &mut memory, now);
+    Ok(audit_against_cluster(store, &pods, &nodes, lost, now).await?)
+}
+
+/// Nodes that are not Ready, or gone while pods are bound to them, with
+/// when that was first seen.
+fn lost_nodes_of(nodes: &[Arc<Node>], memory: &mut Memory, now: DateTime<Utc>) -> HashMap<String, DateTime<Utc>> {
+    lost_nodes_in(nodes.iter().map(|n| n.as_ref()), memory, now)
+}
+
 fn lost_nodes(nodes: &Store<Node>, memory: &mut Memory, now: DateTime<Utc>) -> HashMap<String, DateTime<Utc>> {
+    lost_nodes_of(&nodes.state(), memory, now)
+}
+
+fn lost_nodes_in<'a>(
+    nodes: impl Iterator<Item = &'a Node>,
+    memory: &mut Memory,
+    now: DateTime<Utc>,
+) -> HashMap<String, DateTime<Utc>> {
     let mut lost = HashMap::new();
     let mut present = std::collections::HashSet::new();
-    for n in nodes.state() {
+    for n in nodes {
         present.insert(n.name_any());
         let ready = n
             .status

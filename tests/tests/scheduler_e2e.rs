@@ -1036,7 +1036,94 @@ async fn deleted_pods_are_charged_to_their_real_end() {
     }
     assert!(released_in < Duration::from_secs(15), "released in {released_in:?}");
     assert!(c.store.audit().await.unwrap().is_clean());
+    // And against the cluster: nothing ran unmetered, every end agrees.
+    let report = sparkcap_scheduler::shell::audit_cluster_now(c.server.client(), c.store.as_ref())
+        .await
+        .unwrap();
+    assert!(report.is_clean(), "{:?}", report.findings);
     watcher.abort();
+}
+
+/// Issue 20 item 5: `audit --against-cluster` finds what the ledger's own
+/// audit cannot: a pod that ran on a pool node with no ledger row (created
+/// past admission, as a tenant could before issue 19), and a closed row
+/// whose end the cluster contradicts.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_audit_against_the_cluster_finds_unmetered_pods_and_wrong_ends() {
+    let c = cluster("audit").await;
+    let pods: Api<Pod> = Api::namespaced(c.server.client(), "tenant-acme");
+    let mut quick = driver("metered", "1");
+    quick
+        .metadata
+        .annotations
+        .as_mut()
+        .unwrap()
+        .insert("sim.sparkcap.io/run-seconds".into(), "2".into());
+    let metered = pods
+        .create(&PostParams::default(), &quick)
+        .await
+        .unwrap()
+        .metadata
+        .uid
+        .unwrap();
+    closed_checkpoint(&c.store, &metered).await;
+    let clean = sparkcap_scheduler::shell::audit_cluster_now(c.server.client(), c.store.as_ref())
+        .await
+        .unwrap();
+    assert!(clean.is_clean() && clean.pods >= 1, "{clean:?}");
+    // Straight into the store, past the webhook: on a pool node, no row.
+    let def = sparkcap_testkit::apiserver::resources::find("", "v1", "pods").unwrap();
+    let forged = json!({
+        "apiVersion": "v1", "kind": "Pod",
+        "metadata": {"name": "forged", "namespace": "tenant-acme", "annotations": {"sim.sparkcap.io/run-seconds": "3600"}},
+        "spec": {"nodeName": "shared-1", "containers": [{"name": "c", "image": "busybox",
+                 "resources": {"requests": {"cpu": "2"}}}],
+                 "tolerations": [{"key": "sparkcap.io/pool", "operator": "Exists"}]}
+    });
+    c.server.store.create(def, "tenant-acme", forged, false).unwrap();
+    wait_for("the forged pod running", async || {
+        let p = pods.get("forged").await.ok()?;
+        (p.status.as_ref()?.phase.as_deref() == Some("Running")).then_some(())
+    })
+    .await;
+    let report = sparkcap_scheduler::shell::audit_cluster_now(c.server.client(), c.store.as_ref())
+        .await
+        .unwrap();
+    assert_eq!(
+        report.count(sparkcap_scheduler::audit::Kind::Unrecorded),
+        1,
+        "{report:?}"
+    );
+    assert!(report.findings[0].pod == "tenant-acme/forged", "{report:?}");
+    // A row whose end the kubelet contradicts: the pod object rewritten to
+    // say it ran 30 s longer than the ledger closed it.
+    let mut p = c.server.store.get(def, "tenant-acme", "metered").unwrap();
+    let end = p
+        .pointer("/status/containerStatuses/0/state/terminated/finishedAt")
+        .and_then(serde_json::Value::as_str)
+        .unwrap()
+        .to_owned();
+    let later = (chrono::DateTime::parse_from_rfc3339(&end).unwrap() + chrono::TimeDelta::seconds(30))
+        .with_timezone(&chrono::Utc)
+        .to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+    p["status"]["containerStatuses"][0]["state"]["terminated"]["finishedAt"] = json!(later);
+    c.server
+        .store
+        .update(def, "tenant-acme", "metered", p, Some("status"), false)
+        .unwrap();
+    let report = sparkcap_scheduler::shell::audit_cluster_now(c.server.client(), c.store.as_ref())
+        .await
+        .unwrap();
+    assert_eq!(
+        report.count(sparkcap_scheduler::audit::Kind::EndDiffers),
+        1,
+        "{report:?}"
+    );
+    assert_eq!(
+        report.count(sparkcap_scheduler::audit::Kind::ChargeDiffers),
+        1,
+        "{report:?}"
+    );
 }
 
 /// Uninstalling: `release-finalizers` charges what ran and removes the

@@ -543,7 +543,7 @@ impl Harness {
         }
         self.heal();
         let stats = stats.lock().unwrap_or_else(|p| p.into_inner()).clone();
-        let check = check_ledger(&self.store, &stats.finished, Duration::from_secs(90)).await?;
+        let check = check_ledger(&self.store, &self.client, &stats.finished, Duration::from_secs(90)).await?;
         let watch = self.watch_fault_counts().await.unwrap_or_default();
         let mut crash_points = BTreeMap::new();
         for p in std::iter::once(&self.webhook).chain(&self.schedulers) {
@@ -651,6 +651,8 @@ pub struct LedgerCheck {
     pub unclosed: Vec<String>,
     /// The ledger's own audit (journal keys unique, each pod's lines tile its life).
     pub audit: AuditReport,
+    /// The ledger against the pods the cluster reports (`audit --against-cluster`).
+    pub cluster: sparkcap_scheduler::audit::Report,
 }
 
 impl LedgerCheck {
@@ -659,6 +661,7 @@ impl LedgerCheck {
         self.mismatches.is_empty()
             && self.unclosed.is_empty()
             && self.audit.is_clean()
+            && self.cluster.is_clean()
             && self.charged == self.expected
             && self.tenant_usage == self.expected
     }
@@ -666,7 +669,12 @@ impl LedgerCheck {
 
 /// Waits up to `wait` for the ledger to close every pod of `facts`, then
 /// compares each charge with cpu × its run time.
-pub async fn check_ledger(store: &PgStore, facts: &[PodFacts], wait: Duration) -> anyhow::Result<LedgerCheck> {
+pub async fn check_ledger(
+    store: &PgStore,
+    client: &Client,
+    facts: &[PodFacts],
+    wait: Duration,
+) -> anyhow::Result<LedgerCheck> {
     let t = Instant::now();
     let mut unclosed: Vec<String>;
     loop {
@@ -726,6 +734,7 @@ pub async fn check_ledger(store: &PgStore, facts: &[PodFacts], wait: Duration) -
         mismatches,
         unclosed,
         audit: store.audit().await?,
+        cluster: sparkcap_scheduler::shell::audit_cluster_now(client.clone(), store).await?,
     })
 }
 
@@ -827,6 +836,16 @@ impl std::fmt::Display for Report {
                 format!("{} violations", c.audit.violations.len())
             }
         )?;
+        writeln!(
+            f,
+            "against the cluster: {} pods and {} ledger rows compared, {} disagreements",
+            c.cluster.pods,
+            c.cluster.rows,
+            c.cluster.findings.len()
+        )?;
+        for d in c.cluster.findings.iter().take(20) {
+            writeln!(f, "  {d}")?;
+        }
         for m in c
             .mismatches
             .iter()
