@@ -289,8 +289,9 @@ pub fn kubeconfig(server_url: &str, ca_bundle: Option<&str>) -> String {
         .unwrap_or_default();
     format!(
         "apiVersion: v1\nkind: Config\nclusters:\n- name: sparkcap-devcluster\n  cluster:\n    server: {server_url}\n{ca}\
-         users:\n- name: developer\n  user:\n    token: devcluster\ncontexts:\n- name: sparkcap-devcluster\n  context:\n    \
-         cluster: sparkcap-devcluster\n    user: developer\n    namespace: default\ncurrent-context: sparkcap-devcluster\n"
+         users:\n- name: developer\n  user:\n    token: {token}\ncontexts:\n- name: sparkcap-devcluster\n  context:\n    \
+         cluster: sparkcap-devcluster\n    user: developer\n    namespace: default\ncurrent-context: sparkcap-devcluster\n",
+        token = crate::apiserver::authn::ADMIN_TOKEN
     )
 }
 

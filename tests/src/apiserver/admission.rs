@@ -55,6 +55,8 @@ pub struct Attributes<'a> {
     pub name: &'a str,
     /// `dryRun=All`.
     pub dry_run: bool,
+    /// The caller, as `userInfo`.
+    pub user: &'a Value,
 }
 
 /// Clients are kept per CA bundle, timeout and Service address (a new
@@ -370,7 +372,7 @@ impl Admission {
         let mut request = json!({
             "uid": uid, "kind": gvk, "resource": gvr, "requestKind": gvk, "requestResource": gvr,
             "name": a.name, "namespace": a.namespace, "operation": a.op.as_str(),
-            "userInfo": {"username": "system:admin", "groups": ["system:masters", "system:authenticated"]},
+            "userInfo": a.user,
             "object": if a.op == Operation::Delete { Value::Null } else { object.clone() },
             "oldObject": old.cloned().unwrap_or(Value::Null),
             "dryRun": a.dry_run,

@@ -11,6 +11,9 @@ use chrono::{DateTime, TimeDelta, Utc};
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
 use serde_json::{Value, json};
 
+/// The static token of the devcluster kubeconfig's user: a cluster admin.
+pub const ADMIN_TOKEN: &str = "devcluster";
+
 /// The issuer (and default audience) of the test control plane's tokens.
 pub const ISSUER: &str = "https://kubernetes.default.svc.cluster.local";
 
@@ -133,6 +136,12 @@ impl TokenIssuer {
             "kind": "TokenReview", "apiVersion": "authentication.k8s.io/v1",
             "metadata": {"creationTimestamp": null}, "spec": spec, "status": status,
         }))
+    }
+
+    /// The user a bearer token authenticates (any audience of this API
+    /// server's own: kube-apiserver's default audience is its issuer).
+    pub fn user(&self, store: &Store, token: &str) -> Result<Value, String> {
+        self.check(store, token, &[ISSUER.to_owned()]).map(|(user, _)| user)
     }
 
     fn check(&self, store: &Store, token: &str, wanted: &[String]) -> Result<(Value, Vec<String>), String> {

@@ -253,6 +253,26 @@ fn dry_run(params: &Params) -> bool {
     params.get("dryRun").is_some_and(|v| v == "All")
 }
 
+/// Who is calling, as admission's `userInfo` names them: the ServiceAccount
+/// of a bearer token this API server issued (an invalid one is refused, as
+/// kube-apiserver does), or the cluster admin for a client with no token
+/// (the tests' own client, like a kubeconfig with admin credentials).
+fn caller(shared: &Shared, headers: &HeaderMap) -> Result<Value, ApiError> {
+    let Some(auth) = headers.get("authorization").and_then(|v| v.to_str().ok()) else {
+        return Ok(json!({"username": "system:admin", "groups": ["system:masters", "system:authenticated"]}));
+    };
+    let token = auth.strip_prefix("Bearer ").unwrap_or_default().trim();
+    // The devcluster kubeconfig's static token (kube-apiserver's
+    // --token-auth-file): the cluster admin.
+    if token == crate::apiserver::authn::ADMIN_TOKEN {
+        return Ok(json!({"username": "devcluster-admin", "groups": ["system:masters", "system:authenticated"]}));
+    }
+    shared
+        .tokens
+        .user(&shared.store, token)
+        .map_err(|why| ApiError::unauthorized(&why))
+}
+
 fn flag(params: &Params, k: &str) -> bool {
     params.get(k).is_some_and(|v| v == "true" || v == "1")
 }
@@ -268,6 +288,7 @@ async fn serve(
     let store = &shared.store;
     let def = t.def;
     let ns = t.ns.clone().unwrap_or_default();
+    let user = caller(shared, headers)?;
     if def.namespaced && t.name.is_some() && t.ns.is_none() {
         return Err(ApiError::no_route(&format!("{} without a namespace", def.plural)));
     }
@@ -306,6 +327,7 @@ async fn serve(
                 namespace: &ns,
                 name: &name,
                 dry_run: dry_run(params),
+                user: &user,
             };
             shared.admission.admit(store, &a, &mut obj, None).await?;
             Ok(json_response(201, &store.create(def, &ns, obj, dry_run(params))?))
@@ -319,6 +341,7 @@ async fn serve(
                 namespace: &ns,
                 name,
                 dry_run: dry_run(params),
+                user: &user,
             };
             shared.admission.admit(store, &a, &mut obj, None).await?;
             if sub == "binding" {
@@ -340,6 +363,7 @@ async fn serve(
                 namespace: &ns,
                 name,
                 dry_run: dry_run(params),
+                user: &user,
             };
             shared.admission.admit(store, &a, &mut obj, Some(&old)).await?;
             Ok(json_response(
@@ -350,7 +374,7 @@ async fn serve(
         ("PATCH", Some(name), sub) => {
             let ct = headers.get("content-type").and_then(|v| v.to_str().ok()).unwrap_or("");
             let kind = PatchType::from_content_type(ct)?;
-            patch(shared, def, &ns, name, sub, kind, params, body).await
+            patch(shared, def, &ns, name, sub, kind, params, body, &user).await
         }
         ("DELETE", Some(name), None) => {
             let mut opts = if body.is_empty() {
@@ -371,6 +395,7 @@ async fn serve(
                 namespace: &ns,
                 name,
                 dry_run: opts.dry_run,
+                user: &user,
             };
             shared.admission.admit(store, &a, &mut old.clone(), Some(&old)).await?;
             Ok(json_response(200, &store.delete(def, &ns, name, &opts)?))
@@ -401,6 +426,7 @@ async fn serve(
                     namespace: &i_ns,
                     name: &n,
                     dry_run: opts.dry_run,
+                    user: &user,
                 };
                 shared
                     .admission
@@ -673,6 +699,7 @@ async fn patch(
     kind: PatchType,
     params: &Params,
     body: &[u8],
+    user: &Value,
 ) -> Result<Response, ApiError> {
     let store = &shared.store;
     let dry = dry_run(params);
@@ -698,6 +725,7 @@ async fn patch(
                     namespace: ns,
                     name,
                     dry_run: dry,
+                    user,
                 };
                 shared.admission.admit(store, &a, &mut obj, None).await?;
                 return match store.create(def, ns, obj, dry) {
@@ -750,6 +778,7 @@ async fn patch(
             namespace: ns,
             name,
             dry_run: dry,
+            user,
         };
         shared
             .admission

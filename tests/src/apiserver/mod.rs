@@ -78,4 +78,51 @@ impl ApiServer {
     pub fn client(&self) -> kube::Client {
         kube::Client::new(self.router(), "default")
     }
+
+    /// A `kube::Client` that calls with `token` (a ServiceAccount token this
+    /// server issued): admission sees that ServiceAccount as the user.
+    pub fn client_as(&self, token: &str, namespace: &str) -> kube::Client {
+        let value = axum::http::HeaderValue::from_str(&format!("Bearer {token}")).expect("a token is a header value");
+        let router = self
+            .router()
+            .layer(axum::middleware::map_request(move |mut req: axum::extract::Request| {
+                let value = value.clone();
+                async move {
+                    req.headers_mut().insert(axum::http::header::AUTHORIZATION, value);
+                    req
+                }
+            }));
+        kube::Client::new(router, namespace)
+    }
+
+    /// A token for ServiceAccount `namespace/name` (created if missing),
+    /// valid for an hour, for this server's own audience.
+    pub fn service_account_token(&self, namespace: &str, name: &str) -> String {
+        let def = resources::find("", "v1", "serviceaccounts").expect("served");
+        let sa = match self.store.get(def, namespace, name) {
+            Ok(sa) => sa,
+            Err(_) => self
+                .store
+                .create(
+                    def,
+                    namespace,
+                    serde_json::json!({"metadata": {"name": name, "namespace": namespace}}),
+                    false,
+                )
+                .expect("a new ServiceAccount"),
+        };
+        let uid = sa
+            .pointer("/metadata/uid")
+            .and_then(serde_json::Value::as_str)
+            .unwrap_or_default();
+        let now = chrono::Utc::now();
+        self.tokens.mint(
+            namespace,
+            name,
+            uid,
+            &[authn::ISSUER.to_owned()],
+            now,
+            now + chrono::TimeDelta::hours(1),
+        )
+    }
 }

@@ -33,6 +33,13 @@ impl ApiError {
         Self::new(404, "NotFound", format!("{qualified} \"{name}\" not found")).with_details(qualified, name)
     }
 
+    /// 401: the bearer token does not authenticate (kube-apiserver answers
+    /// plain "Unauthorized").
+    pub fn unauthorized(why: &str) -> Self {
+        tracing::debug!(why, "refused a bearer token");
+        Self::new(401, "Unauthorized", "Unauthorized".to_owned())
+    }
+
     /// 404 for a path nobody serves.
     pub fn no_route(path: &str) -> Self {
         Self::new(

@@ -1,0 +1,186 @@
+//! The scheduler's and meter's readers of tenant-written objects never panic
+//! and never produce a number the ledger would refuse (issue 19): pods with
+//! any labels, quantities, statuses and times; spark.properties ConfigMaps
+//! with any text; nodes with any allocatable. CI runs a bounded number of
+//! cases; `SCHEDULER_FUZZ_CASES=100000 cargo test --release -p
+//! sparkcap-scheduler --test fuzz` runs a long campaign.
+
+use chrono::{TimeZone, Utc};
+use k8s_openapi::api::core::v1::{ConfigMap, Node, Pod};
+use proptest::prelude::*;
+use serde_json::{Value, json};
+use sparkcap_ledger::{Pool, TenantId};
+use sparkcap_scheduler::meter::{self, Life};
+use sparkcap_scheduler::observe;
+
+fn cases() -> u32 {
+    std::env::var("SCHEDULER_FUZZ_CASES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(1_000)
+}
+
+fn quantity() -> impl Strategy<Value = Value> {
+    prop_oneof![
+        Just(json!("1")),
+        Just(json!("0")),
+        Just(json!("-1")),
+        Just(json!("500m")),
+        Just(json!("1e3")),
+        Just(json!("9223372036854775807")),
+        Just(json!("100000000")),
+        Just(json!("0.0001")),
+        Just(json!("1Ki")),
+        Just(json!("8Ei")),
+        Just(json!("")),
+        "[0-9]{1,25}(m|k|M|G|Ki|Gi|e9)?".prop_map(Value::from),
+    ]
+}
+
+fn time() -> impl Strategy<Value = Value> {
+    prop_oneof![
+        (0i64..100_000).prop_map(|s| json!(
+            (Utc.with_ymd_and_hms(2026, 12, 1, 0, 0, 0).unwrap() + chrono::TimeDelta::seconds(s))
+                .to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+        )),
+        Just(json!("0001-01-02T00:00:00Z")),
+        Just(json!("9999-12-30T00:00:00Z")),
+    ]
+}
+
+fn text() -> impl Strategy<Value = String> {
+    prop_oneof![
+        "[a-z0-9.-]{0,12}".prop_map(String::from),
+        Just("s3\u{0}evil".to_owned()),
+        Just("x".repeat(300)),
+        Just("driver".to_owned()),
+        Just("executor".to_owned()),
+    ]
+}
+
+fn container_state() -> impl Strategy<Value = Value> {
+    prop_oneof![
+        Just(json!({})),
+        time().prop_map(|t| json!({"running": {"startedAt": t}})),
+        (time(), time(), any::<i32>())
+            .prop_map(|(s, f, code)| json!({"terminated": {"startedAt": s, "finishedAt": f, "exitCode": code}})),
+        Just(json!({"waiting": {"reason": "ContainerCreating"}})),
+    ]
+}
+
+prop_compose! {
+    fn pod()(
+        cpu in quantity(), limit in quantity(), sidecar in proptest::option::of(quantity()), overhead in proptest::option::of(quantity()),
+        role in text(), app in text(), pool in text(), tenant in text(), opportunistic in text(),
+        start in proptest::option::of(time()), deleted in proptest::option::of(time()), grace in proptest::option::of(-5i64..100_000),
+        states in prop::collection::vec(container_state(), 0..3), phase in text(),
+        node in proptest::option::of(text()), source in text(), sla in text(), executors in text(),
+    ) -> Value {
+        let mut p = json!({
+            "metadata": {"name": "p", "namespace": "tenant-acme", "uid": "u",
+                         "labels": {"spark-role": role, "spark-app-selector": app, "sparkcap.io/pool": pool,
+                                    "sparkcap.io/tenant": tenant, "sparkcap.io/opportunistic": opportunistic},
+                         "annotations": {"sparkcap.io/source": source, "sparkcap.io/sla": sla,
+                                         "sparkcap.io/executor-instances": executors}},
+            "spec": {"containers": [{"name": "c", "resources": {"requests": {"cpu": cpu}, "limits": {"cpu": limit}}}]},
+            "status": {"phase": phase, "containerStatuses": states.iter().enumerate().map(|(i, s)| json!({
+                "name": format!("c{i}"), "ready": false, "restartCount": 0, "image": "i", "imageID": "i", "state": s
+            })).collect::<Vec<_>>()}
+        });
+        if let Some(s) = sidecar {
+            p["spec"]["initContainers"] = json!([{"name": "side", "restartPolicy": "Always", "resources": {"requests": {"cpu": s}}}]);
+        }
+        if let Some(o) = overhead {
+            p["spec"]["overhead"] = json!({"cpu": o});
+        }
+        if let Some(s) = start {
+            p["status"]["startTime"] = s;
+        }
+        if let Some(d) = deleted {
+            p["metadata"]["deletionTimestamp"] = d;
+        }
+        if let Some(g) = grace {
+            p["metadata"]["deletionGracePeriodSeconds"] = json!(g);
+        }
+        if let Some(n) = node {
+            p["spec"]["nodeName"] = json!(n);
+        }
+        p
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(cases()))]
+
+    /// Whatever a tenant writes into a pod: reading it never panics, its
+    /// cpu is within what the ledger accepts or refused, and its life never
+    /// ends before it starts.
+    #[test]
+    fn pods_are_read_without_panics_or_impossible_numbers(v in pod(), now in 0i64..200_000, lost in proptest::option::of(0i64..200_000)) {
+        let Ok(pod) = serde_json::from_value::<Pod>(v) else { return Ok(()) };
+        let t = |s: i64| Utc.with_ymd_and_hms(2026, 12, 1, 0, 0, 0).unwrap() + chrono::TimeDelta::seconds(s);
+        let r = observe::resources(&pod);
+        prop_assert!(r.cpu.0 >= 0 && r.memory.0 >= 0);
+        let _ = observe::requests(&pod);
+        let _ = observe::pool(&pod);
+        let _ = observe::not_admitted(&pod);
+        let _ = observe::finished(&pod);
+        let _ = observe::gang(&pod, None);
+        let l = meter::life(&pod, lost.map(t), t(now));
+        if let Life::Ended { started, ended } = l {
+            prop_assert!(ended >= started);
+        }
+        if let Some(b) = meter::binding_for(&pod, TenantId::new("acme").unwrap(), Pool::Shared, false, "n", t(now)) {
+            // What the ledger refuses is refused there, one item alone;
+            // what it accepts is within its bounds.
+            if b.check().is_ok() {
+                prop_assert!(b.cpu.0 > 0 && b.cpu.0 <= 100_000_000);
+                if let Some(a) = meter::accrual_of(&b, &pod, l, t(now)) {
+                    prop_assert!(a.until >= a.pod.started_at);
+                    let facts = meter::run_facts(&pod, &a.pod, 3, None);
+                    if let Some(f) = facts {
+                        for s in [f.source, f.target].into_iter().flatten() {
+                            prop_assert!(!s.contains('\0'));
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// Any spark.properties a tenant writes gives a bounded gang or an error.
+    #[test]
+    fn spark_conf_maps_give_a_bounded_gang_or_an_error(
+        instances in prop_oneof![Just("9223372036854775807".to_owned()), Just("-3".to_owned()), "[0-9]{0,22}".prop_map(String::from), text()],
+        cores in prop_oneof![Just("1".to_owned()), Just("0".to_owned()), Just("1e300".to_owned()), "[0-9]{0,22}".prop_map(String::from)],
+        request in prop_oneof![Just("500m".to_owned()), Just("-1".to_owned()), "[0-9]{0,22}m?".prop_map(String::from)],
+        junk in text(),
+    ) {
+        let pod: Pod = serde_json::from_value(json!({
+            "metadata": {"name": "d", "namespace": "tenant-acme", "uid": "u", "labels": {"spark-role": "driver", "spark-app-selector": "spark-1"}},
+            "spec": {"containers": [{"name": "c", "resources": {"requests": {"cpu": "1"}}}],
+                     "volumes": [{"name": "spark-conf-volume-driver", "configMap": {"name": "conf"}}]}
+        })).unwrap();
+        let conf: ConfigMap = serde_json::from_value(json!({
+            "metadata": {"name": "conf", "namespace": "tenant-acme"},
+            "data": {"spark.properties": format!(
+                "spark.executor.instances={instances}\nspark.executor.cores={cores}\nspark.kubernetes.executor.request.cores={request}\n{junk}\n")}
+        })).unwrap();
+        if let Ok(Some(g)) = observe::gang(&pod, Some(&conf)) {
+            prop_assert!(g.executors <= sparkcap_ledger::podres::MAX_EXECUTORS);
+        }
+    }
+
+    /// Any node a cluster reports is read without panics, its capacity non-negative.
+    #[test]
+    fn nodes_are_read_without_panics(cpu in quantity(), memory in quantity(), pods in quantity(), pool in text(), ready in text()) {
+        let Ok(n) = serde_json::from_value::<Node>(json!({
+            "metadata": {"name": "n", "labels": {"sparkcap.io/pool": pool}},
+            "spec": {"taints": [{"key": "sparkcap.io/pool", "value": "shared", "effect": "NoSchedule"}]},
+            "status": {"allocatable": {"cpu": cpu, "memory": memory, "pods": pods},
+                       "conditions": [{"type": "Ready", "status": ready}]}
+        })) else { return Ok(()) };
+        let node = observe::node(&n);
+        prop_assert!(node.allocatable.cpu >= 0 && node.allocatable.memory >= 0);
+    }
+}
