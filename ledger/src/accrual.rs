@@ -476,7 +476,10 @@ pub fn plan_accruals(
     for uid in order {
         let Some(slot) = pods.remove(uid) else { continue };
         let finishes_now = slot.touched && slot.cp.finished_at.is_some() && (slot.is_new || slot.was_open);
-        if let (true, Some("driver"), Some(job)) = (finishes_now, slot.cp.pod.role.as_deref(), &slot.cp.pod.job) {
+        // A run ends with its driver, or (client mode: the driver runs outside
+        // the cluster) with the pod the scheduler sends the run's facts with.
+        let ends_run = slot.cp.pod.role.as_deref() == Some("driver") || run_facts.contains_key(uid);
+        if let (true, true, Some(job)) = (finishes_now, ends_run, &slot.cp.pod.job) {
             plan.closed_drivers.push(ClosedDriver {
                 driver: slot.cp.clone(),
                 job: job.clone(),

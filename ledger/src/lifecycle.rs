@@ -10,7 +10,7 @@
 //! at all.
 
 use crate::account::Account;
-use crate::accrual::{ClosedDriver, PodCheckpoint};
+use crate::accrual::{ClosedDriver, PodCheckpoint, PodOutcome};
 use crate::ids::TenantId;
 use crate::pool::Pool;
 use crate::store::RunOutcome;
@@ -296,37 +296,58 @@ impl Notice {
 /// The profile of the run a closed driver ends, from the pods of its
 /// application (driver included) as the ledger holds them: cores requested
 /// by all of them, vCPU time metered for all of them.
-pub fn profile<'a>(closed: &ClosedDriver, app: impl IntoIterator<Item = &'a PodCheckpoint>) -> RunProfile {
+pub fn profile<'a>(closed: &ClosedDriver, app: impl IntoIterator<Item = &'a PodCheckpoint>) -> Option<RunProfile> {
     let d = &closed.driver;
     let (mut cores, mut vcpu) = (Millicores(0), McSeconds::ZERO);
-    let mut saw_driver = false;
+    let mut saw_closer = false;
+    let client_mode = d.pod.role.as_deref() != Some("driver");
+    let (mut started, mut finished) = (d.pod.started_at, d.finished_at.unwrap_or(d.charged_until));
+    let mut executors_ended_well = true;
     for p in app {
-        saw_driver |= p.pod.uid == d.pod.uid;
+        if client_mode && p.pod.role.as_deref() == Some("driver") {
+            // A driver ran in the cluster: its close ends the run, not an executor's.
+            return None;
+        }
+        saw_closer |= p.pod.uid == d.pod.uid;
         cores = Millicores(cores.0 + p.pod.cpu.0);
         vcpu += p.charged + p.opportunistic;
+        started = started.min(p.pod.started_at);
+        finished = finished.max(p.finished_at.unwrap_or(p.charged_until));
+        executors_ended_well &= matches!(p.outcome, Some(PodOutcome::Succeeded | PodOutcome::Deleted) | None);
     }
-    if !saw_driver {
+    if !saw_closer {
         cores = Millicores(cores.0 + d.pod.cpu.0);
         vcpu += d.charged + d.opportunistic;
     }
     let f = &closed.facts;
-    RunProfile {
+    Some(RunProfile {
         tenant: d.pod.tenant.clone(),
         job: closed.job.clone(),
         app_id: d.pod.app_id.clone().unwrap_or_else(|| d.pod.uid.clone()),
         pool: d.pod.pool,
-        started_at: d.pod.started_at,
-        finished_at: d.finished_at.unwrap_or(d.charged_until),
+        // A cluster-mode run is its driver's life; a client-mode run (the
+        // driver outside the cluster) spans its executors.
+        started_at: if client_mode { started } else { d.pod.started_at },
+        finished_at: if client_mode {
+            finished
+        } else {
+            d.finished_at.unwrap_or(d.charged_until)
+        },
         cores,
         vcpu,
-        outcome: RunOutcome::of(true, d.outcome),
+        outcome: match (client_mode, executors_ended_well) {
+            // Spark's driver deletes its executors at sc.stop(): that is a normal end.
+            (true, true) => RunOutcome::Succeeded,
+            (true, false) => RunOutcome::Unknown,
+            (false, _) => RunOutcome::of(true, d.outcome),
+        },
         sla_seconds: f.sla_seconds,
         cpu_used: f.cpu_used,
         memory_used: f.memory_used,
         data_bytes: f.data_bytes,
         source: f.source.clone(),
         target: f.target.clone(),
-    }
+    })
 }
 
 /// The balance alert for `account` at `now`, if its balance is at 20 % or

@@ -1259,6 +1259,55 @@ async fn a_nul_byte_is_refused_alone(s: &dyn LedgerStore) {
     assert_books(s).await;
 }
 
+/// Client mode: executors only, the run's facts sent with the last one's
+/// close, record one run spanning them; an executor sent with facts in an
+/// application whose driver ran in the cluster records nothing more.
+async fn client_mode_runs_end_with_their_last_executor(s: &dyn LedgerStore) {
+    let a = tenant(s, "acme").await;
+    let e = s.claim_epoch("w").await.unwrap();
+    let facts = sparkcap_ledger::lifecycle::RunFacts {
+        sla_seconds: Some(600),
+        ..Default::default()
+    };
+    let (x1, x2) = (pod("c1", &a, 1000, 0), pod("c2", &a, 2000, 5));
+    s.accrue(e, &[acc(&x1, 20, true), acc(&x2, 20, false)]).await.unwrap();
+    assert!(
+        s.job_stats(Some(&a)).await.unwrap().is_empty(),
+        "an executor still runs"
+    );
+    let mut last = acc(&x2, 50, true);
+    last.outcome = Some(PodOutcome::Deleted);
+    last.run = Some(facts.clone());
+    s.accrue(e, &[last.clone()]).await.unwrap();
+    s.accrue(e, &[last]).await.unwrap();
+    let stats = s.job_stats(Some(&a)).await.unwrap();
+    assert_eq!((stats.len(), stats[0].state.runs), (1, 1), "{stats:?}");
+    let runs = s.run_profiles(&a, Some("ingest-orders"), 10).await.unwrap();
+    assert_eq!(runs.len(), 1);
+    assert_eq!((runs[0].started_at, runs[0].finished_at), (at(0), at(50)));
+    assert_eq!(runs[0].outcome, sparkcap_ledger::store::RunOutcome::Succeeded);
+    assert_eq!(runs[0].vcpu.0, 1000 * 20 + 2000 * 45);
+    // Cluster mode: the driver's close recorded the run; an executor that
+    // outlives it with facts (as an orphan would) adds none.
+    let driver = PodUsage {
+        role: Some("driver".into()),
+        ..pod("d9", &a, 1000, 0)
+    };
+    let orphan = pod("d8", &a, 1000, 0);
+    s.accrue(e, &[acc(&driver, 30, true), acc(&orphan, 30, false)])
+        .await
+        .unwrap();
+    let mut end = acc(&orphan, 40, true);
+    end.run = Some(facts);
+    s.accrue(e, &[end]).await.unwrap();
+    assert_eq!(
+        s.job_stats(Some(&a)).await.unwrap()[0].state.runs,
+        2,
+        "the driver's run only"
+    );
+    assert_books(s).await;
+}
+
 macro_rules! contract {
     ($($name:ident),* $(,)?) => {
         mod memory {
@@ -1309,6 +1358,7 @@ contract!(
     low_balance_alerts_once_per_period,
     bindings_are_fixed_once_the_pod_starts_and_fenced,
     a_nul_byte_is_refused_alone,
+    client_mode_runs_end_with_their_last_executor,
 );
 
 /// Postgres only: the writer remembers checkpoints between batches, so the

@@ -27,9 +27,22 @@ pub fn run_facts(
     promote_after: i64,
     measured: Option<&crate::usage::AppUse>,
 ) -> Option<RunFacts> {
-    if usage.role.as_deref() != Some("driver") || usage.job.is_none() {
+    if usage.role.as_deref() != Some("driver") {
         return None;
     }
+    run_facts_of(pod, usage, promote_after, measured)
+}
+
+/// The facts of the run `pod` ends, whatever its role: for the last
+/// executor of a client-mode application (its driver runs outside the
+/// cluster), whose end is the run's. None for a pod of no job.
+pub fn run_facts_of(
+    pod: &Pod,
+    usage: &PodUsage,
+    promote_after: i64,
+    measured: Option<&crate::usage::AppUse>,
+) -> Option<RunFacts> {
+    usage.job.as_ref()?;
     let ann = pod.annotations();
     // Annotations are the tenant's text: what the ledger could not store
     // (a NUL byte, an essay) is dropped here, so the run is still profiled

@@ -432,6 +432,52 @@ fn export_audit(metrics: &Metrics, report: &crate::audit::Report, now: DateTime<
     }
 }
 
+/// Client mode (the driver runs outside the cluster): an application's run
+/// ends with its last executor. When every pod sparkcap bound for an
+/// application with no driver in the cluster ends in this batch, the one
+/// that ends last carries the run's facts, so the ledger records the run
+/// (its profile, its job's lifecycle) as it does at a driver's end. The
+/// application's pods come from the bindings, never from labels.
+fn client_mode_run_ends(
+    batch: &mut [AccrualRequest],
+    finishing: &HashMap<String, Arc<Pod>>,
+    memory: &Memory,
+    sampler: &crate::usage::Sampler,
+    config: &ShellConfig,
+) {
+    let mut last: HashMap<(&str, &str), usize> = HashMap::new();
+    for (i, req) in batch.iter().enumerate() {
+        let p = &req.pod;
+        if !req.finished || req.run.is_some() || p.role.as_deref() == Some("driver") || p.job.is_none() {
+            continue;
+        }
+        let Some(app) = p.app_id.as_deref() else { continue };
+        let key = (p.namespace.as_str(), app);
+        let later = last.get(&key).is_none_or(|&j| batch[j].until <= req.until);
+        if later {
+            last.insert(key, i);
+        }
+    }
+    let ends: Vec<usize> = last
+        .into_iter()
+        .filter(|((ns, app), _)| {
+            !memory.bound.values().any(|b| {
+                b.namespace == *ns
+                    && b.app_id.as_deref() == Some(*app)
+                    && (b.role.as_deref() == Some("driver") || !finishing.contains_key(&b.uid))
+            })
+        })
+        .map(|(_, i)| i)
+        .collect();
+    for i in ends {
+        let Some(pod) = finishing.get(&batch[i].pod.uid) else {
+            continue;
+        };
+        let measured = batch[i].pod.app_id.as_deref().and_then(|a| sampler.apps.get(a));
+        batch[i].run = meter::run_facts_of(pod, &batch[i].pod, config.draft_runs, measured);
+    }
+}
+
 /// `sparkcap-scheduler audit --against-cluster`: lists every pod and node
 /// and compares them with the ledger now. Read-only: claims no epoch.
 pub async fn audit_cluster_now(client: Client, store: &dyn LedgerStore) -> anyhow::Result<crate::audit::Report> {
@@ -523,6 +569,7 @@ async fn meter(
     let charge_to = now - config.charge_lag;
     let mut batch = Vec::new();
     let mut never_started = Vec::new();
+    let mut finishing: HashMap<String, Arc<Pod>> = HashMap::new();
     for (uid, b) in &memory.bound {
         let (pod, gone) = match (live.get(uid), memory.gone.get(uid)) {
             (Some(p), _) => (p.clone(), false),
@@ -580,6 +627,7 @@ async fn meter(
                     }
                     let app = req.pod.app_id.as_deref().and_then(|a| sampler.apps.get(a));
                     req.run = meter::run_facts(&pod, &req.pod, config.draft_runs, app);
+                    finishing.insert(uid.clone(), pod.clone());
                 } else if let Some(k) = memory.open.get(uid) {
                     // Never behind what was charged already (a lag raised since).
                     req.until = req.until.max(k.until);
@@ -588,6 +636,7 @@ async fn meter(
             }
         }
     }
+    client_mode_run_ends(&mut batch, &finishing, memory, sampler, config);
     // Pods metered by an earlier version, with no binding recorded.
     for (uid, last) in &memory.open {
         if memory.bound.contains_key(uid) {

@@ -1424,3 +1424,87 @@ async fn notification_urls_cannot_reach_internal_addresses_or_redirect() {
 fn acme_id() -> sparkcap_ledger::TenantId {
     sparkcap_ledger::TenantId::new("acme").unwrap()
 }
+
+/// Issue 20 item 6: a client-mode application (its driver outside the
+/// cluster, executors only) is a job with runs like any other: its
+/// executors are charged to their real ends, deleted by the driver's
+/// `sc.stop()` or ended by themselves, and when the last one ends the run
+/// is recorded (profile, job lifecycle), so `GET /jobs` lists it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn client_mode_applications_are_jobs_with_runs() {
+    let c = cluster("client").await;
+    let pods: Api<Pod> = Api::namespaced(c.server.client(), "tenant-acme");
+    let acme = sparkcap_ledger::TenantId::new("acme").unwrap();
+    let executor = |n: usize, run_seconds: &str| -> Pod {
+        serde_json::from_value(json!({
+            "metadata": {"name": format!("pythonpi-exec-{n}"),
+                         "labels": {"spark-role": "executor", "spark-app-selector": "spark-client-1",
+                                    "spark-app-name": "pythonpi", "spark-exec-id": n.to_string()},
+                         "annotations": {"sim.sparkcap.io/run-seconds": run_seconds, "sparkcap.io/sla": "10m"}},
+            "spec": {"containers": [{"name": "spark-kubernetes-executor", "image": "apache/spark:3.5.3",
+                                     "resources": {"requests": {"cpu": "1", "memory": "1Gi"}}}]}
+        }))
+        .unwrap()
+    };
+    // One ends by itself; the other runs until the driver deletes it.
+    let quick = pods.create(&PostParams::default(), &executor(1, "2")).await.unwrap();
+    let held = pods.create(&PostParams::default(), &executor(2, "3600")).await.unwrap();
+    wait_for("the held executor running", async || {
+        let p = pods.get("pythonpi-exec-2").await.ok()?;
+        (p.status.as_ref()?.phase.as_deref() == Some("Running")).then_some(())
+    })
+    .await;
+    let quick_cp = closed_checkpoint(&c.store, quick.metadata.uid.as_deref().unwrap()).await;
+    assert!(
+        c.store.job_stats(Some(&acme)).await.unwrap().is_empty(),
+        "one executor still runs: the run goes on"
+    );
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    pods.delete("pythonpi-exec-2", &Default::default()).await.unwrap();
+    let held_cp = closed_checkpoint(&c.store, held.metadata.uid.as_deref().unwrap()).await;
+    assert_eq!(held_cp.outcome, Some(sparkcap_ledger::PodOutcome::Deleted));
+    for cp in [&quick_cp, &held_cp] {
+        let life = cp.finished_at.unwrap() - cp.pod.started_at;
+        assert_eq!(cp.charged.0, 1000 * life.num_seconds(), "charged its real life");
+    }
+    let stats = wait_for("the client-mode run recorded", async || {
+        let s = c.store.job_stats(Some(&acme)).await.ok()?;
+        s.into_iter().find(|j| j.job == "pythonpi" && j.state.runs == 1)
+    })
+    .await;
+    assert_eq!(stats.state.sla_seconds, Some(600));
+    let profiles = c.store.run_profiles(&acme, Some("pythonpi"), 10).await.unwrap();
+    assert_eq!(profiles.len(), 1, "{profiles:?}");
+    let run = &profiles[0];
+    assert_eq!(run.app_id, "spark-client-1");
+    assert_eq!(run.outcome, sparkcap_ledger::store::RunOutcome::Succeeded);
+    assert_eq!(
+        (run.started_at, run.finished_at),
+        (
+            quick_cp.pod.started_at.min(held_cp.pod.started_at),
+            held_cp.finished_at.unwrap().max(quick_cp.finished_at.unwrap())
+        ),
+        "a client-mode run spans its executors"
+    );
+    assert_eq!(run.vcpu.0, quick_cp.charged.0 + held_cp.charged.0);
+    let jobs = c.store.jobs(&acme).await.unwrap();
+    assert!(
+        jobs.iter().any(|j| j.job == "pythonpi" && j.finished_runs == 1),
+        "GET /jobs lists it: {jobs:?}"
+    );
+    let runs = c
+        .store
+        .job_runs(
+            &acme,
+            &sparkcap_ledger::store::RunQuery {
+                job: Some("pythonpi"),
+                from: chrono::Utc::now() - chrono::TimeDelta::hours(1),
+                to: chrono::Utc::now() + chrono::TimeDelta::hours(1),
+                limit: 10,
+                after: None,
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(runs.len(), 1, "GET /runs lists it: {runs:?}");
+}

@@ -152,7 +152,7 @@ impl State {
                 .flatten()
                 .filter_map(|uid| self.pods.get(uid))
                 .map(|r| &r.cp);
-            let run = profile(c, pods);
+            let Some(run) = profile(c, pods) else { continue };
             let key = (run.tenant.clone(), run.job.clone());
             let state = self.jobs.remove(&key).unwrap_or_default();
             let (state, notices) = record_run(state, &run, c.facts.promote_after);

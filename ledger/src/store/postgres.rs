@@ -401,7 +401,9 @@ async fn finish_runs(tx: &mut Transaction<'_, Postgres>, closed: &[ClosedDriver]
     let mut notices = Vec::new();
     for c in closed {
         let app = c.driver.pod.app_id.as_deref().and_then(|a| pods.get(a));
-        let run = profile(c, app.into_iter().flatten());
+        let Some(run) = profile(c, app.into_iter().flatten()) else {
+            continue;
+        };
         let key = (run.tenant.clone(), run.job.clone());
         let state = states.remove(&key).unwrap_or_default();
         let (state, raised) = record_run(state, &run, c.facts.promote_after);
