@@ -34,7 +34,10 @@ if command -v java >/dev/null; then
     [ "$(id -u)" -ne 0 ] && command -v sudo >/dev/null && export SUDO=sudo
     SPARK_HOME=$(./scripts/fetch-spark.sh)
     export SPARK_HOME
-    say "Spark client ready: $SPARK_HOME"
+    # Spark 4 (fabric8 over Vert.x, websocket watches) for the client-mode test.
+    SPARK_HOME_4_3_0=$(./scripts/fetch-spark.sh 4.3.0)
+    export SPARK_HOME_4_3_0
+    say "Spark clients ready: $SPARK_HOME and $SPARK_HOME_4_3_0"
 else
     say "WARNING: java not found; the spark-submit tests will be SKIPPED (install openjdk-17-jre-headless to run them)"
 fi

@@ -13,6 +13,23 @@ pub fn java_available() -> bool {
         .is_ok_and(|o| o.status.success())
 }
 
+/// Spark `version`'s home in the cache `./scripts/fetch-spark.sh VERSION`
+/// fills (`SPARK_HOME_<major>_<minor>_<patch>` overrides it); panics with
+/// the fix when it is missing.
+pub fn spark_home_of(version: &str) -> PathBuf {
+    let var = format!("SPARK_HOME_{}", version.replace('.', "_"));
+    let home = std::env::var_os(&var).map(PathBuf::from).unwrap_or_else(|| {
+        PathBuf::from(std::env::var_os("HOME").unwrap_or_default())
+            .join(format!(".cache/sparkcap/pyspark-{version}/deps"))
+    });
+    assert!(
+        home.join("bin/spark-submit").exists(),
+        "Spark {version} not found at {}: run ./scripts/fetch-spark.sh {version} (./scripts/test.sh does) or set {var}",
+        home.display()
+    );
+    home
+}
+
 /// `SPARK_HOME`, else the cache `./scripts/fetch-spark.sh` fills; panics
 /// with the fix when Spark is missing.
 pub fn spark_home() -> PathBuf {

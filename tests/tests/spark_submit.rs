@@ -195,3 +195,182 @@ async fn client_mode_driver_manages_its_executors() {
     );
     std::fs::remove_dir_all(&dir).ok();
 }
+
+/// Issue 20: a real client-mode driver (pyspark `version`, the driver here,
+/// executors in the devcluster through sparkcap's webhook and scheduler)
+/// asks for two executors and, at `sc.stop()`, deletes them. Each is charged
+/// exactly its real life as the kubelet reports it, the application is a
+/// job with one run, and the ledger agrees with the cluster.
+async fn client_mode_executors_are_charged_to_their_real_end(version: &str) {
+    use k8s_openapi::api::core::v1::Pod;
+    use sparkcap_ledger::LedgerStore;
+    use std::sync::{Arc, Mutex};
+    if !java_available() {
+        eprintln!("\n*** SKIPPED: java is not installed, so the real Spark driver cannot run ***\n");
+        return;
+    }
+    let spark = sparkcap_testkit::spark::spark_home_of(version);
+    let dist = spark.parent().unwrap().to_path_buf();
+    let py4j = std::fs::read_dir(dist.join("lib"))
+        .unwrap()
+        .filter_map(Result::ok)
+        .map(|e| e.path())
+        .find(|p| p.file_name().is_some_and(|n| n.to_string_lossy().starts_with("py4j-")))
+        .expect("py4j ships with pyspark");
+    let server = ApiServer::new();
+    let store: Arc<dyn LedgerStore> = Arc::new(sparkcap_ledger::MemoryStore::new());
+    let _kubelets = sparkcap_testkit::devcluster::default_cluster(
+        &server,
+        store.as_ref(),
+        "tenants:\n- id: acme\n  vcpu_hours: 500\n",
+    )
+    .await
+    .unwrap();
+    let dir = std::env::temp_dir().join(format!("sparkcap-spark-client-{version}-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let _webhook = sparkcap_testkit::webhook::start(&server, store.clone(), Default::default(), &dir)
+        .await
+        .unwrap();
+    let _scheduler = sparkcap_testkit::scheduler::start(
+        &server,
+        &store,
+        sparkcap_scheduler::shell::ShellConfig {
+            meter_period: chrono::TimeDelta::seconds(1),
+            ..Default::default()
+        },
+    );
+    let pods_def = find("", "v1", "pods").unwrap();
+    let (_, _, mut events) = server.store.snapshot_and_watch(pods_def, Some("tenant-acme"));
+    let last: Arc<Mutex<std::collections::HashMap<String, serde_json::Value>>> = Arc::default();
+    let seen = last.clone();
+    let recorder = tokio::spawn(async move {
+        while let Ok(e) = events.recv().await {
+            if let Some(uid) = e.object.pointer("/metadata/uid").and_then(serde_json::Value::as_str) {
+                seen.lock().unwrap().insert(uid.to_owned(), e.object.clone());
+            }
+        }
+    });
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let kubeconfig = dir.join("kubeconfig");
+    write_kubeconfig(&kubeconfig, &url, None).unwrap();
+    tokio::spawn(serve(server.clone(), listener));
+    let app = dir.join("app.py");
+    std::fs::write(
+        &app,
+        format!(
+            "from pyspark import SparkConf, SparkContext\n\
+             conf = (SparkConf().setMaster('k8s://{url}').setAppName('ingest-client')\n\
+                 .set('spark.kubernetes.namespace', 'tenant-acme')\n\
+                 .set('spark.kubernetes.container.image', 'apache/spark:{version}')\n\
+                 .set('spark.executor.instances', '2').set('spark.driver.host', '127.0.0.1')\n\
+                 .set('spark.scheduler.maxRegisteredResourcesWaitingTime', '2s'))\n\
+             sc = SparkContext(conf=conf)\n\
+             import time; time.sleep(6)\n\
+             sc.stop()\n\
+             print('CLIENT-DONE')\n"
+        ),
+    )
+    .unwrap();
+    let log_path = dir.join("driver.log");
+    let log_file = std::fs::File::create(&log_path).unwrap();
+    let mut driver = tokio::process::Command::new("python3")
+        .arg(&app)
+        .env("SPARK_HOME", &spark)
+        .env("KUBECONFIG", &kubeconfig)
+        .env("SPARK_LOCAL_IP", "127.0.0.1")
+        .env("PYTHONPATH", format!("{}:{}", dist.display(), py4j.display()))
+        .stdout(log_file.try_clone().unwrap())
+        .stderr(log_file)
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let status = tokio::time::timeout(Duration::from_secs(120), driver.wait()).await;
+    let log = std::fs::read_to_string(&log_path).unwrap_or_default();
+    let ok = matches!(&status, Ok(Ok(s)) if s.success());
+    let requests = server.requests.lock().unwrap().clone();
+    assert!(
+        ok && log.contains("CLIENT-DONE"),
+        "driver failed ({status:?}):\n{log}\nlast requests:\n{}",
+        requests
+            .iter()
+            .filter(|r| r.contains("tenant-acme") && !r.contains("metrics.k8s.io"))
+            .take(40)
+            .cloned()
+            .collect::<Vec<_>>()
+            .join("\n")
+    );
+    // The executors go once charged (the metering finalizer holds them until then).
+    let pods: kube::Api<Pod> = kube::Api::namespaced(server.client(), "tenant-acme");
+    for _ in 0..300 {
+        if pods.list(&Default::default()).await.unwrap().items.is_empty() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(
+        pods.list(&Default::default()).await.unwrap().items.is_empty(),
+        "executors left behind"
+    );
+    let finals: Vec<serde_json::Value> = last.lock().unwrap().values().cloned().collect();
+    let executors: Vec<&serde_json::Value> = finals
+        .iter()
+        .filter(|v| v.pointer("/metadata/labels/spark-role") == Some(&json!("executor")))
+        .collect();
+    let ran: Vec<&&serde_json::Value> = executors
+        .iter()
+        .filter(|v| v.pointer("/status/startTime").is_some())
+        .collect();
+    assert!(ran.len() >= 2, "Spark's two executors ran: {executors:#?}");
+    let time = |v: &serde_json::Value, p: &str| {
+        chrono::DateTime::parse_from_rfc3339(v.pointer(p).and_then(serde_json::Value::as_str).unwrap())
+            .unwrap()
+            .with_timezone(&chrono::Utc)
+    };
+    for v in &ran {
+        let uid = v.pointer("/metadata/uid").and_then(serde_json::Value::as_str).unwrap();
+        let cp = store
+            .pod_checkpoint(uid)
+            .await
+            .unwrap()
+            .expect("every executor that ran is charged");
+        let (start, end) = (
+            time(v, "/status/startTime"),
+            time(v, "/status/containerStatuses/0/state/terminated/finishedAt"),
+        );
+        assert_eq!(
+            v.pointer("/status/containerStatuses/0/state/terminated/exitCode"),
+            Some(&json!(143)),
+            "deleted by Spark: SIGTERM"
+        );
+        assert_eq!((cp.pod.started_at, cp.finished_at), (start, Some(end)));
+        assert_eq!(cp.outcome, Some(sparkcap_ledger::PodOutcome::Deleted));
+        assert_eq!(
+            cp.charged.0,
+            cp.pod.cpu.0 * (end - start).num_seconds(),
+            "its real life"
+        );
+    }
+    let acme = sparkcap_ledger::TenantId::new("acme").unwrap();
+    let stats = store.job_stats(Some(&acme)).await.unwrap();
+    assert!(
+        stats.iter().any(|j| j.job == "ingest-client" && j.state.runs == 1),
+        "the client-mode application is a job with one run: {stats:?}"
+    );
+    let report = sparkcap_scheduler::shell::audit_cluster_now(server.client(), store.as_ref())
+        .await
+        .unwrap();
+    assert!(report.is_clean(), "{:?}", report.findings);
+    recorder.abort();
+    std::fs::remove_dir_all(&dir).ok();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn client_mode_3_5_3_executors_deleted_by_spark_are_charged_to_their_real_end() {
+    client_mode_executors_are_charged_to_their_real_end("3.5.3").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn client_mode_4_3_0_executors_deleted_by_spark_are_charged_to_their_real_end() {
+    client_mode_executors_are_charged_to_their_real_end("4.3.0").await;
+}

@@ -78,6 +78,7 @@ pub async fn handle(
     uri: Uri,
     Query(params): Query<Params>,
     headers: HeaderMap,
+    ws: Result<axum::extract::ws::WebSocketUpgrade, axum::extract::ws::rejection::WebSocketUpgradeRejection>,
     body: Bytes,
 ) -> Response {
     shared
@@ -125,6 +126,33 @@ pub async fn handle(
             ))
             .into_response();
         }
+    }
+    // A watch over WebSocket (fabric8, Spark 4's Kubernetes client, asks for
+    // one first): the same events, one JSON message each.
+    if let Ok(ws) = ws
+        && method == Method::GET
+        && flag(&params, "watch")
+    {
+        return match watch_events(
+            &shared.store,
+            &shared.watch_faults,
+            target.def,
+            target.ns.as_deref(),
+            &params,
+        ) {
+            Err(e) => e.into_response(),
+            Ok(events) => ws.on_upgrade(move |mut socket| async move {
+                use axum::extract::ws::Message;
+                let mut events = events;
+                while let Some(line) = events.next().await {
+                    let text = String::from_utf8_lossy(&line).trim_end().to_owned();
+                    if socket.send(Message::Text(text.into())).await.is_err() {
+                        return;
+                    }
+                }
+                let _ = socket.send(Message::Close(None)).await;
+            }),
+        };
     }
     match serve(&shared, &method, target, &params, &headers, &body).await {
         Ok(r) => r,
@@ -548,6 +576,22 @@ fn watch(
     ns: Option<&str>,
     params: &Params,
 ) -> Result<Response, ApiError> {
+    let stream = watch_events(store, faults, def, ns, params)?.map(Ok::<_, std::convert::Infallible>);
+    Ok(Response::builder()
+        .header("content-type", "application/json")
+        .header("transfer-encoding", "chunked")
+        .body(Body::from_stream(stream))
+        .expect("response"))
+}
+
+/// A watch's events, one JSON line each, as a stream.
+fn watch_events(
+    store: &Arc<Store>,
+    faults: &Arc<WatchFaults>,
+    def: &'static ResourceDef,
+    ns: Option<&str>,
+    params: &Params,
+) -> Result<futures::stream::BoxStream<'static, Bytes>, ApiError> {
     let (ls, fs) = selectors(def, params)?;
     let bookmarks = flag(params, "allowWatchBookmarks");
     let timeout = params
@@ -592,10 +636,7 @@ fn watch(
             Err(gone) => {
                 // 410 goes inside the stream: HTTP 200, then one ERROR event.
                 let body = line("ERROR", &gone.to_status());
-                return Ok(Response::builder()
-                    .header("content-type", "application/json")
-                    .body(Body::from(body))
-                    .expect("response"));
+                return Ok(futures::stream::once(async move { body }).boxed());
             }
         }
     };
@@ -676,12 +717,7 @@ fn watch(
             }
         }
     });
-    let stream = tokio_stream::wrappers::ReceiverStream::new(rx).map(Ok::<_, std::convert::Infallible>);
-    Ok(Response::builder()
-        .header("content-type", "application/json")
-        .header("transfer-encoding", "chunked")
-        .body(Body::from_stream(stream))
-        .expect("response"))
+    Ok(tokio_stream::wrappers::ReceiverStream::new(rx).boxed())
 }
 
 use futures::StreamExt;
