@@ -429,7 +429,8 @@ impl LedgerStore for MemoryStore {
             // Checkpoints are moved out and back (every one comes back in the
             // plan), not cloned: a simulated day accrues millions of them.
             let mut journal: HashMap<String, (McSeconds, u64)> = HashMap::with_capacity(batch.len());
-            let mut checkpoints: HashMap<String, PodCheckpoint> = HashMap::with_capacity(batch.len());
+            let mut checkpoints =
+                crate::accrual::Checkpoints::with_capacity_and_hasher(batch.len(), Default::default());
             for r in batch {
                 if let Some(row) = s.pods.remove(&r.pod.uid) {
                     journal.insert(r.pod.uid.clone(), (row.interval_sum, row.intervals));

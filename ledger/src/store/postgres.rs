@@ -65,7 +65,7 @@ pub struct PgStore {
 #[derive(Debug, Default)]
 struct WriterCache {
     epoch: Option<i64>,
-    open: HashMap<String, PodCheckpoint>,
+    open: crate::accrual::Checkpoints,
 }
 
 impl PgStore {
@@ -1544,7 +1544,8 @@ impl PgStore {
         }
         // Remembered checkpoints move into the batch; they come back
         // (advanced) only if it commits, so a failure forgets them.
-        let mut checkpoints: HashMap<String, PodCheckpoint> = HashMap::with_capacity(batch.len());
+        let mut checkpoints =
+            crate::accrual::Checkpoints::with_capacity_and_hasher(batch.len(), Default::default());
         let mut missing: Vec<&str> = Vec::new();
         for r in batch {
             if checkpoints.contains_key(&r.pod.uid) {
