@@ -15,8 +15,8 @@ use crate::pool::Pool;
 use crate::time::{split_by_hour, trunc_secs};
 use crate::units::{McSeconds, Millicores};
 use chrono::{DateTime, Utc};
-use serde::{Deserialize, Serialize};
 use rustc_hash::FxHashMap;
+use serde::{Deserialize, Serialize};
 
 /// Checkpoints by pod uid, as a batch is planned over them.
 pub type Checkpoints = FxHashMap<String, PodCheckpoint>;

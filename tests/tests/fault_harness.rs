@@ -33,6 +33,7 @@ async fn the_ledger_is_exact_while_the_scheduler_is_killed_twenty_times() {
         driver_cpu: 500,
         executor_cpu: 1000,
         delete_when_metered: false,
+        scale_down: 0.05,
     };
     // Faults go on until the last job is submitted and the plan has killed
     // a scheduler at least 20 times; the jobs in flight then finish.

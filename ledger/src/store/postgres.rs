@@ -1544,8 +1544,7 @@ impl PgStore {
         }
         // Remembered checkpoints move into the batch; they come back
         // (advanced) only if it commits, so a failure forgets them.
-        let mut checkpoints =
-            crate::accrual::Checkpoints::with_capacity_and_hasher(batch.len(), Default::default());
+        let mut checkpoints = crate::accrual::Checkpoints::with_capacity_and_hasher(batch.len(), Default::default());
         let mut missing: Vec<&str> = Vec::new();
         for r in batch {
             if checkpoints.contains_key(&r.pod.uid) {

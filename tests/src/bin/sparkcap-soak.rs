@@ -77,6 +77,7 @@ async fn main() -> anyhow::Result<()> {
         tenants: args.tenants,
         vcpu_hours: 10_000,
         nodes,
+        dedicated_nodes: 2,
         schedulers: 2,
         mix: FaultMix::soak(),
         watch_faults: WatchFaultConfig {
@@ -100,6 +101,7 @@ async fn main() -> anyhow::Result<()> {
         driver_cpu,
         executor_cpu,
         delete_when_metered: true,
+        scale_down: 0.02,
     };
     let faults_for = Duration::from_secs(args.minutes * 60);
     let limit = faults_for + Duration::from_secs(args.run_seconds.1 * 3 + 600);

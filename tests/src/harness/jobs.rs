@@ -17,6 +17,10 @@ use std::time::{Duration, Instant};
 
 /// Label on every pod the harness makes.
 pub const HARNESS_LABEL: &str = "fault-harness";
+/// The harness's own finalizer on every pod it makes: a deleted or evicted
+/// pod stays (ended, with the kubelet's final status) until the harness
+/// has read that status, as any observer that must not miss an end holds it.
+pub const OBSERVE_FINALIZER: &str = "harness.sparkcap.io/observe";
 
 /// The jobs to run.
 #[derive(Debug, Clone)]
@@ -37,6 +41,10 @@ pub struct JobMix {
     pub executor_cpu: i64,
     /// Delete a job's pods once the ledger closed them (bounds a long soak's pod count).
     pub delete_when_metered: bool,
+    /// Chance per round that a running job deletes one of its running
+    /// executors, as Spark's dynamic allocation scales down (`kubectl
+    /// delete` looks the same to the kubelet).
+    pub scale_down: f64,
 }
 
 /// A finished pod's facts.
@@ -82,14 +90,22 @@ pub struct JobStats {
     pub refusal_examples: BTreeMap<String, String>,
     /// Pods deleted after the ledger closed them.
     pub deleted_when_metered: u64,
+    /// Running executors deleted (scale-down).
+    pub scaled_down: u64,
     /// Finished pods' facts.
     pub finished: Vec<PodFacts>,
 }
 
 #[derive(Debug)]
 enum Stage {
-    Submit { next_try: Instant },
-    Running { driver_uid: String, executors_made: u32 },
+    Submit {
+        next_try: Instant,
+    },
+    Running {
+        driver_uid: String,
+        executors_made: u32,
+        scaled_down: bool,
+    },
     Done,
 }
 
@@ -101,6 +117,9 @@ struct Job {
     executors: u32,
     run_seconds: u64,
     stage: Stage,
+    /// Every end seen so far, by uid: a pod released while the job's other
+    /// ends are still being charged is gone from later listings.
+    ended: BTreeMap<String, PodFacts>,
 }
 
 /// Drives the jobs; share its stats.
@@ -177,6 +196,7 @@ impl Jobs {
                 stage: Stage::Submit {
                     next_try: Instant::now(),
                 },
+                ended: BTreeMap::new(),
             };
             self.made += 1;
             self.jobs.push(job);
@@ -186,6 +206,7 @@ impl Jobs {
     fn pod(&self, job: &Job, role: &str, name: &str, run_seconds: u64, cpu: i64, owner: Option<&str>) -> Pod {
         let mut meta = json!({
             "name": name,
+            "finalizers": [OBSERVE_FINALIZER],
             "labels": {"spark-role": role, "spark-app-selector": format!("spark-{}", job.name),
                        "spark-app-name": job.name, HARNESS_LABEL: "1"},
             "annotations": {"sim.sparkcap.io/run-seconds": run_seconds.to_string(),
@@ -258,11 +279,13 @@ impl Jobs {
                         Ok(p) => Stage::Running {
                             driver_uid: p.uid().unwrap_or_default(),
                             executors_made: 0,
+                            scaled_down: false,
                         },
                         Err(kube::Error::Api(s)) if s.code == 409 => match api.get(&job.name).await {
                             Ok(p) => Stage::Running {
                                 driver_uid: p.uid().unwrap_or_default(),
                                 executors_made: 0,
+                                scaled_down: false,
                             },
                             Err(_) => continue,
                         },
@@ -284,8 +307,9 @@ impl Jobs {
                 Stage::Running {
                     driver_uid,
                     executors_made,
+                    scaled_down,
                 } => {
-                    let (driver_uid, mut made) = (driver_uid.clone(), *executors_made);
+                    let (driver_uid, mut made, mut scaled) = (driver_uid.clone(), *executors_made, *scaled_down);
                     let driver = mine.iter().find(|p| p.name_any() == job.name);
                     let phase = driver.and_then(|p| p.status.as_ref()?.phase.clone());
                     if phase.as_deref() == Some("Running") {
@@ -312,24 +336,59 @@ impl Jobs {
                             }
                         }
                     }
+                    // Scale-down: one running executor deleted while the job runs.
+                    if !scaled && made == job.executors && self.rng.random_bool(self.mix.scale_down.clamp(0.0, 1.0)) {
+                        let victim = mine.iter().find(|p| {
+                            p.labels().get("spark-role").map(String::as_str) == Some("executor")
+                                && p.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Running")
+                                && p.metadata.deletion_timestamp.is_none()
+                        });
+                        if let Some(v) = victim
+                            && api.delete(&v.name_any(), &DeleteParams::default()).await.is_ok()
+                        {
+                            scaled = true;
+                            self.stats.lock().unwrap_or_else(|p| p.into_inner()).scaled_down += 1;
+                        }
+                    }
+                    // Ended: by itself, or deleted (by the harness, or evicted
+                    // by the scheduler) with the kubelet's final status; or
+                    // deleted before it ever started.
                     let finished = |p: &&Pod| {
                         matches!(
                             p.status.as_ref().and_then(|s| s.phase.as_deref()),
                             Some("Succeeded" | "Failed")
-                        )
+                        ) || (p.metadata.deletion_timestamp.is_some()
+                            && p.status.as_ref().and_then(|s| s.start_time.as_ref()).is_none())
                     };
                     let driver_done = driver.is_some_and(finished);
                     let done = driver_done && mine.iter().all(finished);
                     let mut stage = Stage::Running {
                         driver_uid,
                         executors_made: made,
+                        scaled_down: scaled,
                     };
+                    let tenant = job.tenant.clone();
+                    for p in mine.iter().filter(|p| finished(p)) {
+                        if let Some(f) = facts(p, &tenant) {
+                            self.jobs[i].ended.insert(f.uid.clone(), f);
+                        }
+                    }
+                    let job = &self.jobs[i];
                     if done {
-                        let facts: Vec<PodFacts> = mine.iter().filter_map(|p| facts(p, &job.tenant)).collect();
+                        let facts: Vec<PodFacts> = job.ended.values().cloned().collect();
                         let mut metered = true;
                         if self.mix.delete_when_metered {
                             for f in &facts {
                                 metered &= self.closed(&f.uid).await;
+                            }
+                        }
+                        // Every end read and charged: the harness lets its pods go.
+                        for f in &facts {
+                            metered &= self.closed(&f.uid).await;
+                        }
+                        if metered {
+                            for p in &mine {
+                                metered &= release_observer(&api, p).await;
                             }
                         }
                         if metered {
@@ -352,6 +411,35 @@ impl Jobs {
             }
         }
         Ok(())
+    }
+}
+
+/// Removes the harness's finalizer from `p` (guarded by its
+/// resourceVersion); true when it is gone.
+async fn release_observer(api: &Api<Pod>, p: &Pod) -> bool {
+    if !p.finalizers().iter().any(|f| f == OBSERVE_FINALIZER) {
+        return true;
+    }
+    let keep: Vec<&String> = p.finalizers().iter().filter(|f| *f != OBSERVE_FINALIZER).collect();
+    let patch = json!([
+        {"op": "test", "path": "/metadata/resourceVersion", "value": p.resource_version()},
+        {"op": "replace", "path": "/metadata/finalizers", "value": keep},
+    ]);
+    let patch: json_patch::Patch = match serde_json::from_value(patch) {
+        Ok(p) => p,
+        Err(_) => return false,
+    };
+    match api
+        .patch(
+            &p.name_any(),
+            &kube::api::PatchParams::default(),
+            &kube::api::Patch::Json::<()>(patch),
+        )
+        .await
+    {
+        Ok(_) => true,
+        Err(kube::Error::Api(e)) if e.code == 404 => true,
+        Err(_) => false,
     }
 }
 

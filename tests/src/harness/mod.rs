@@ -55,6 +55,10 @@ pub struct HarnessConfig {
     pub vcpu_hours: i64,
     /// Shared-pool nodes of 16 cores.
     pub nodes: usize,
+    /// Dedicated-pool nodes of 16 cores; the first tenant buys them all
+    /// (4-core units), so its jobs run there and the others borrow them
+    /// when the shared pool is full, and are preempted when it needs them.
+    pub dedicated_nodes: usize,
     /// Scheduler replicas.
     pub schedulers: usize,
     /// The faults and their gaps.
@@ -76,7 +80,8 @@ impl HarnessConfig {
             seed,
             tenants: 5,
             vcpu_hours: 1000,
-            nodes: 10,
+            nodes: 8,
+            dedicated_nodes: 2,
             schedulers: 2,
             mix: FaultMix::scheduler_kills(),
             watch_faults: WatchFaultConfig {
@@ -194,11 +199,19 @@ impl Harness {
                 "- name: shared-{i:02}\n  pool: shared\n  cpu: \"16\"\n  memory: 64Gi\n  taints: [\"sparkcap.io/pool=shared:NoSchedule\"]\n"
             ));
         }
+        for i in 0..config.dedicated_nodes {
+            nodes.push_str(&format!(
+                "- name: dedicated-{i:02}\n  pool: dedicated\n  cpu: \"16\"\n  memory: 64Gi\n  taints: [\"sparkcap.io/pool=dedicated:NoSchedule\"]\n"
+            ));
+        }
         std::fs::write(dir.join("nodes.yaml"), nodes)?;
         let mut tenants = String::from("tenants:\n");
         for i in 0..config.tenants {
             let (id, _) = tenant(i);
             tenants.push_str(&format!("- id: {id}\n  vcpu_hours: {}\n", config.vcpu_hours));
+            if i == 0 && config.dedicated_nodes > 0 {
+                tenants.push_str(&format!("  dedicated_units: {}\n", config.dedicated_nodes * 4));
+            }
         }
         std::fs::write(dir.join("tenants.yaml"), tenants)?;
 
@@ -653,6 +666,9 @@ pub struct LedgerCheck {
     pub audit: AuditReport,
     /// The ledger against the pods the cluster reports (`audit --against-cluster`).
     pub cluster: sparkcap_scheduler::audit::Report,
+    /// Pods by how they ended (the ledger's outcome), and those that ran on
+    /// borrowed dedicated capacity.
+    pub ends: BTreeMap<String, i64>,
 }
 
 impl LedgerCheck {
@@ -699,18 +715,46 @@ pub async fn check_ledger(
         tenants.insert(f.tenant.clone());
         expected += f.expected();
         if let Some(cp) = store.pod_checkpoint(&f.uid).await? {
-            charged += cp.charged.0;
-            if cp.charged.0 != f.expected() {
+            // Borrowed time is recorded, not charged: both are its life.
+            let metered = cp.charged.0 + cp.opportunistic.0;
+            charged += metered;
+            if metered != f.expected() {
                 mismatches.push(format!(
-                    "{}: charged {} mc·s, ran {} mc·s ({} m × {} s)",
+                    "{}: metered {} mc·s, ran {} mc·s ({} m × {} s)",
                     f.name,
-                    cp.charged.0,
+                    metered,
                     f.expected(),
                     f.cpu,
                     (f.end - f.start).num_seconds()
                 ));
             }
         }
+    }
+    // Pods the ledger charged that the harness never saw end.
+    let seen: std::collections::HashSet<&str> = facts.iter().map(|f| f.uid.as_str()).collect();
+    let rows: Vec<(String, String, i64, Option<String>, Option<chrono::DateTime<chrono::Utc>>, chrono::DateTime<chrono::Utc>)> =
+        sqlx::query_as(
+            "SELECT pod_uid, namespace || '/' || pod_name, charged_mcs + opportunistic_mcs, outcome, finished_at, started_at \
+             FROM pod_usage",
+        )
+        .fetch_all(store.pool())
+        .await?;
+    for (uid, name, metered, outcome, finished, started) in rows {
+        if !seen.contains(uid.as_str()) && metered > 0 {
+            mismatches.push(format!(
+                "{name}: metered {metered} mc·s ({started} to {finished:?}, {outcome:?}) but the harness never saw it end"
+            ));
+        }
+    }
+    let mut ends = BTreeMap::new();
+    for (k, n) in sqlx::query_as::<_, (String, i64)>(
+        "SELECT coalesce(outcome, 'open') || CASE WHEN opportunistic THEN ' (borrowed)' ELSE '' END, count(*) \
+         FROM pod_usage GROUP BY 1 ORDER BY 1",
+    )
+    .fetch_all(store.pool())
+    .await?
+    {
+        ends.insert(k, n);
     }
     let mut tenant_usage = 0;
     let (from, to) = (
@@ -723,7 +767,7 @@ pub async fn check_ledger(
             .usage(&id, from, to, sparkcap_ledger::Granularity::Hour)
             .await?
             .iter()
-            .map(|b| b.charged.0)
+            .map(|b| b.charged.0 + b.opportunistic.0)
             .sum::<i64>();
     }
     Ok(LedgerCheck {
@@ -735,6 +779,7 @@ pub async fn check_ledger(
         unclosed,
         audit: store.audit().await?,
         cluster: sparkcap_scheduler::shell::audit_cluster_now(client.clone(), store).await?,
+        ends,
     })
 }
 
@@ -793,6 +838,11 @@ impl std::fmt::Display for Report {
             "held: {} jobs, {} pods created, peak {} pods running and {} jobs in flight",
             s.jobs_finished, s.pods_created, s.peak_running, s.peak_jobs
         )?;
+        writeln!(
+            f,
+            "ends: {} running executors deleted (scale-down); evicted and borrowed pods are in the ledger check",
+            s.scaled_down
+        )?;
         writeln!(f, "faults injected: {} in all", self.injected.values().sum::<u64>())?;
         for (k, v) in &self.injected {
             writeln!(f, "  {v:>5}  {k}")?;
@@ -835,6 +885,15 @@ impl std::fmt::Display for Report {
             } else {
                 format!("{} violations", c.audit.violations.len())
             }
+        )?;
+        writeln!(
+            f,
+            "pod ends in the ledger: {}",
+            c.ends
+                .iter()
+                .map(|(k, v)| format!("{v} {k}"))
+                .collect::<Vec<_>>()
+                .join(", ")
         )?;
         writeln!(
             f,
