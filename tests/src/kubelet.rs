@@ -231,33 +231,75 @@ impl Kubelet {
         }
     }
 
-    /// The node is lost: NotReady, and every pod on it Failed (NodeLost).
-    pub fn fail_node(self) {
+    /// The node is lost, as Kubernetes' node lifecycle controller handles
+    /// it: this kubelet stops (no more status from it); the node turns
+    /// `Ready=Unknown` and is tainted `node.kubernetes.io/unreachable`
+    /// (NoSchedule and NoExecute); its pods are marked `Ready=False`, their
+    /// phase unchanged; after `eviction_after` (the default toleration of
+    /// the NoExecute taint is 300 s) they are deleted gracefully, and, no
+    /// kubelet being there to confirm, they stay terminating.
+    pub fn fail_node(self, eviction_after: Duration) {
+        self.task.abort();
         let nodes = find("", "v1", "nodes").expect("served");
+        let now = now_rfc3339();
+        let _ = self.server.store.modify(nodes, "", &self.node, None, false, |n| {
+            let mut taints = n
+                .pointer("/spec/taints")
+                .and_then(Value::as_array)
+                .cloned()
+                .unwrap_or_default();
+            for effect in ["NoSchedule", "NoExecute"] {
+                taints.push(json!({"key": "node.kubernetes.io/unreachable", "effect": effect, "timeAdded": now}));
+            }
+            n["spec"]["taints"] = json!(taints);
+            Ok(())
+        });
         let _ = self
             .server
             .store
             .modify(nodes, "", &self.node, Some("status"), false, |n| {
                 n["status"]["conditions"] = json!([{"type": "Ready", "status": "Unknown", "reason": "NodeStatusUnknown",
-                                               "message": "Kubelet stopped posting node status."}]);
+                                               "message": "Kubelet stopped posting node status.",
+                                               "lastTransitionTime": now}]);
                 Ok(())
             });
         let pods = find("", "v1", "pods").expect("served");
         let (all, _) = self.server.store.list(pods, None);
-        for p in all
+        let mine: Vec<(String, String)> = all
             .iter()
             .filter(|p| p.pointer("/spec/nodeName").and_then(Value::as_str) == Some(self.node.as_str()))
-        {
-            let phase = p.pointer("/status/phase").and_then(Value::as_str).unwrap_or("");
-            if phase == "Succeeded" || phase == "Failed" {
-                continue;
-            }
-            let (ns, name) = key(p);
-            set_status(&self.server, &ns, &name, |p| {
-                p["status"]["phase"] = json!("Failed");
-                p["status"]["reason"] = json!("NodeLost");
-                p["status"]["message"] = json!("Node which was running the pod is unresponsive");
+            .filter(|p| {
+                !matches!(
+                    p.pointer("/status/phase").and_then(Value::as_str),
+                    Some("Succeeded" | "Failed")
+                )
+            })
+            .map(key)
+            .collect();
+        for (ns, name) in &mine {
+            set_status(&self.server, ns, name, |p| {
+                let conditions = p["status"]["conditions"].as_array().cloned().unwrap_or_default();
+                let mut conditions: Vec<Value> = conditions.into_iter().filter(|c| c["type"] != "Ready").collect();
+                conditions.push(json!({"type": "Ready", "status": "False", "reason": "NodeStatusUnknown"}));
+                p["status"]["conditions"] = json!(conditions);
             });
         }
+        let server = self.server.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(eviction_after).await;
+            for (ns, name) in mine {
+                let grace = server
+                    .store
+                    .get(pods, &ns, &name)
+                    .ok()
+                    .and_then(|p| p.pointer("/spec/terminationGracePeriodSeconds").and_then(Value::as_i64))
+                    .unwrap_or(30);
+                let opts = crate::apiserver::store::DeleteOptions {
+                    grace: Some(grace),
+                    ..Default::default()
+                };
+                let _ = server.store.delete(pods, &ns, &name, &opts);
+            }
+        });
     }
 }

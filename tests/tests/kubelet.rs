@@ -69,8 +69,12 @@ async fn pods_run_finish_fail_and_terminate_in_virtual_time() {
     assert!(pods.get_opt("forever").await.unwrap().is_none());
 }
 
+/// Node loss as the node lifecycle controller handles it: the node turns
+/// Ready=Unknown and tainted unreachable, its pods NotReady but still
+/// Running; 300 s later they are deleted and, with no kubelet to confirm,
+/// stay terminating.
 #[tokio::test(start_paused = true)]
-async fn a_lost_node_fails_its_pods() {
+async fn a_lost_node_is_tainted_and_its_pods_evicted_after_five_minutes() {
     let server = ApiServer::new();
     for n in &NodesFile::default_nodes().nodes {
         register_node(&server, n).unwrap();
@@ -88,11 +92,30 @@ async fn a_lost_node_fails_its_pods() {
     bound_pod(&pods, "p", json!({})).await;
     tokio::time::sleep(Duration::from_secs(2)).await;
     assert_eq!(phase(&pods, "p").await.as_deref(), Some("Running"));
-    kubelet.fail_node();
-    assert_eq!(phase(&pods, "p").await.as_deref(), Some("Failed"));
+    kubelet.fail_node(Duration::from_secs(300));
     let node = Api::<k8s_openapi::api::core::v1::Node>::all(client)
         .get("shared-1")
         .await
         .unwrap();
     assert_eq!(node.status.unwrap().conditions.unwrap()[0].status, "Unknown");
+    let taints = node.spec.unwrap().taints.unwrap();
+    assert!(
+        taints
+            .iter()
+            .any(|t| t.key == "node.kubernetes.io/unreachable" && t.effect == "NoExecute")
+    );
+    let p = pods.get("p").await.unwrap();
+    assert_eq!(p.status.as_ref().unwrap().phase.as_deref(), Some("Running"));
+    let ready = p.status.unwrap().conditions.unwrap();
+    assert!(ready.iter().any(|c| c.type_ == "Ready" && c.status == "False"));
+    tokio::time::sleep(Duration::from_secs(299)).await;
+    assert!(pods.get("p").await.unwrap().metadata.deletion_timestamp.is_none());
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let p = pods.get("p").await.unwrap();
+    assert!(p.metadata.deletion_timestamp.is_some(), "evicted after 300 s");
+    tokio::time::sleep(Duration::from_secs(120)).await;
+    assert!(
+        pods.get_opt("p").await.unwrap().is_some(),
+        "no kubelet to confirm: still terminating"
+    );
 }

@@ -1508,3 +1508,51 @@ async fn client_mode_applications_are_jobs_with_runs() {
         .unwrap();
     assert_eq!(runs.len(), 1, "GET /runs lists it: {runs:?}");
 }
+
+/// Issue 20: a pod whose node is lost is charged up to the node's loss —
+/// not for the minutes until the node lifecycle controller evicts it, nor
+/// for however long it stays terminating with no kubelet to confirm.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pod_on_a_lost_node_is_charged_up_to_the_loss() {
+    let mut c = cluster("lost").await;
+    let pods: Api<Pod> = Api::namespaced(c.server.client(), "tenant-acme");
+    let uid = pods
+        .create(&PostParams::default(), &driver("stranded", "2"))
+        .await
+        .unwrap()
+        .metadata
+        .uid
+        .unwrap();
+    let node = wait_for("running", async || {
+        let p = pods.get("stranded").await.ok()?;
+        (p.status.as_ref()?.phase.as_deref() == Some("Running")).then_some(p.spec?.node_name?)
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    // default_nodes: dedicated-1, shared-1, draft-1.
+    let index = ["dedicated-1", "shared-1", "draft-1"]
+        .iter()
+        .position(|n| *n == node)
+        .unwrap();
+    let kubelet = c._kubelets.remove(index);
+    kubelet.fail_node(Duration::from_secs(2));
+    let nodes: Api<k8s_openapi::api::core::v1::Node> = Api::all(c.server.client());
+    let lost_at = nodes.get(&node).await.unwrap().status.unwrap().conditions.unwrap()[0]
+        .last_transition_time
+        .clone()
+        .unwrap()
+        .0;
+    let cp = closed_checkpoint(&c.store, &uid).await;
+    let lost_at = chrono::DateTime::<chrono::Utc>::from_timestamp(lost_at.as_second(), 0).unwrap();
+    assert_eq!(cp.finished_at, Some(lost_at), "closed at the node's loss");
+    assert_eq!(cp.charged.0, 2000 * (lost_at - cp.pod.started_at).num_seconds());
+    let p = pods.get("stranded").await.unwrap();
+    assert!(
+        p.metadata.deletion_timestamp.is_some(),
+        "evicted by the node lifecycle controller"
+    );
+    assert!(
+        !p.finalizers().iter().any(|f| f == "sparkcap.io/metering"),
+        "released once charged, though no kubelet confirms the end"
+    );
+}

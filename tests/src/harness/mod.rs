@@ -80,7 +80,9 @@ impl HarnessConfig {
             seed,
             tenants: 5,
             vcpu_hours: 1000,
-            nodes: 8,
+            // 96 shared cores for ~140 in demand: the shared pool fills, so
+            // idle dedicated cores are lent and taken back.
+            nodes: 6,
             dedicated_nodes: 2,
             schedulers: 2,
             mix: FaultMix::scheduler_kills(),
@@ -732,7 +734,9 @@ pub async fn check_ledger(
     }
     // Pods the ledger charged that the harness never saw end.
     let seen: std::collections::HashSet<&str> = facts.iter().map(|f| f.uid.as_str()).collect();
-    let rows: Vec<(String, String, i64, Option<String>, Option<chrono::DateTime<chrono::Utc>>, chrono::DateTime<chrono::Utc>)> =
+    type Row = (String, String, i64, Option<String>, Option<Time>, Time);
+    type Time = chrono::DateTime<chrono::Utc>;
+    let rows: Vec<Row> =
         sqlx::query_as(
             "SELECT pod_uid, namespace || '/' || pod_name, charged_mcs + opportunistic_mcs, outcome, finished_at, started_at \
              FROM pod_usage",
