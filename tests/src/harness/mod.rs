@@ -80,9 +80,7 @@ impl HarnessConfig {
             seed,
             tenants: 5,
             vcpu_hours: 1000,
-            // 96 shared cores for ~140 in demand: the shared pool fills, so
-            // idle dedicated cores are lent and taken back.
-            nodes: 6,
+            nodes: 8,
             dedicated_nodes: 2,
             schedulers: 2,
             mix: FaultMix::scheduler_kills(),
