@@ -92,6 +92,10 @@ pub struct JobStats {
     pub deleted_when_metered: u64,
     /// Running executors deleted (scale-down).
     pub scaled_down: u64,
+    /// For deleted pods: from the first listing that shows their end to the
+    /// first that shows the metering finalizer gone (the listing's period,
+    /// 200 ms plus a list, bounds the resolution).
+    pub release_latencies: Vec<Duration>,
     /// Finished pods' facts.
     pub finished: Vec<PodFacts>,
 }
@@ -120,6 +124,9 @@ struct Job {
     /// Every end seen so far, by uid: a pod released while the job's other
     /// ends are still being charged is gone from later listings.
     ended: BTreeMap<String, PodFacts>,
+    /// Deleted pods whose end was seen while they still held the metering
+    /// finalizer: when.
+    releasing: HashMap<String, Instant>,
 }
 
 /// Drives the jobs; share its stats.
@@ -197,6 +204,7 @@ impl Jobs {
                     next_try: Instant::now(),
                 },
                 ended: BTreeMap::new(),
+                releasing: HashMap::new(),
             };
             self.made += 1;
             self.jobs.push(job);
@@ -371,6 +379,25 @@ impl Jobs {
                     for p in mine.iter().filter(|p| finished(p)) {
                         if let Some(f) = facts(p, &tenant) {
                             self.jobs[i].ended.insert(f.uid.clone(), f);
+                        }
+                        if p.metadata.deletion_timestamp.is_none() {
+                            continue;
+                        }
+                        let uid = p.uid().unwrap_or_default();
+                        let held = p.finalizers().iter().any(|f| f == "sparkcap.io/metering");
+                        match (held, self.jobs[i].releasing.get(&uid).copied()) {
+                            (true, None) => {
+                                self.jobs[i].releasing.insert(uid, now);
+                            }
+                            (false, Some(since)) => {
+                                self.jobs[i].releasing.remove(&uid);
+                                self.stats
+                                    .lock()
+                                    .unwrap_or_else(|p| p.into_inner())
+                                    .release_latencies
+                                    .push(Instant::now().saturating_duration_since(since));
+                            }
+                            _ => {}
                         }
                     }
                     let job = &self.jobs[i];

@@ -840,10 +840,20 @@ impl std::fmt::Display for Report {
             "held: {} jobs, {} pods created, peak {} pods running and {} jobs in flight",
             s.jobs_finished, s.pods_created, s.peak_running, s.peak_jobs
         )?;
+        let mut lat = s.release_latencies.clone();
+        lat.sort();
+        let pct = |p: f64| {
+            lat.get(((lat.len().max(1) - 1) as f64 * p).round() as usize)
+                .copied()
+                .unwrap_or_default()
+        };
         writeln!(
             f,
-            "ends: {} running executors deleted (scale-down); evicted and borrowed pods are in the ledger check",
-            s.scaled_down
+            "ends: {} running executors deleted (scale-down); metering finalizer released after the end in p50 {:.1?}, p99 {:.1?} over {} deleted pods",
+            s.scaled_down,
+            pct(0.5),
+            pct(0.99),
+            lat.len()
         )?;
         writeln!(f, "faults injected: {} in all", self.injected.values().sum::<u64>())?;
         for (k, v) in &self.injected {
