@@ -84,6 +84,17 @@ fn driver(name: &str, cpu: &str) -> Pod {
     .unwrap()
 }
 
+/// A 1-core driver that runs `seconds` and ends by itself.
+fn short_driver(name: &str, seconds: u32) -> Pod {
+    let mut p = driver(name, "1");
+    p.metadata
+        .annotations
+        .as_mut()
+        .unwrap()
+        .insert("sim.sparkcap.io/run-seconds".into(), seconds.to_string());
+    p
+}
+
 async fn wait_for<T>(what: &str, mut f: impl AsyncFnMut() -> Option<T>) -> T {
     for _ in 0..150 {
         if let Some(v) = f().await {
@@ -1052,13 +1063,7 @@ async fn deleted_pods_are_charged_to_their_real_end() {
 async fn the_audit_against_the_cluster_finds_unmetered_pods_and_wrong_ends() {
     let c = cluster("audit").await;
     let pods: Api<Pod> = Api::namespaced(c.server.client(), "tenant-acme");
-    let mut quick = driver("metered", "1");
-    quick
-        .metadata
-        .annotations
-        .as_mut()
-        .unwrap()
-        .insert("sim.sparkcap.io/run-seconds".into(), "2".into());
+    let quick = short_driver("metered", 2);
     let metered = pods
         .create(&PostParams::default(), &quick)
         .await
@@ -1133,13 +1138,7 @@ async fn the_audit_against_the_cluster_finds_unmetered_pods_and_wrong_ends() {
 async fn release_finalizers_charges_then_frees_every_pod() {
     let c = cluster("release").await;
     let pods: Api<Pod> = Api::namespaced(c.server.client(), "tenant-acme");
-    let mut quick = driver("quick", "1");
-    quick
-        .metadata
-        .annotations
-        .as_mut()
-        .unwrap()
-        .insert("sim.sparkcap.io/run-seconds".into(), "2".into());
+    let quick = short_driver("quick", 2);
     let quick_uid = pods
         .create(&PostParams::default(), &quick)
         .await

@@ -90,6 +90,19 @@ async fn cluster_mode_submission_is_stored_faithfully() {
     std::fs::remove_dir_all(&dir).ok();
 }
 
+/// `SPARK_HOME`, the pyspark distribution around it (for `PYTHONPATH`)
+/// and the py4j it ships.
+fn pyspark(spark: std::path::PathBuf) -> (std::path::PathBuf, std::path::PathBuf, std::path::PathBuf) {
+    let dist = spark.parent().unwrap().to_path_buf();
+    let py4j = std::fs::read_dir(dist.join("lib"))
+        .unwrap()
+        .filter_map(Result::ok)
+        .map(|e| e.path())
+        .find(|p| p.file_name().is_some_and(|n| n.to_string_lossy().starts_with("py4j-")))
+        .expect("py4j ships with pyspark");
+    (spark, dist, py4j)
+}
+
 /// Client mode: the driver runs here (pyspark + py4j from the same
 /// distribution), creates executor pods, lists and watches them by label
 /// selector, and at exit deletes them (and their ConfigMap) by collection.
@@ -99,14 +112,7 @@ async fn client_mode_driver_manages_its_executors() {
         eprintln!("\n*** SKIPPED: java is not installed, so the real Spark driver cannot run ***\n");
         return;
     }
-    let spark = spark_home();
-    let dist = spark.parent().unwrap().to_path_buf();
-    let py4j = std::fs::read_dir(dist.join("lib"))
-        .unwrap()
-        .filter_map(Result::ok)
-        .map(|e| e.path())
-        .find(|p| p.file_name().is_some_and(|n| n.to_string_lossy().starts_with("py4j-")))
-        .expect("py4j ships with pyspark");
+    let (spark, dist, py4j) = pyspark(spark_home());
     let server = ApiServer::new();
     let ns_def = find("", "v1", "namespaces").unwrap();
     server
@@ -209,14 +215,7 @@ async fn client_mode_executors_are_charged_to_their_real_end(version: &str) {
         eprintln!("\n*** SKIPPED: java is not installed, so the real Spark driver cannot run ***\n");
         return;
     }
-    let spark = sparkcap_testkit::spark::spark_home_of(version);
-    let dist = spark.parent().unwrap().to_path_buf();
-    let py4j = std::fs::read_dir(dist.join("lib"))
-        .unwrap()
-        .filter_map(Result::ok)
-        .map(|e| e.path())
-        .find(|p| p.file_name().is_some_and(|n| n.to_string_lossy().starts_with("py4j-")))
-        .expect("py4j ships with pyspark");
+    let (spark, dist, py4j) = pyspark(sparkcap_testkit::spark::spark_home_of(version));
     let server = ApiServer::new();
     let store: Arc<dyn LedgerStore> = Arc::new(sparkcap_ledger::MemoryStore::new());
     let _kubelets = sparkcap_testkit::devcluster::default_cluster(
