@@ -293,6 +293,8 @@ pub async fn run(
     let mut tick = tokio::time::interval(config.period);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let metrics = config.metrics.clone();
+    // At most one audit at a time; aborted when this leader's loop ends.
+    let mut audits = tokio::task::JoinSet::new();
     loop {
         tokio::select! {
             _ = &mut shutdown => return Ok(()),
@@ -323,15 +325,27 @@ pub async fn run(
                 memory.gone.insert(uid, Arc::new(pod));
             }
         }
-        if memory.audited_at.is_none_or(|t| now - t >= config.audit_period) {
+        // The audit reads the ledger twice per pod: it runs beside the
+        // passes, on this pass's snapshot, one at a time.
+        while audits.try_join_next().is_some() {}
+        if memory.audited_at.is_none_or(|t| now - t >= config.audit_period) && audits.is_empty() {
             memory.audited_at = Some(now);
-            let lost = lost_nodes(&nodes, &mut memory, now);
-            match audit_against_cluster(store.as_ref(), &pods.state(), &nodes.state(), lost, now).await {
-                Ok(report) => export_audit(&metrics, &report, now),
-                Err(e) => {
-                    tracing::warn!(error = %e, "auditing the ledger against the cluster failed; retrying next period")
+            let (store, metrics, pods, nodes, lost) = (
+                store.clone(),
+                metrics.clone(),
+                pods.state(),
+                nodes.state(),
+                lost.clone(),
+            );
+            audits.spawn(async move {
+                match audit_against_cluster(store.as_ref(), &pods, &nodes, lost, now).await {
+                    Ok(report) => export_audit(&metrics, &report, now),
+                    Err(e) => tracing::warn!(
+                        error = %e,
+                        "auditing the ledger against the cluster failed; retrying next period"
+                    ),
                 }
-            }
+            });
         }
         let periodic = memory.metered_at.is_none_or(|t| now - t >= config.meter_period);
         if periodic {
