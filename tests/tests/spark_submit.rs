@@ -103,6 +103,30 @@ fn pyspark(spark: std::path::PathBuf) -> (std::path::PathBuf, std::path::PathBuf
     (spark, dist, py4j)
 }
 
+/// A client-mode pyspark app in `dir`: a driver here asking the API server
+/// at `url` for two executors of Spark `version`, waiting `seconds`, then
+/// stopping (which deletes them).
+fn client_app(dir: &std::path::Path, url: &str, version: &str, seconds: u32) -> std::path::PathBuf {
+    let app = dir.join("app.py");
+    std::fs::write(
+        &app,
+        format!(
+            "from pyspark import SparkConf, SparkContext\n\
+             conf = (SparkConf().setMaster('k8s://{url}').setAppName('ingest-client')\n\
+                 .set('spark.kubernetes.namespace', 'tenant-acme')\n\
+                 .set('spark.kubernetes.container.image', 'apache/spark:{version}')\n\
+                 .set('spark.executor.instances', '2').set('spark.driver.host', '127.0.0.1')\n\
+                 .set('spark.scheduler.maxRegisteredResourcesWaitingTime', '2s'))\n\
+             sc = SparkContext(conf=conf)\n\
+             import time; time.sleep({seconds})\n\
+             sc.stop()\n\
+             print('CLIENT-DONE')\n"
+        ),
+    )
+    .unwrap();
+    app
+}
+
 /// Client mode: the driver runs here (pyspark + py4j from the same
 /// distribution), creates executor pods, lists and watches them by label
 /// selector, and at exit deletes them (and their ConfigMap) by collection.
@@ -128,23 +152,7 @@ async fn client_mode_driver_manages_its_executors() {
     let kubeconfig = dir.join("kubeconfig");
     write_kubeconfig(&kubeconfig, &url, None).unwrap();
     tokio::spawn(serve(server.clone(), listener));
-    let app = dir.join("app.py");
-    std::fs::write(
-        &app,
-        format!(
-            "from pyspark import SparkConf, SparkContext\n\
-             conf = (SparkConf().setMaster('k8s://{url}').setAppName('ingest-client')\n\
-                 .set('spark.kubernetes.namespace', 'tenant-acme')\n\
-                 .set('spark.kubernetes.container.image', 'apache/spark:3.5.3')\n\
-                 .set('spark.executor.instances', '2').set('spark.driver.host', '127.0.0.1')\n\
-                 .set('spark.scheduler.maxRegisteredResourcesWaitingTime', '2s'))\n\
-             sc = SparkContext(conf=conf)\n\
-             import time; time.sleep(3)\n\
-             sc.stop()\n\
-             print('CLIENT-DONE')\n"
-        ),
-    )
-    .unwrap();
+    let app = client_app(&dir, &url, "3.5.3", 3);
     let out = tokio::time::timeout(
         Duration::from_secs(180),
         tokio::process::Command::new("python3")
@@ -254,23 +262,7 @@ async fn client_mode_executors_are_charged_to_their_real_end(version: &str) {
     let kubeconfig = dir.join("kubeconfig");
     write_kubeconfig(&kubeconfig, &url, None).unwrap();
     tokio::spawn(serve(server.clone(), listener));
-    let app = dir.join("app.py");
-    std::fs::write(
-        &app,
-        format!(
-            "from pyspark import SparkConf, SparkContext\n\
-             conf = (SparkConf().setMaster('k8s://{url}').setAppName('ingest-client')\n\
-                 .set('spark.kubernetes.namespace', 'tenant-acme')\n\
-                 .set('spark.kubernetes.container.image', 'apache/spark:{version}')\n\
-                 .set('spark.executor.instances', '2').set('spark.driver.host', '127.0.0.1')\n\
-                 .set('spark.scheduler.maxRegisteredResourcesWaitingTime', '2s'))\n\
-             sc = SparkContext(conf=conf)\n\
-             import time; time.sleep(6)\n\
-             sc.stop()\n\
-             print('CLIENT-DONE')\n"
-        ),
-    )
-    .unwrap();
+    let app = client_app(&dir, &url, version, 6);
     let log_path = dir.join("driver.log");
     let log_file = std::fs::File::create(&log_path).unwrap();
     let mut driver = tokio::process::Command::new("python3")
