@@ -76,7 +76,7 @@ async fn main() -> anyhow::Result<()> {
     for s in &all {
         let t = Instant::now();
         if matches!(
-            store.put_schedule(s, &policy, now, false).await?,
+            store.put_schedule(None, s, &policy, now, false).await?,
             Decision::Accepted { .. }
         ) {
             accepted += 1;
@@ -113,7 +113,7 @@ async fn main() -> anyhow::Result<()> {
         let (store, again) = (store.clone(), again.clone());
         tasks.spawn(async move {
             for s in again.iter().skip(w).step_by(8) {
-                store.put_schedule(s, &SlicePolicy::default(), now, false).await?;
+                store.put_schedule(None, s, &SlicePolicy::default(), now, false).await?;
             }
             anyhow::Ok(())
         });

@@ -205,6 +205,41 @@ impl Account {
         }
     }
 
+    /// Gives back a charge of `cpu` over `[from, to)` that should not have
+    /// been made (a pod's end reached the ledger after it was charged past
+    /// it). What was charged last is given back first: the debt, then the
+    /// lots valid over the interval, the ones drawn last (latest in paying
+    /// order) first, then any other lot. Returns what could not be given
+    /// back, which is zero whenever the amount was charged to this account
+    /// before: drawn + debt only grows by charges.
+    pub fn refund(&mut self, from: DateTime<Utc>, to: DateTime<Utc>, cpu: Millicores) -> McSeconds {
+        if to <= from {
+            return McSeconds::ZERO;
+        }
+        let mut due = cpu.for_seconds((to - from).num_seconds());
+        let back = self.debt.min(due);
+        self.debt -= back;
+        due -= back;
+        if self.debt.0 == 0 {
+            self.debt_since = None;
+        }
+        self.order_lots();
+        let overlaps = |l: &Lot| l.valid_from < to && from < l.valid_until;
+        for pass in [true, false] {
+            for lot in self.lots.iter_mut().rev() {
+                if due.0 == 0 {
+                    return due;
+                }
+                if overlaps(lot) == pass {
+                    let back = lot.consumed.min(due);
+                    lot.consumed -= back;
+                    due -= back;
+                }
+            }
+        }
+        due
+    }
+
     /// The balance at `now`, given the usage of the last 24 hours. Debt that
     /// a lot valid now could pay is shown as paid, as the next write will do.
     pub fn balance(&self, now: DateTime<Utc>, consumed_last_24h: McSeconds) -> Balance {
@@ -329,12 +364,13 @@ mod tests {
     }
 
     proptest! {
-        /// Whatever the lots and charges, nothing is created or lost:
-        /// drawn + debt equals the sum of charges, and no lot is overdrawn.
+        /// Whatever the lots, charges and refunds, nothing is created or
+        /// lost: drawn + debt equals the charges less the refunds, and no lot
+        /// is overdrawn or drawn below zero.
         #[test]
         fn charges_are_conserved(
             lots in prop::collection::vec((0i64..48, 1i64..48, 0i64..20), 0..5),
-            charges in prop::collection::vec((0i64..100, 1i64..10, 1i64..8000), 1..30),
+            charges in prop::collection::vec((0i64..100, 1i64..10, 1i64..8000, 0i64..12), 1..30),
         ) {
             let mut a = Account {
                 lots: lots.iter().enumerate()
@@ -344,11 +380,15 @@ mod tests {
             };
             let mut expected = McSeconds::ZERO;
             let mut t = 0;
-            for (gap, len, mc) in charges {
+            for (gap, len, mc, back) in charges {
                 let from = t + gap;
                 a.charge(h(from), h(from + len), Millicores(mc));
                 expected += Millicores(mc).for_seconds(len * 3600);
-                t = from + len;
+                // Sometimes the tail of that charge is given back (a late end).
+                let back = back.min(len);
+                prop_assert_eq!(a.refund(h(from + len - back), h(from + len), Millicores(mc)), McSeconds::ZERO);
+                expected -= Millicores(mc).for_seconds(back * 3600);
+                t = from + len - back;
             }
             prop_assert_eq!(a.total_charged(), expected);
             for l in &a.lots {

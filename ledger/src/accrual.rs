@@ -127,7 +127,10 @@ pub struct PodCheckpoint {
     pub opportunistic: McSeconds,
 }
 
-/// One accrued interval: the journal line behind every charge.
+/// One accrued interval: the journal line behind every charge. The lines
+/// of a pod walk its checkpoint from its start: each begins where the one
+/// before ended. A correction (an end that reached the ledger after the pod
+/// was charged past it) walks back: `to < from`, negative amounts.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct UsageInterval {
     /// Pod uid.
@@ -142,9 +145,9 @@ pub struct UsageInterval {
     pub to: DateTime<Utc>,
     /// CPU held.
     pub cpu: Millicores,
-    /// Charged.
+    /// Charged (negative in a correction).
     pub charged: McSeconds,
-    /// Recorded but not charged.
+    /// Recorded but not charged (negative in a correction).
     pub opportunistic: McSeconds,
 }
 
@@ -153,7 +156,8 @@ pub struct UsageInterval {
 pub enum AccrualOutcome {
     /// The checkpoint moved (or the pod was closed).
     Applied {
-        /// Charged by this request.
+        /// Charged by this request (negative when its close gave back
+        /// seconds charged past the pod's end).
         charged: McSeconds,
         /// Recorded, uncharged, by this request.
         opportunistic: McSeconds,
@@ -402,13 +406,14 @@ pub fn plan_accruals(
                 });
             }
             let closes = req.finished && cp.finished_at.is_none();
-            // A pod whose end became known only after it was charged past
-            // it (its status reached the meter late) closes where charging
-            // stopped: never charged backwards, never left open. The meter
-            // charges running pods a lag behind the clock so that this
-            // stays rare.
-            let until = if closes { until.max(cp.charged_until) } else { until };
-            if until < cp.charged_until {
+            // A pod whose end reached the ledger only after it was charged
+            // past it (its status came late) closes at its real end: the
+            // seconds charged beyond it are given back by a correcting
+            // journal line that runs backwards, from the checkpoint to the
+            // end. The meter charges running pods a lag behind the clock so
+            // that this stays rare; when it happens, the books stay exact.
+            let until = if closes { until.max(cp.pod.started_at) } else { until };
+            if until < cp.charged_until && !closes {
                 return Err(LedgerError::ClockSkew {
                     pod: pod_ref(&req.pod),
                     until,
@@ -419,8 +424,14 @@ pub fn plan_accruals(
                 return Ok(AccrualOutcome::Duplicate);
             }
             let from = cp.charged_until;
-            let secs = (until - from).num_seconds();
-            let usage = cp.pod.cpu.for_seconds(secs);
+            // Forward, +1; a correction, -1.
+            let (lo, hi, sign) = if until >= from {
+                (from, until, 1)
+            } else {
+                (until, from, -1)
+            };
+            let secs = (hi - lo).num_seconds();
+            let usage = McSeconds(cp.pod.cpu.for_seconds(secs).0 * sign);
             let (charged, opportunistic) = if cp.pod.opportunistic {
                 (McSeconds::ZERO, usage)
             } else {
@@ -435,14 +446,19 @@ pub fn plan_accruals(
                 });
                 // The dedicated pool is the tenant's own prepaid units: its
                 // usage is metered and reported, never drawn from vCPU-hours.
-                if charged.0 > 0 && cp.pod.pool != Pool::Dedicated {
-                    accts[ti]
-                        .get_or_insert_with(|| accounts.get(&req.pod.tenant).cloned().unwrap_or_default())
-                        .charge(from, until, cp.pod.cpu);
+                if charged.0 != 0 && cp.pod.pool != Pool::Dedicated {
+                    let acct =
+                        accts[ti].get_or_insert_with(|| accounts.get(&req.pod.tenant).cloned().unwrap_or_default());
+                    if sign > 0 {
+                        acct.charge(lo, hi, cp.pod.cpu);
+                    } else {
+                        // Always zero: those seconds were charged to it.
+                        let _ = acct.refund(lo, hi, cp.pod.cpu);
+                    }
                 }
-                for (hour, s) in split_by_hour(from, until) {
+                for (hour, s) in split_by_hour(lo, hi) {
                     let d = hourly.entry((ti, cp.pod.pool, hour)).or_default();
-                    let m = cp.pod.cpu.for_seconds(s);
+                    let m = McSeconds(cp.pod.cpu.for_seconds(s).0 * sign);
                     if cp.pod.opportunistic {
                         d.opportunistic += m;
                     } else {
@@ -614,21 +630,59 @@ mod tests {
     }
 
     #[test]
-    fn an_end_reported_after_charging_past_it_closes_where_charging_stopped() {
+    fn an_end_reported_after_charging_past_it_gives_the_extra_seconds_back() {
         let p = pod("a", 1000, false);
         let cps = charged_to_100(&p, None);
-        let plan = plan_accruals(cps, &accounts(), &tenants(), &[req(&p, 98, true), req(&p, 97, false)]);
+        let acme = TenantId::new("acme").unwrap();
+        let mut accts = accounts();
+        accts.get_mut(&acme).unwrap().lots[0].consumed = McSeconds(100_000);
+        let plan = plan_accruals(
+            cps,
+            &accts,
+            &tenants(),
+            &[
+                req(&p, 98, true),
+                req(&p, 98, true),
+                req(&p, 97, false),
+                req(&p, 99, false),
+            ],
+        );
         assert!(
-            matches!(plan.outcomes[0], AccrualOutcome::Applied { charged, .. } if charged == McSeconds::ZERO),
+            matches!(plan.outcomes[0], AccrualOutcome::Applied { charged, .. } if charged == McSeconds(-2_000)),
             "{:?}",
             plan.outcomes[0]
         );
-        assert!(plan.intervals.is_empty(), "nothing more charged");
+        // The retried close adds nothing; accruals after the close are refused.
+        assert!(matches!(plan.outcomes[1], AccrualOutcome::Duplicate));
+        assert!(plan.outcomes[2].rejection().is_some());
+        assert!(plan.outcomes[3].rejection().is_some());
         let closed = &plan.updated_pods[0];
-        assert_eq!(closed.finished_at, Some(t(100)));
-        assert_eq!(closed.charged, McSeconds(100_000));
-        // A running pod's accrual behind the charge is still refused.
-        assert!(plan.outcomes[1].rejection().is_some());
+        assert_eq!(closed.finished_at, Some(t(98)));
+        assert_eq!(closed.charged_until, t(98));
+        assert_eq!(closed.charged, McSeconds(98_000));
+        // The correcting line walks back from the checkpoint to the end.
+        assert_eq!(plan.intervals.len(), 1);
+        let line = &plan.intervals[0];
+        assert_eq!((line.from, line.to, line.charged), (t(100), t(98), McSeconds(-2_000)));
+        assert_eq!(plan.accounts[&acme].total_charged(), McSeconds(98_000));
+        assert_eq!(plan.tenant_totals[&acme].charged, McSeconds(-2_000));
+        let hourly: McSeconds = plan.hourly.values().map(|d| d.charged).sum();
+        assert_eq!(hourly, McSeconds(-2_000));
+    }
+
+    #[test]
+    fn an_end_before_the_start_closes_at_the_start_and_gives_everything_back() {
+        let p = pod("a", 1000, true);
+        let mut cps = charged_to_100(&p, None);
+        let cp = cps.get_mut("a").unwrap();
+        (cp.charged, cp.opportunistic) = (McSeconds::ZERO, McSeconds(100_000));
+        let mut early = req(&p, 0, true);
+        early.until = t(-5);
+        let plan = plan_accruals(cps, &accounts(), &tenants(), &[early]);
+        let closed = &plan.updated_pods[0];
+        assert_eq!(closed.finished_at, Some(t(0)));
+        assert_eq!(closed.opportunistic, McSeconds::ZERO);
+        assert!(plan.accounts.is_empty(), "borrowed time touches no account");
     }
 
     #[test]

@@ -199,7 +199,7 @@ pub enum LedgerError {
     },
     /// An accrual earlier than what was already charged (clock skew or a reordered event).
     #[error(
-        "pod {pod}: accrual up to {until} is earlier than already charged ({charged_until}); usage is never charged backwards"
+        "pod {pod}: accrual up to {until} is earlier than already charged ({charged_until}); a running pod's charge only moves forward (its close gives back what was charged past its end)"
     )]
     ClockSkew {
         /// Pod uid.

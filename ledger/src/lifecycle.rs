@@ -362,6 +362,98 @@ pub fn balance_notice_for(tenant: &TenantId, account: &Account, now: DateTime<Ut
     balance_notice(tenant, &account.balance(now, McSeconds::ZERO), newest, now)
 }
 
+/// What a job's runs teach about its size. One rule (R5.4, R11.3), read
+/// by the notices a finished run raises and by the job's profile in the
+/// API, so a tenant is never told two numbers.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Recommendation {
+    /// The latest successful run was more than [`SLA_NOTIFY_PCT`] over its
+    /// SLA: the whole cores that would have met it.
+    MoreCores {
+        /// Recommended cores.
+        cores: Millicores,
+        /// The run's cores.
+        was: Millicores,
+        /// How long it took.
+        duration_s: i64,
+        /// Its SLA.
+        sla_s: i64,
+    },
+    /// The last [`EFFICIENCY_RUNS`] measured successful runs each used under
+    /// [`EFFICIENCY_FLOOR_PCT`] of their cores: the peak of their use with
+    /// 25 % headroom, in whole cores.
+    FewerCores {
+        /// Recommended cores.
+        cores: Millicores,
+        /// The latest run's cores.
+        was: Millicores,
+        /// The most any of those runs used.
+        peak_used: Millicores,
+    },
+}
+
+impl Recommendation {
+    /// The cores recommended.
+    pub fn cores(&self) -> Millicores {
+        match self {
+            Self::MoreCores { cores, .. } | Self::FewerCores { cores, .. } => *cores,
+        }
+    }
+
+    /// Why, in a sentence.
+    pub fn reason(&self) -> String {
+        match self {
+            Self::MoreCores {
+                was, duration_s, sla_s, ..
+            } => format!(
+                "the latest run took {} against an SLA of {} on {} cores",
+                mins(*duration_s),
+                mins(*sla_s),
+                cores_text(*was)
+            ),
+            Self::FewerCores { was, peak_used, .. } => format!(
+                "the last {EFFICIENCY_RUNS} runs used under {EFFICIENCY_FLOOR_PCT} % of their {} cores, {} at most",
+                cores_text(*was),
+                cores_text(*peak_used)
+            ),
+        }
+    }
+}
+
+/// The recommendation, if any, from a job's finished runs, newest first.
+pub fn recommend(runs: &[&RunProfile]) -> Option<Recommendation> {
+    let last = runs.iter().find(|r| r.outcome == RunOutcome::Succeeded)?;
+    let duration = last.duration_seconds();
+    if let Some(sla) = last.sla_seconds.filter(|s| *s > 0)
+        && duration.saturating_mul(100) > sla.saturating_mul(100 + SLA_NOTIFY_PCT)
+    {
+        return Some(Recommendation::MoreCores {
+            cores: cores_for_sla(last.cores, duration, sla),
+            was: last.cores,
+            duration_s: duration,
+            sla_s: sla,
+        });
+    }
+    let measured: Vec<&&RunProfile> = runs
+        .iter()
+        .filter(|r| r.outcome == RunOutcome::Succeeded && r.cpu_used.is_some())
+        .take(EFFICIENCY_RUNS as usize)
+        .collect();
+    if measured.len() == EFFICIENCY_RUNS as usize
+        && measured
+            .iter()
+            .all(|r| r.efficiency_pct().is_some_and(|e| e < EFFICIENCY_FLOOR_PCT))
+    {
+        let peak = measured.iter().filter_map(|r| r.cpu_used).max().unwrap_or_default();
+        return Some(Recommendation::FewerCores {
+            cores: cores_for_use(peak).min(last.cores),
+            was: last.cores,
+            peak_used: peak,
+        });
+    }
+    None
+}
+
 /// Whole cores that would have met `sla`: the run's cores scaled by how far
 /// over it ran, rounded up (Spark executors take whole cores).
 pub fn cores_for_sla(cores: Millicores, duration_s: i64, sla_s: i64) -> Millicores {
@@ -399,9 +491,18 @@ fn cores_text(c: Millicores) -> String {
 }
 
 /// Applies one finished run to its job's state: the new state and the
-/// notices it raises.
-pub fn record_run(mut state: JobState, run: &RunProfile, promote_after: i64) -> (JobState, Vec<Notice>) {
+/// notices it raises. `earlier`: the job's previous runs, newest first (at
+/// least [`EFFICIENCY_RUNS`] of them when there are), which the sizing
+/// rule reads with this one.
+pub fn record_run(
+    mut state: JobState,
+    run: &RunProfile,
+    earlier: &[RunProfile],
+    promote_after: i64,
+) -> (JobState, Vec<Notice>) {
     let mut notices = Vec::new();
+    let runs: Vec<&RunProfile> = std::iter::once(run).chain(earlier).collect();
+    let advice = recommend(&runs);
     let notice = |kind: NoticeKind, message: String, recommended_cores| {
         let mut n = Notice::new(&run.tenant, Some(&run.job), kind, run.finished_at, message);
         n.recommended_cores = recommended_cores;
@@ -425,31 +526,27 @@ pub fn record_run(mut state: JobState, run: &RunProfile, promote_after: i64) -> 
             } else {
                 state.streak = 0;
             }
-            if let Some(sla) = run.sla_seconds.filter(|s| *s > 0) {
+            if let (Some(sla), Some(Recommendation::MoreCores { cores: rec, .. })) = (run.sla_seconds, &advice) {
                 let over_pct = (duration - sla) * 100 / sla;
-                let over = duration * 100 > sla * (100 + SLA_NOTIFY_PCT);
-                if over {
-                    let rec = cores_for_sla(run.cores, duration, sla);
-                    let kind = if duration * 100 > sla * (100 + SLA_ALERT_PCT) {
-                        NoticeKind::SlaAlert
-                    } else {
-                        NoticeKind::SlaExceeded
-                    };
-                    notices.push(notice(
-                        kind,
-                        format!(
-                            "job {} run {} took {}, {over_pct} % over its SLA of {}, on {} cores; \
-                             request {} cores (driver plus executors) to finish within the SLA",
-                            run.job,
-                            run.app_id,
-                            mins(duration),
-                            mins(sla),
-                            cores_text(run.cores),
-                            cores_text(rec),
-                        ),
-                        Some(rec),
-                    ));
-                }
+                let kind = if duration * 100 > sla * (100 + SLA_ALERT_PCT) {
+                    NoticeKind::SlaAlert
+                } else {
+                    NoticeKind::SlaExceeded
+                };
+                notices.push(notice(
+                    kind,
+                    format!(
+                        "job {} run {} took {}, {over_pct} % over its SLA of {}, on {} cores; \
+                         request {} cores (driver plus executors) to finish within the SLA",
+                        run.job,
+                        run.app_id,
+                        mins(duration),
+                        mins(sla),
+                        cores_text(run.cores),
+                        cores_text(*rec),
+                    ),
+                    Some(*rec),
+                ));
             }
         }
         RunOutcome::Failed | RunOutcome::Unknown => {
@@ -472,15 +569,15 @@ pub fn record_run(mut state: JobState, run: &RunProfile, promote_after: i64) -> 
     match run.efficiency_pct() {
         Some(pct) if pct < EFFICIENCY_FLOOR_PCT && run.outcome == RunOutcome::Succeeded => {
             state.inefficient_streak += 1;
-            if state.inefficient_streak >= EFFICIENCY_RUNS {
+            if state.inefficient_streak >= EFFICIENCY_RUNS
+                && let Some(Recommendation::FewerCores { cores: rec, .. }) = advice
+            {
                 state.inefficient_streak = 0;
-                let used = run.cpu_used.unwrap_or_default();
-                let rec = cores_for_use(used).min(run.cores);
                 notices.push(notice(
                     NoticeKind::LowEfficiency,
                     format!(
-                        "job {} used {pct} % of its {} cores in each of its last {EFFICIENCY_RUNS} runs; \
-                         {} cores would do and cost less",
+                        "job {} used under {EFFICIENCY_FLOOR_PCT} % of its {} cores in each of its last \
+                         {EFFICIENCY_RUNS} runs ({pct} % in the latest); {} cores would do and cost less",
                         run.job,
                         cores_text(run.cores),
                         cores_text(rec)
@@ -581,7 +678,7 @@ mod tests {
         let mut s = JobState::default();
         let mut all = Vec::new();
         for n in 0..4 {
-            let (next, notices) = record_run(s, &run(n, 20, RunOutcome::Succeeded, Some(30)), 3);
+            let (next, notices) = record_run(s, &run(n, 20, RunOutcome::Succeeded, Some(30)), &[], 3);
             s = next;
             all.push(notices);
         }
@@ -600,17 +697,22 @@ mod tests {
 
     #[test]
     fn a_miss_resets_the_streak_and_recommends_cores() {
-        let (s, _) = record_run(JobState::default(), &run(0, 20, RunOutcome::Succeeded, Some(30)), 3);
-        let (s, n) = record_run(s, &run(1, 34, RunOutcome::Succeeded, Some(30)), 3);
+        let (s, _) = record_run(
+            JobState::default(),
+            &run(0, 20, RunOutcome::Succeeded, Some(30)),
+            &[],
+            3,
+        );
+        let (s, n) = record_run(s, &run(1, 34, RunOutcome::Succeeded, Some(30)), &[], 3);
         assert_eq!(s.streak, 0);
         assert_eq!(n[0].kind, NoticeKind::SlaExceeded);
         // 5 cores × 34 / 30 = 5.67 → 6 whole cores.
         assert_eq!(n[0].recommended_cores, Some(Millicores(6000)));
         assert!(n[0].message.contains("13 % over its SLA of 30 min"), "{}", n[0].message);
-        let (s, n) = record_run(s, &run(2, 40, RunOutcome::Succeeded, Some(30)), 3);
+        let (s, n) = record_run(s, &run(2, 40, RunOutcome::Succeeded, Some(30)), &[], 3);
         assert_eq!(n[0].kind, NoticeKind::SlaAlert);
         // 10 % over is still within the notify threshold: no notice, but not within SLA either.
-        let (s, n) = record_run(s, &run(3, 33, RunOutcome::Succeeded, Some(30)), 3);
+        let (s, n) = record_run(s, &run(3, 33, RunOutcome::Succeeded, Some(30)), &[], 3);
         assert!(n.is_empty());
         assert_eq!(s.streak, 0);
         assert_eq!(s.stage, JobStage::Draft);
@@ -618,10 +720,10 @@ mod tests {
 
     #[test]
     fn failures_alert_and_preemptions_are_neutral() {
-        let (s, _) = record_run(JobState::default(), &run(0, 5, RunOutcome::Succeeded, None), 3);
-        let (s, _) = record_run(s, &run(1, 5, RunOutcome::Preempted, None), 3);
+        let (s, _) = record_run(JobState::default(), &run(0, 5, RunOutcome::Succeeded, None), &[], 3);
+        let (s, _) = record_run(s, &run(1, 5, RunOutcome::Preempted, None), &[], 3);
         assert_eq!(s.streak, 1);
-        let (s, n) = record_run(s, &run(2, 5, RunOutcome::Failed, None), 3);
+        let (s, n) = record_run(s, &run(2, 5, RunOutcome::Failed, None), &[], 3);
         assert_eq!(s.streak, 0);
         assert_eq!(n[0].kind, NoticeKind::RunFailed);
     }
@@ -633,20 +735,65 @@ mod tests {
             ..JobState::default()
         };
         let mut last = Vec::new();
-        for n in 0..3 {
+        let mut earlier: Vec<RunProfile> = Vec::new();
+        for (n, used) in [(0, 1000), (1, 2000), (2, 1500)] {
             let mut r = run(n, 10, RunOutcome::Succeeded, None);
-            r.cpu_used = Some(Millicores(2000));
-            (s, last) = record_run(s, &r, 3);
+            r.cpu_used = Some(Millicores(used));
+            (s, last) = record_run(s, &r, &earlier, 3);
+            earlier.insert(0, r);
         }
         assert_eq!(last[0].kind, NoticeKind::LowEfficiency);
-        // 2 cores used × 1.25 = 2.5 → 3 cores.
+        // The peak of the three, 2 cores, × 1.25 = 2.5 → 3 cores (not the
+        // latest run's 1.5 → 2: it must hold the busiest of them).
         assert_eq!(last[0].recommended_cores, Some(Millicores(3000)));
-        assert!(last[0].message.contains("used 40 % of its 5 cores"));
+        assert!(
+            last[0].message.contains("under 60 % of its 5 cores"),
+            "{}",
+            last[0].message
+        );
+        // The job's profile reads the same rule over the same runs: one number.
+        let runs: Vec<&RunProfile> = earlier.iter().collect();
+        assert_eq!(recommend(&runs).map(|r| r.cores()), last[0].recommended_cores);
+    }
+
+    /// Regression (issue 21): the notices and the job profile had two rules
+    /// (over 10 % vs any overrun, the last run vs the peak of three) and
+    /// could tell a tenant two numbers. Whatever the runs, every notice
+    /// that recommends cores says what the profile says after that run.
+    #[test]
+    fn notices_and_the_profile_recommend_one_number() {
+        let mut s = JobState::default();
+        let mut earlier: Vec<RunProfile> = Vec::new();
+        let mut recommended = 0;
+        for n in 0..200i64 {
+            let minutes = 15 + (n * 7) % 25;
+            let outcome = if n % 11 == 5 {
+                RunOutcome::Failed
+            } else {
+                RunOutcome::Succeeded
+            };
+            let mut r = run(n, minutes, outcome, Some(30));
+            r.cpu_used = (n % 3 != 0).then(|| Millicores(500 + (n * 371) % 4000));
+            let (next, notices) = record_run(s, &r, &earlier, 3);
+            s = next;
+            earlier.insert(0, r);
+            let runs: Vec<&RunProfile> = earlier.iter().collect();
+            for notice in notices.iter().filter(|n| n.recommended_cores.is_some()) {
+                recommended += 1;
+                assert_eq!(
+                    recommend(&runs).map(|r| r.cores()),
+                    notice.recommended_cores,
+                    "run {n}: {}",
+                    notice.message
+                );
+            }
+        }
+        assert!(recommended > 20, "the runs must raise such notices: {recommended}");
     }
 
     #[test]
     fn zero_draft_runs_promotes_on_the_first_success() {
-        let (s, n) = record_run(JobState::default(), &run(0, 5, RunOutcome::Succeeded, None), 0);
+        let (s, n) = record_run(JobState::default(), &run(0, 5, RunOutcome::Succeeded, None), &[], 0);
         assert_eq!(s.stage, JobStage::Production);
         assert_eq!(n[0].kind, NoticeKind::Promoted);
     }

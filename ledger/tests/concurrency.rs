@@ -167,7 +167,7 @@ async fn fifty_schedules_racing_for_the_last_slices_never_overcommit() {
                     source: "api".into(),
                     updated_at: t0(),
                 };
-                s.put_schedule(&x, &policy, t0(), false).await.unwrap()
+                s.put_schedule(None, &x, &policy, t0(), false).await.unwrap()
             })
         })
         .collect();

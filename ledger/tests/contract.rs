@@ -407,6 +407,66 @@ async fn stale_epoch_is_refused(s: &dyn LedgerStore) {
     assert_books(s).await;
 }
 
+/// Regression (issue 21): only accruals and pool sizes carried the epoch; a
+/// deposed leader woken from a pause could still release slice
+/// reservations and write notices. Every leader write is fenced now, and a
+/// refused one changes nothing; the API's writes carry no epoch.
+async fn every_leader_write_is_fenced(s: &dyn LedgerStore) {
+    let a = tenant(s, "acme").await;
+    s.set_pool_capacity(
+        s.claim_epoch("setup").await.unwrap(),
+        &PoolCapacity {
+            pool: Pool::Shared,
+            nodes: 4,
+            cpu: Millicores::cores(64),
+            memory: Bytes::gib(256),
+            spark_units: 16,
+            updated_at: t0(),
+        },
+    )
+    .await
+    .unwrap();
+    let old = s.claim_epoch("scheduler-0").await.unwrap();
+    let new = s.claim_epoch("scheduler-1").await.unwrap();
+    let policy = slices::SlicePolicy::default();
+    fn stale<T>(r: Result<T, LedgerError>) -> bool {
+        matches!(r, Err(LedgerError::StaleEpoch { .. }))
+    }
+    // Held by the new leader.
+    let held = sched(&a, "orders", "0 2 * * *", 60, 2);
+    assert!(matches!(
+        s.put_schedule(Some(new), &held, &policy, t0(), false).await.unwrap(),
+        slices::Decision::Accepted { .. }
+    ));
+    // The old one can neither release it nor reserve another.
+    assert!(stale(s.delete_schedule(Some(old), &a, "orders").await));
+    let other = sched(&a, "refunds", "0 3 * * *", 60, 2);
+    assert!(stale(s.put_schedule(Some(old), &other, &policy, t0(), false).await));
+    assert_eq!(s.schedules(Some(&a)).await.unwrap().len(), 1);
+    // Nor add a notice, nor settle one.
+    let n = lifecycle::Notice::new(&a, None, lifecycle::NoticeKind::SlaExceeded, t0(), "late".into());
+    assert!(stale(s.add_notice(Some(old), &n).await));
+    let q = store::NoticeQuery {
+        tenant: Some(&a),
+        undelivered: true,
+        cursor: None,
+        limit: 10,
+    };
+    assert!(s.notices(&q).await.unwrap().is_empty());
+    let id = s.add_notice(Some(new), &n).await.unwrap().unwrap();
+    assert!(stale(
+        s.settle_notice(Some(old), id, &store::Delivery::Delivered, t0()).await
+    ));
+    assert_eq!(s.notices(&q).await.unwrap().len(), 1, "still undelivered");
+    // The new leader and the API write as before.
+    s.settle_notice(Some(new), id, &store::Delivery::Delivered, t0())
+        .await
+        .unwrap();
+    assert!(s.notices(&q).await.unwrap().is_empty());
+    assert!(s.delete_schedule(None, &a, "orders").await.unwrap());
+    assert_books(s).await;
+}
+
 async fn opportunistic_is_free(s: &dyn LedgerStore) {
     let a = tenant(s, "acme").await;
     s.record_purchase(&buy(&a, PurchaseKind::VcpuHours, 1, "p"), t0())
@@ -431,6 +491,102 @@ async fn opportunistic_is_free(s: &dyn LedgerStore) {
             .to_string()
             .contains("opportunistic changed")
     );
+    assert_books(s).await;
+}
+
+/// An end that reaches the ledger after the pod was charged past it (its
+/// status came late) closes the pod at its real end and gives the extra
+/// seconds back: to the debt first, then to the lots; in every hour they
+/// were counted in; for borrowed time and the dedicated pool too.
+async fn late_ends_are_given_back(s: &dyn LedgerStore) {
+    let a = tenant(s, "acme").await;
+    s.record_purchase(&buy(&a, PurchaseKind::VcpuHours, 1, "p1"), t0())
+        .await
+        .unwrap();
+    let e = s.claim_epoch("s").await.unwrap();
+    // 2 cores charged for 2 h: 1 vCPU-hour from the lot, 3 in debt.
+    let p = pod("a1", &a, 2000, 0);
+    // 1 core from 50 min to 2 h 5 min: across three hours.
+    let q = pod("b1", &a, 1000, 3000);
+    let mut lent = pod("c1", &a, 4000, 0);
+    lent.opportunistic = true;
+    let mut own = pod("d1", &a, 1000, 0);
+    own.pool = Pool::Dedicated;
+    s.accrue(
+        e,
+        &[
+            acc(&p, 7200, false),
+            acc(&q, 7500, false),
+            acc(&lent, 7200, false),
+            acc(&own, 7200, false),
+        ],
+    )
+    .await
+    .unwrap();
+    assert_books(s).await;
+    // They really ended at 1 h, 1 h 0 min 20 s, 100 s, and before they began.
+    let mut own_end = acc(&own, 0, true);
+    own_end.until = at(-30);
+    let out = s
+        .accrue(
+            e,
+            &[acc(&p, 3600, true), acc(&q, 3620, true), acc(&lent, 100, true), own_end],
+        )
+        .await
+        .unwrap();
+    assert!(
+        matches!(out[0], AccrualOutcome::Applied { charged, .. } if charged == McSeconds(-2000 * 3600)),
+        "{out:?}"
+    );
+    assert!(
+        matches!(out[2], AccrualOutcome::Applied { opportunistic, .. } if opportunistic == McSeconds(-4000 * 7100))
+    );
+    // Retried closes add nothing.
+    let again = s.accrue(e, &[acc(&p, 3600, true), acc(&q, 3620, true)]).await.unwrap();
+    assert!(
+        again.iter().all(|o| matches!(o, AccrualOutcome::Duplicate)),
+        "{again:?}"
+    );
+    for (uid, end, charged, opp) in [
+        ("a1", 3600, 2000 * 3600, 0),
+        ("b1", 3620, 620 * 1000, 0),
+        ("c1", 100, 0, 4000 * 100),
+        ("d1", 0, 0, 0),
+    ] {
+        let cp = s.pod_checkpoint(uid).await.unwrap().unwrap();
+        assert_eq!(
+            (cp.charged_until, cp.finished_at, cp.charged, cp.opportunistic),
+            (at(end), Some(at(end)), McSeconds(charged), McSeconds(opp)),
+            "{uid}"
+        );
+    }
+    // 2 + 0.17 vCPU-hours used of 1 bought: the debt is what is left over.
+    let b = s.balance(&a, at(7500)).await.unwrap();
+    assert_eq!(b.remaining, McSeconds(3_600_000 - 2000 * 3600 - 620 * 1000));
+    assert_eq!(b.debt_since, Some(at(1800)));
+    let hours = s.usage(&a, t0(), at(86_400), Granularity::Hour).await.unwrap();
+    let per_hour: Vec<(DateTime<Utc>, Pool, i64, i64)> = hours
+        .iter()
+        .map(|h| (h.start, h.pool, h.charged.0, h.opportunistic.0))
+        .collect();
+    // Hours whose every second was given back stay, at zero.
+    assert_eq!(
+        per_hour,
+        vec![
+            (at(0), Pool::Dedicated, 0, 0),
+            (at(0), Pool::Shared, 2000 * 3600 + 600 * 1000, 4000 * 100),
+            (at(3600), Pool::Dedicated, 0, 0),
+            (at(3600), Pool::Shared, 20 * 1000, 0),
+            (at(7200), Pool::Shared, 0, 0),
+        ],
+        "{hours:?}"
+    );
+    // A top-up pays the debt left: nothing was given back twice.
+    let mut top_up = buy(&a, PurchaseKind::VcpuHours, 10, "p2");
+    top_up.valid_from = Some(at(7500));
+    s.record_purchase(&top_up, at(7500)).await.unwrap();
+    let b = s.balance(&a, at(7501)).await.unwrap();
+    assert_eq!(b.remaining, McSeconds(11 * 3_600_000 - 2000 * 3600 - 620 * 1000));
     assert_books(s).await;
 }
 
@@ -705,10 +861,10 @@ async fn runs_are_profiled_and_promote_jobs(s: &dyn LedgerStore) {
     let pending = s.notices(&q).await.unwrap();
     assert_eq!(pending.len(), 2);
     assert!(pending[0].id < pending[1].id);
-    s.settle_notice(pending[0].id, &Delivery::Failed("HTTP 503".into()), at(20_000))
+    s.settle_notice(None, pending[0].id, &Delivery::Failed("HTTP 503".into()), at(20_000))
         .await
         .unwrap();
-    s.settle_notice(pending[1].id, &Delivery::Delivered, at(20_000))
+    s.settle_notice(None, pending[1].id, &Delivery::Delivered, at(20_000))
         .await
         .unwrap();
     let pending = s.notices(&q).await.unwrap();
@@ -718,7 +874,7 @@ async fn runs_are_profiled_and_promote_jobs(s: &dyn LedgerStore) {
         (1, Some("HTTP 503"))
     );
     assert!(matches!(
-        s.settle_notice(9_999, &Delivery::Delivered, at(1)).await,
+        s.settle_notice(None, 9_999, &Delivery::Delivered, at(1)).await,
         Err(LedgerError::UnknownNotice(9_999))
     ));
     // Notification URLs are checked.
@@ -1036,8 +1192,9 @@ async fn schedules_reserve_slices(s: &dyn LedgerStore) {
         ..slices::SlicePolicy::default()
     };
     use slices::Decision;
-    let put =
-        |x: slices::StoredSchedule, dry: bool| async move { s.put_schedule(&x, &policy, t0(), dry).await.unwrap() };
+    let put = |x: slices::StoredSchedule, dry: bool| async move {
+        s.put_schedule(None, &x, &policy, t0(), dry).await.unwrap()
+    };
     assert_eq!(
         put(sched(&a, "orders", "0 2 * * *", 60, 8), false).await,
         Decision::Accepted { headroom: 2000 }
@@ -1085,10 +1242,10 @@ async fn schedules_reserve_slices(s: &dyn LedgerStore) {
         ["orders", "refunds"]
     );
     assert_eq!(mine[0].spec.schedule, "0 6 * * *");
-    assert!(s.delete_schedule(&a, "orders").await.unwrap());
-    assert!(!s.delete_schedule(&a, "orders").await.unwrap());
+    assert!(s.delete_schedule(None, &a, "orders").await.unwrap());
+    assert!(!s.delete_schedule(None, &a, "orders").await.unwrap());
     let bad = s
-        .put_schedule(&sched(&a, "x", "0 2 * *", 10, 1), &policy, t0(), false)
+        .put_schedule(None, &sched(&a, "x", "0 2 * *", 10, 1), &policy, t0(), false)
         .await
         .unwrap_err();
     assert!(
@@ -1096,7 +1253,7 @@ async fn schedules_reserve_slices(s: &dyn LedgerStore) {
         "{bad}"
     );
     let nobody = s
-        .put_schedule(&sched(&tid("nobody"), "x", "@daily", 10, 1), &policy, t0(), false)
+        .put_schedule(None, &sched(&tid("nobody"), "x", "@daily", 10, 1), &policy, t0(), false)
         .await;
     assert!(matches!(nobody, Err(LedgerError::UnknownTenant(_))));
     assert_books(s).await;
@@ -1343,8 +1500,10 @@ contract!(
     retries_add_nothing,
     bad_items_are_refused_alone,
     stale_epoch_is_refused,
+    every_leader_write_is_fenced,
     opportunistic_is_free,
     debt_is_paid_by_the_next_purchase,
+    late_ends_are_given_back,
     low_balance_rate_and_depletion,
     prune_keeps_totals,
     change_feed_reports_writes,

@@ -4,6 +4,7 @@
 //! very same code in virtual time.
 
 pub mod audit;
+pub mod fenced;
 pub mod fit;
 pub mod leader;
 pub mod meter;

@@ -223,7 +223,7 @@ async fn main() -> anyhow::Result<()> {
             let listener = tokio::net::TcpListener::bind(args.metrics_addr)
                 .await
                 .with_context(|| format!("listening on --metrics-addr {}", args.metrics_addr))?;
-            tokio::spawn(config.metrics.clone().serve(listener));
+            let mut metrics_server = tokio::spawn(config.metrics.clone().serve(listener));
             // SIGTERM (Kubernetes) or Ctrl-C: stop and release the Lease.
             let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
                 .context("installing the SIGTERM handler")?;
@@ -233,7 +233,13 @@ async fn main() -> anyhow::Result<()> {
                     _ = term.recv() => {}
                 }
             };
-            run_elected(client, Arc::new(store), config, lease, shutdown).await?;
+            // The metrics server never ends by itself: if it does, the
+            // process stops (the kubelet restarts it) instead of running on
+            // unobserved.
+            tokio::select! {
+                r = run_elected(client, Arc::new(store), config, lease, shutdown) => r?,
+                r = &mut metrics_server => anyhow::bail!("the metrics server ended: {r:?}"),
+            }
         }
         Command::Migrate(db) => {
             let store = PgStore::connect(&db.database_url)

@@ -207,8 +207,10 @@ pub struct PendingPod {
     pub created_at: DateTime<Utc>,
     /// The last unschedulable reason reported, to report only changes.
     pub last_reason: Option<String>,
-    /// A node freed for it by preemption, and until when that holds.
-    pub nominated: Option<(usize, DateTime<Utc>)>,
+    /// The node preemption freed for it (by name, as kube-scheduler's
+    /// `nominatedNodeName`: the node list is rebuilt, in another order,
+    /// every pass), and until when that holds.
+    pub nominated: Option<(String, DateTime<Utc>)>,
 }
 
 /// Executor room held for an admitted gang.

@@ -6,6 +6,7 @@
 //! caused them, so none is lost if this process dies; a receiver may see a
 //! notice twice after a crash and can drop repeats by its `id`.
 
+use crate::fenced::FencedStore;
 use crate::shell::ShellConfig;
 use chrono::{DateTime, TimeDelta, Utc};
 use kube::Client;
@@ -13,7 +14,7 @@ use serde_json::json;
 use sparkcap_ledger::egress::EgressPolicy;
 use sparkcap_ledger::lifecycle::Notice;
 use sparkcap_ledger::store::{Delivery, NoticeQuery};
-use sparkcap_ledger::{LedgerError, LedgerStore, TenantId};
+use sparkcap_ledger::{LedgerError, TenantId};
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
@@ -53,11 +54,12 @@ pub fn body(n: &Notice) -> serde_json::Value {
 pub async fn deliver_due(
     client: &Client,
     http: &reqwest::Client,
-    store: &dyn LedgerStore,
+    store: &FencedStore,
     config: &ShellConfig,
     now: DateTime<Utc>,
 ) -> Result<usize, LedgerError> {
     let pending = store
+        .reads()
         .notices(&NoticeQuery {
             tenant: None,
             undelivered: true,
@@ -68,9 +70,9 @@ pub async fn deliver_due(
     if pending.is_empty() {
         return Ok(0);
     }
-    let urls: HashMap<TenantId, String> = store.notify_urls().await?.into_iter().collect();
+    let urls: HashMap<TenantId, String> = store.reads().notify_urls().await?.into_iter().collect();
     let mut namespaces: HashMap<TenantId, String> = HashMap::new();
-    for b in store.namespace_bindings().await? {
+    for b in store.reads().namespace_bindings().await? {
         // The first namespace by name is the tenant's notice board.
         namespaces.entry(b.tenant).or_insert(b.namespace);
     }
@@ -203,15 +205,19 @@ pub fn http_client(egress: &EgressPolicy) -> reqwest::Client {
         .expect("an HTTP client")
 }
 
-/// Delivers the outbox every `config.notify_period` until cancelled.
-pub async fn run(client: Client, store: Arc<dyn LedgerStore>, config: ShellConfig) {
+/// Delivers the outbox every `config.notify_period` until cancelled or
+/// deposed (the error says so).
+pub async fn run(client: Client, store: FencedStore, config: ShellConfig) -> Result<(), LedgerError> {
     let http = http_client(&config.egress);
     let mut tick = tokio::time::interval(config.notify_period);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tick.tick().await;
-        if let Err(e) = deliver_due(&client, &http, store.as_ref(), &config, Utc::now()).await {
-            tracing::warn!(error = %e, "delivering notices failed; retrying");
+        sparkcap_ledger::faults::crash_point("scheduler.notifier.tick");
+        match deliver_due(&client, &http, &store, &config, Utc::now()).await {
+            Err(e) if e.is_deposed() => return Err(e),
+            Err(e) => tracing::warn!(error = %e, "delivering notices failed; retrying"),
+            Ok(_) => {}
         }
     }
 }

@@ -46,8 +46,8 @@ pub enum Action {
     Nominate {
         /// Pod uid.
         pod: String,
-        /// Node index.
-        node: usize,
+        /// Node name.
+        node: String,
         /// Until.
         until: DateTime<Utc>,
     },
@@ -169,11 +169,7 @@ pub fn plan<'a>(state: &'a ClusterState, queue: &'a [PendingPod], now: DateTime<
     // Room preemption frees belongs to the pod it was freed for (as
     // kube-scheduler counts nominated pods on their nodes): it is held for
     // it against every other placement until it binds or the nomination lapses.
-    let active = |p: &PendingPod| {
-        p.nominated
-            .filter(|(node, until)| *until > now && *node < state.nodes.len())
-            .map(|(node, _)| node)
-    };
+    let active = |p: &PendingPod| nominated_node(state, p, now);
     let mut claims: HashMap<&str, (usize, Resources)> = HashMap::new();
     for p in &dedicated {
         if let Some(node) = active(p) {
@@ -384,11 +380,7 @@ impl<'a> Pass<'a> {
                 && resource_misfit(&self.index.free[i], &pod.requests).is_none()
         };
         // The node preemption freed for the pod comes first: it was emptied for it.
-        let mut chosen = pod
-            .nominated
-            .filter(|(i, until)| *until > self.now && *i < self.state.nodes.len())
-            .map(|(i, _)| i)
-            .filter(|&i| fits(i));
+        let mut chosen = nominated_node(self.state, pod, self.now).filter(|&i| fits(i));
         if chosen.is_none() {
             chosen = self
                 .index
@@ -494,8 +486,7 @@ impl<'a> Pass<'a> {
     /// A dedicated pod that does not fit: evict the fewest, newest borrowed
     /// pods on one node so that it does, unless that is already under way.
     fn preempt_or_report(&mut self, pod: &'a PendingPod) {
-        if let Some((node, until)) = pod.nominated
-            && until > self.now
+        if let Some(node) = nominated_node(self.state, pod, self.now)
             && self.state.bound.iter().any(|b| b.node == node && b.terminating)
         {
             return; // victims are still terminating: their room is coming.
@@ -528,7 +519,7 @@ impl<'a> Pass<'a> {
         }
         self.actions.push(Action::Nominate {
             pod: pod.uid.clone(),
-            node,
+            node: self.state.nodes[node].name.clone(),
             until: self.now + chrono::TimeDelta::seconds(grace + 10),
         });
         self.event(
@@ -616,6 +607,17 @@ impl<'a> Borrowed<'a> {
 /// What preemption frees on `node` for `pod`: a driver is admitted with its
 /// executors, so room for the whole gang when the node can hold it (else for
 /// the driver alone).
+/// Where the pod's live nomination points in this pass's node list: looked
+/// up by name, so a relist that reorders the nodes (or drops the node) never
+/// moves held room to another node.
+fn nominated_node(state: &ClusterState, pod: &PendingPod, now: DateTime<Utc>) -> Option<usize> {
+    let (name, until) = pod.nominated.as_ref()?;
+    if *until <= now {
+        return None;
+    }
+    state.nodes.iter().position(|n| n.name == *name)
+}
+
 fn preemption_need(state: &ClusterState, node: usize, pod: &PendingPod) -> Resources {
     match (pod.role, pod.gang) {
         (Role::Driver, Some(g)) => Some(pod.requests.plus(&g.executor.times(g.executors))),

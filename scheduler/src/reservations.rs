@@ -8,6 +8,7 @@
 //! changed (a changed schedule is reserved anew or, if it no longer fits,
 //! released).
 
+use crate::fenced::FencedStore;
 use crate::shell::ShellConfig;
 use chrono::{DateTime, Utc};
 use futures::StreamExt;
@@ -22,7 +23,6 @@ use sparkcap_ledger::slices::{Decision, StoredSchedule};
 use sparkcap_ledger::{LedgerError, LedgerStore, Pool, TenantId};
 use sparkcap_webhook::operator::{SSA_SOURCE, planned_schedule, refusal_text};
 use std::collections::HashSet;
-use std::sync::Arc;
 
 /// The condition type written into a ScheduledSparkApplication's status.
 pub const CONDITION: &str = "SlicesReserved";
@@ -67,9 +67,15 @@ async fn tenant_of(store: &dyn LedgerStore, namespace: &str) -> Result<Option<Te
 }
 
 /// Releases whatever `source` holds.
-async fn release(store: &dyn LedgerStore, source: &str) -> Result<bool, LedgerError> {
+async fn release(store: &FencedStore, source: &str) -> Result<bool, LedgerError> {
     let mut any = false;
-    for s in store.schedules(None).await?.into_iter().filter(|s| s.source == source) {
+    for s in store
+        .reads()
+        .schedules(None)
+        .await?
+        .into_iter()
+        .filter(|s| s.source == source)
+    {
         any |= store.delete_schedule(&s.tenant, &s.job).await?;
     }
     Ok(any)
@@ -77,7 +83,7 @@ async fn release(store: &dyn LedgerStore, source: &str) -> Result<bool, LedgerEr
 
 /// Brings the ledger in line with one object.
 pub async fn reconcile(
-    store: &dyn LedgerStore,
+    store: &FencedStore,
     config: &ShellConfig,
     obj: &DynamicObject,
     now: DateTime<Utc>,
@@ -85,11 +91,11 @@ pub async fn reconcile(
     let source = source_of(obj);
     let namespace = obj.namespace().unwrap_or_default();
     let suspended = obj.data.pointer("/spec/suspend").and_then(Value::as_bool) == Some(true);
-    let Some(tenant) = tenant_of(store, &namespace).await?.filter(|_| !suspended) else {
+    let Some(tenant) = tenant_of(store.reads(), &namespace).await?.filter(|_| !suspended) else {
         release(store, &source).await?;
         return Ok(Outcome::Released);
     };
-    let units = dedicated_units_at(&store.purchases(&tenant).await?, now);
+    let units = dedicated_units_at(&store.reads().purchases(&tenant).await?, now);
     let value = serde_json::to_value(obj).map_err(|e| LedgerError::Corrupt(e.to_string()))?;
     let planned = match planned_schedule(&value, &tenant, Pool::production(units), now) {
         Ok(p) => p,
@@ -98,7 +104,7 @@ pub async fn reconcile(
             return Ok(Outcome::Invalid(e));
         }
     };
-    let mine = store.schedules(Some(&tenant)).await?;
+    let mine = store.reads().schedules(Some(&tenant)).await?;
     if mine
         .iter()
         .any(|s| s.job == planned.job && s.source == source && s.pool == planned.pool && s.spec == planned.spec)
@@ -111,7 +117,7 @@ pub async fn reconcile(
             planned.job, other.source
         )));
     }
-    match store.put_schedule(&planned, &config.slices, now, false).await {
+    match store.put_schedule(&planned, &config.slices, now).await {
         Ok(Decision::Accepted { .. }) => Ok(Outcome::Reserved),
         Ok(Decision::Refused {
             shortfall,
@@ -139,7 +145,7 @@ pub async fn reconcile(
 /// refusal an Event and a notice.
 async fn report(
     client: &Client,
-    store: &dyn LedgerStore,
+    store: &FencedStore,
     config: &ShellConfig,
     obj: &DynamicObject,
     outcome: &Outcome,
@@ -201,7 +207,7 @@ async fn report(
         {
             tracing::warn!(error = %e, "could not record the reservation Event");
         }
-        if let Ok(Some(tenant)) = tenant_of(store, &ns).await {
+        if let Ok(Some(tenant)) = tenant_of(store.reads(), &ns).await {
             let mut n = Notice::new(
                 &tenant,
                 Some(&obj.name_any()),
@@ -222,15 +228,18 @@ async fn report(
 }
 
 /// Watches ScheduledSparkApplications and keeps their reservations, until
-/// cancelled. A cluster without the Spark Operator's CRD is retried quietly.
-pub async fn run(client: Client, store: Arc<dyn LedgerStore>, config: ShellConfig) {
+/// cancelled or deposed (the error says so). A cluster without the Spark
+/// Operator's CRD is retried quietly.
+pub async fn run(client: Client, store: FencedStore, config: ShellConfig) -> Result<(), LedgerError> {
     let api: Api<DynamicObject> = Api::all_with(client.clone(), &resource());
     let mut events = watcher::watcher(api, watcher::Config::default())
         .default_backoff()
         .boxed();
     let mut seen: HashSet<String> = HashSet::new();
     let mut listing: HashSet<String> = HashSet::new();
+    // The watcher retries forever: this ends only when deposed.
     while let Some(ev) = events.next().await {
+        sparkcap_ledger::faults::crash_point("scheduler.reservations.event");
         let now = Utc::now();
         let ev = match ev {
             Ok(ev) => ev,
@@ -245,30 +254,37 @@ pub async fn run(client: Client, store: Arc<dyn LedgerStore>, config: ShellConfi
                 let source = source_of(&obj);
                 listing.insert(source.clone());
                 seen.insert(source);
-                match reconcile(store.as_ref(), &config, &obj, now).await {
-                    Ok(outcome) => report(&client, store.as_ref(), &config, &obj, &outcome, now).await,
+                match reconcile(&store, &config, &obj, now).await {
+                    Ok(outcome) => report(&client, &store, &config, &obj, &outcome, now).await,
+                    Err(e) if e.is_deposed() => return Err(e),
                     Err(e) => tracing::warn!(object = %obj.name_any(), error = %e, "reconciling a schedule failed"),
                 }
             }
             Event::Delete(obj) => {
                 let source = source_of(&obj);
                 seen.remove(&source);
-                if let Err(e) = release(store.as_ref(), &source).await {
-                    tracing::warn!(%source, error = %e, "releasing a schedule failed");
+                match release(&store, &source).await {
+                    Err(e) if e.is_deposed() => return Err(e),
+                    Err(e) => tracing::warn!(%source, error = %e, "releasing a schedule failed"),
+                    Ok(_) => {}
                 }
             }
             Event::InitDone => {
                 // Objects deleted while nobody watched still hold slices.
                 seen = std::mem::take(&mut listing);
-                match store.schedules(None).await {
+                match store.reads().schedules(None).await {
                     Ok(all) => {
                         let stale: Vec<StoredSchedule> = all
                             .into_iter()
                             .filter(|s| s.source.starts_with(SSA_SOURCE) && !seen.contains(&s.source))
                             .collect();
                         for s in stale {
-                            if let Err(e) = store.delete_schedule(&s.tenant, &s.job).await {
-                                tracing::warn!(source = %s.source, error = %e, "releasing a stale schedule failed");
+                            match store.delete_schedule(&s.tenant, &s.job).await {
+                                Err(e) if e.is_deposed() => return Err(e),
+                                Err(e) => {
+                                    tracing::warn!(source = %s.source, error = %e, "releasing a stale schedule failed")
+                                }
+                                Ok(_) => {}
                             }
                         }
                     }
@@ -277,4 +293,5 @@ pub async fn run(client: Client, store: Arc<dyn LedgerStore>, config: ShellConfi
             }
         }
     }
+    Ok(())
 }

@@ -30,7 +30,7 @@ pub const GANG_CONF_WAIT: TimeDelta = TimeDelta::seconds(10);
 #[derive(Debug, Default)]
 struct Memory {
     reservations: Vec<Reservation>,
-    nominated: HashMap<String, (usize, DateTime<Utc>)>,
+    nominated: HashMap<String, (String, DateTime<Utc>)>,
     last_reason: HashMap<String, String>,
     dedicated_idle_since: Option<DateTime<Utc>>,
     /// Binds sent but not yet seen in the watch: uid → (node, until).
@@ -281,15 +281,22 @@ pub async fn run(
     let mut sampler = crate::usage::Sampler::new(client.clone());
     // Leader-only side loops: reservations of ScheduledSparkApplications and
     // delivery of notices. They stop when this leader stops.
-    let mut side = tokio::task::JoinSet::new();
-    side.spawn(crate::reservations::run(client.clone(), store.clone(), config.clone()));
-    side.spawn(crate::notifier::run(client.clone(), store.clone(), config.clone()));
-    side.spawn(crate::onboarding::run(
-        client.clone(),
-        store.clone(),
-        config.clone(),
-        config.onboarding_period,
-    ));
+    // Their ledger writes carry this leader's epoch. None of them ends while
+    // this leader leads: one that does (deposed, or a defect) ends the
+    // leader with it, and the process exits for the kubelet to restart,
+    // instead of scheduling on with reservations or notices left unserved.
+    let fenced = crate::fenced::FencedStore::new(store.clone(), epoch);
+    let mut side: tokio::task::JoinSet<(&'static str, Result<(), LedgerError>)> = tokio::task::JoinSet::new();
+    let (c, f, cfg) = (client.clone(), fenced.clone(), config.clone());
+    side.spawn(async move { ("reservations", crate::reservations::run(c, f, cfg).await) });
+    let (c, f, cfg) = (client.clone(), fenced.clone(), config.clone());
+    side.spawn(async move { ("notices", crate::notifier::run(c, f, cfg).await) });
+    let (c, st, cfg) = (client.clone(), store.clone(), config.clone());
+    side.spawn(async move {
+        let period = cfg.onboarding_period;
+        crate::onboarding::run(c, st, cfg, period).await;
+        ("onboarding", Ok(()))
+    });
     let mut tick = tokio::time::interval(config.period);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let metrics = config.metrics.clone();
@@ -299,6 +306,7 @@ pub async fn run(
         tokio::select! {
             _ = &mut shutdown => return Ok(()),
             _ = tick.tick() => {}
+            Some(ended) = side.join_next() => return Err(side_task_ended(ended)),
         }
         let now = Utc::now();
         // Observed once: the pool sizes and the pass both read them.
@@ -377,6 +385,17 @@ pub async fn run(
         metrics
             .accrual_lag
             .set(memory.metered_at.map_or(0, |t| (now - t).num_seconds().max(0)));
+    }
+}
+
+/// Why the leader stops when one of its side tasks ended.
+fn side_task_ended(ended: Result<(&'static str, Result<(), LedgerError>), tokio::task::JoinError>) -> anyhow::Error {
+    match ended {
+        Ok((task, Err(e))) if e.is_deposed() => anyhow::anyhow!("deposed: {e} (seen by the {task} task); stopping"),
+        Ok((task, Err(e))) => anyhow::anyhow!("the {task} task failed: {e}; stopping"),
+        Ok((task, Ok(()))) => anyhow::anyhow!("the {task} task ended unexpectedly; stopping"),
+        Err(e) if e.is_panic() => anyhow::anyhow!("a side task panicked: {e}; stopping"),
+        Err(e) => anyhow::anyhow!("a side task was cancelled: {e}; stopping"),
     }
 }
 
@@ -965,7 +984,7 @@ async fn pass(
         }
         let mut p = observe::pending(&pod, gang, now);
         p.last_reason = memory.last_reason.get(&uid).cloned();
-        p.nominated = memory.nominated.get(&uid).copied();
+        p.nominated = memory.nominated.get(&uid).cloned();
         by_uid.insert(uid, pod.clone());
         queue.push(p);
     }
@@ -1029,6 +1048,12 @@ async fn pass(
             }
         }
     }
+    // Binds go out side by side, as kube-scheduler's binding cycles do: each
+    // is a call or two to the API server, and the pass's decisions do not
+    // depend on their answers. Every pod is in `memory.bound` (metered by its
+    // recorded row) before its binding is sent.
+    let mut binds = Vec::new();
+    let mut rest = Vec::new();
     for action in actions {
         match action {
             Action::Bind {
@@ -1040,22 +1065,39 @@ async fn pass(
                     continue;
                 };
                 memory.bound.insert(pod.clone(), record);
-                match bind(client, p, &node, opportunistic).await {
-                    Ok(()) => {
-                        sparkcap_ledger::faults::crash_point("scheduler.bind.after");
-                        let pool = pool_of.get(&pod).map_or("unknown", |p| p.as_str());
-                        let borrowed = if opportunistic { "true" } else { "false" };
-                        metrics.binds.with_label_values(&[pool, borrowed]).inc();
-                        memory.assumed.insert(pod.clone(), (node, now + TimeDelta::seconds(30)));
-                        memory.last_reason.remove(&pod);
-                        memory.nominated.remove(&pod);
-                    }
-                    Err(e) => {
-                        metrics.bind_errors.inc();
-                        tracing::warn!(pod = %p.name_any(), error = %e, "bind failed; will retry");
-                    }
-                }
+                binds.push((pod, p.clone(), node, opportunistic));
             }
+            other => rest.push(other),
+        }
+    }
+    let results: Vec<_> = futures::stream::iter(binds)
+        .map(|(pod, p, node, opportunistic)| async move {
+            let r = bind(client, &p, &node, opportunistic).await;
+            (pod, p, node, opportunistic, r)
+        })
+        .buffer_unordered(BINDS_IN_FLIGHT)
+        .collect()
+        .await;
+    for (pod, p, node, opportunistic, r) in results {
+        match r {
+            Ok(()) => {
+                sparkcap_ledger::faults::crash_point("scheduler.bind.after");
+                let pool = pool_of.get(&pod).map_or("unknown", |p| p.as_str());
+                let borrowed = if opportunistic { "true" } else { "false" };
+                metrics.binds.with_label_values(&[pool, borrowed]).inc();
+                memory.assumed.insert(pod.clone(), (node, now + TimeDelta::seconds(30)));
+                memory.last_reason.remove(&pod);
+                memory.nominated.remove(&pod);
+            }
+            Err(e) => {
+                metrics.bind_errors.inc();
+                tracing::warn!(pod = %p.name_any(), error = %e, "bind failed; will retry");
+            }
+        }
+    }
+    for action in rest {
+        match action {
+            Action::Bind { .. } => {}
             Action::Evict { pod, grace_seconds, .. } => {
                 if let Some(p) = all_pods.get(&pod) {
                     match evict(client, p, grace_seconds).await {
@@ -1095,6 +1137,10 @@ async fn pass(
     }
     Ok(())
 }
+
+/// Bindings sent at once, at most: kube-scheduler's default parallelism
+/// (16), which keeps the API server's in-flight limit far away.
+const BINDS_IN_FLIGHT: usize = 16;
 
 /// Records a Warning Event `reason` on `pod` unless the same message was
 /// the last one recorded for it (a refusal repeats every pass).

@@ -109,8 +109,56 @@ prop_compose! {
     }
 }
 
+prop_compose! {
+    /// A pod's containers with odd cpu quantities: request and limit, a
+    /// limit alone, an init container, a sidecar, pod overhead.
+    fn cpu_shapes()(
+        request in proptest::option::of(quantity()), limit in proptest::option::of(quantity()),
+        second in proptest::option::of(quantity()), init in proptest::option::of(quantity()),
+        sidecar in proptest::option::of(quantity()), overhead in proptest::option::of(quantity()),
+    ) -> Value {
+        let res = |request: &Option<Value>, limit: &Option<Value>| {
+            let mut r = json!({});
+            if let Some(q) = request { r["requests"] = json!({"cpu": q}); }
+            if let Some(q) = limit { r["limits"] = json!({"cpu": q}); }
+            r
+        };
+        let mut containers = vec![json!({"name": "main", "resources": res(&request, &limit)})];
+        if let Some(q) = second {
+            containers.push(json!({"name": "second", "resources": res(&None, &Some(q))}));
+        }
+        let mut inits = Vec::new();
+        if let Some(q) = init {
+            inits.push(json!({"name": "init", "resources": res(&Some(q), &None)}));
+        }
+        if let Some(q) = sidecar {
+            inits.push(json!({"name": "side", "restartPolicy": "Always", "resources": res(&Some(q), &None)}));
+        }
+        let mut p = json!({"metadata": {"name": "p", "namespace": "tenant-acme", "uid": "u"},
+                           "spec": {"containers": containers, "initContainers": inits}});
+        if let Some(q) = overhead {
+            p["spec"]["overhead"] = json!({"cpu": q});
+        }
+        p
+    }
+}
+
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(cases()))]
+
+    /// Admission (from the review's JSON), placement and metering (from the
+    /// typed pod) read one cpu, whatever the quantities: what a tenant is
+    /// refused for, placed by and charged for never disagree (issue 21).
+    #[test]
+    fn admission_placement_and_metering_read_one_cpu(v in cpu_shapes()) {
+        let admitted = sparkcap_webhook::spark::pod_cpu(&v);
+        let Ok(pod) = serde_json::from_value::<Pod>(v) else { return Ok(()) };
+        let placed = observe::resources(&pod).cpu.0;
+        prop_assert_eq!(admitted.millicores, placed);
+        prop_assert_eq!(observe::requests(&pod).cpu, placed);
+        let b = meter::binding_for(&pod, TenantId::new("acme").unwrap(), Pool::Shared, false, "n", Utc::now()).unwrap();
+        prop_assert_eq!(b.cpu.0, placed);
+    }
 
     /// Whatever a tenant writes into a pod: reading it never panics, its
     /// cpu is within what the ledger accepts or refused, and its life never

@@ -208,11 +208,14 @@ fn dedicated_pods_preempt_the_fewest_newest_borrowed_pods() {
         })
         .collect();
     assert_eq!(evicted, vec!["o4"], "one victim on d2 beats two on d1");
-    assert!(a.iter().any(|x| matches!(x, Action::Nominate { node: 1, .. })));
+    assert!(
+        a.iter()
+            .any(|x| matches!(x, Action::Nominate { node, .. } if node == "d2"))
+    );
     // While the victim terminates, nothing more is evicted.
     state.bound[3].terminating = true;
     let mut again = want.clone();
-    again.nominated = Some((1, now() + TimeDelta::seconds(30)));
+    again.nominated = Some(("d2".into(), now() + TimeDelta::seconds(30)));
     let a = plan(&state, &[again], now());
     assert!(!a.iter().any(|x| matches!(x, Action::Evict { .. })), "{a:?}");
     // Once gone, it binds there.
@@ -253,7 +256,7 @@ fn pods_preempting_in_one_pass_share_out_victims_and_room() {
     assert_eq!(evicted, vec!["o2".to_string(), "o1".to_string()], "{a:?}");
     let nominated = a
         .iter()
-        .filter(|x| matches!(x, Action::Nominate { node: 0, .. }))
+        .filter(|x| matches!(x, Action::Nominate { node, .. } if node == "d1"))
         .count();
     assert_eq!(nominated, 3, "{a:?}");
     assert!(binds(&a).is_empty());
@@ -274,9 +277,26 @@ fn room_freed_by_preemption_goes_to_the_pod_it_was_freed_for() {
     };
     let older = pending("a-older", "acme", Pool::Dedicated, Role::Executor, 6000, 30);
     let mut nominated = pending("b-nominated", "acme", Pool::Dedicated, Role::Executor, 6000, 5);
-    nominated.nominated = Some((0, now() + TimeDelta::seconds(20)));
-    let a = plan(&state, &[older, nominated], now());
+    nominated.nominated = Some(("d1".into(), now() + TimeDelta::seconds(20)));
+    let a = plan(&state, &[older.clone(), nominated.clone()], now());
     assert_eq!(binds(&a), vec![("b-nominated".into(), "d1".into(), false)], "{a:?}");
+    // Regression (issue 21): the nomination was a position in the node list,
+    // which a relist rebuilds in another order; the held room then sat on
+    // the wrong node. By name it follows d1 wherever the list puts it.
+    let mut relisted = state.clone();
+    relisted.nodes.reverse();
+    for b in &mut relisted.bound {
+        b.node = 1 - b.node;
+    }
+    let a = plan(&relisted, &[older.clone(), nominated.clone()], now());
+    assert_eq!(binds(&a), vec![("b-nominated".into(), "d1".into(), false)], "{a:?}");
+    // A nominated node that left the cluster holds nothing.
+    relisted.nodes.retain(|n| n.name != "d1");
+    for b in &mut relisted.bound {
+        b.node = 0;
+    }
+    let a = plan(&relisted, &[older, nominated], now());
+    assert!(binds(&a).is_empty(), "d2 is full: {a:?}");
 }
 
 #[test]

@@ -728,7 +728,7 @@ async fn scheduled_applications_reserve_slices_and_losers_are_told() {
         updated_at: chrono::Utc::now(),
     };
     let d = store
-        .put_schedule(&taken, &SlicePolicy::default(), chrono::Utc::now(), false)
+        .put_schedule(None, &taken, &SlicePolicy::default(), chrono::Utc::now(), false)
         .await
         .unwrap();
     assert!(matches!(d, sparkcap_ledger::slices::Decision::Accepted { .. }), "{d:?}");
@@ -1359,17 +1359,13 @@ async fn notification_urls_cannot_reach_internal_addresses_or_redirect() {
                 chrono::Utc::now(),
                 "late".into(),
             );
-            let id = store.add_notice(&n).await.unwrap().unwrap();
+            let id = store.add_notice(None, &n).await.unwrap().unwrap();
             let http = sparkcap_scheduler::notifier::http_client(&config.egress);
-            sparkcap_scheduler::notifier::deliver_due(
-                &server.client(),
-                &http,
-                store.as_ref(),
-                &config,
-                chrono::Utc::now(),
-            )
-            .await
-            .unwrap();
+            let epoch = store.claim_epoch("notifier").await.unwrap();
+            let fenced = sparkcap_scheduler::fenced::FencedStore::new(store.clone(), epoch);
+            sparkcap_scheduler::notifier::deliver_due(&server.client(), &http, &fenced, &config, chrono::Utc::now())
+                .await
+                .unwrap();
             let all = store
                 .notices(&NoticeQuery {
                     tenant: None,

@@ -277,7 +277,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
                 .with_context(|| format!("listening on {}", args.api.api_listen))?,
         )
     };
-    let (view, _sync) = sync::start(
+    let (view, mut sync_tasks) = sync::start(
         TenantView::new(settings),
         store.clone(),
         kube.clone(),
@@ -315,12 +315,38 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
             configurations: args.webhook_configurations,
             files: files.clone(),
         };
-        tokio::spawn(sparkcap_webhook::selfcert::run(
+        sync_tasks.spawn(sparkcap_webhook::selfcert::run(
             kube.clone(),
             cfg,
             Duration::from_secs(600),
         ));
     }
+    // The ledger and cluster sync and the certificate rotation never end
+    // while the webhook serves: one that does would leave it answering from
+    // stale facts while /readyz says ok. It stops the process instead (the
+    // kubelet restarts it), after draining what is in flight.
+    let (dead_tx, dead_rx) = tokio::sync::oneshot::channel::<String>();
+    tokio::spawn(async move {
+        let why = match sync_tasks.join_next().await {
+            Some(Err(e)) if e.is_panic() => format!("a background task panicked: {e}"),
+            Some(Err(e)) => format!("a background task was cancelled: {e}"),
+            Some(Ok(())) | None => "a background task ended unexpectedly".to_owned(),
+        };
+        let _ = dead_tx.send(why);
+        // Keep the others running while the servers drain.
+        std::future::pending::<()>().await;
+    });
+    let (died_tx, mut died_rx) = tokio::sync::watch::channel(None::<String>);
+    let shutdown = async move {
+        tokio::select! {
+            _ = shutdown_signal() => {}
+            why = dead_rx => {
+                let why = why.unwrap_or_else(|_| "the task supervisor ended".to_owned());
+                tracing::error!(reason = %why, "stopping");
+                let _ = died_tx.send(Some(why));
+            }
+        }
+    };
     run(
         Listeners {
             admission,
@@ -332,10 +358,14 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         Duration::from_secs(args.cert_poll_seconds.max(1)),
         view,
         metrics,
-        shutdown_signal(),
+        shutdown,
     )
     .await
-    .context("serving")
+    .context("serving")?;
+    if let Some(why) = died_rx.borrow_and_update().clone() {
+        anyhow::bail!("{why}");
+    }
+    Ok(())
 }
 
 async fn shutdown_signal() {

@@ -60,6 +60,7 @@ pub async fn run(
     );
     let handle = axum_server::Handle::new();
     let h = handle.clone();
+    let stop_ops = stop_tx.clone();
     tokio::spawn(async move {
         shutdown.await;
         tracing::info!("shutting down: draining open reviews");
@@ -73,7 +74,7 @@ pub async fn run(
         _ = async move { let _ = early_stop.wait_for(|s| *s).await; } => { let _ = ops_task.await; return Ok(()); }
     };
     state.cert_loaded.store(true, Ordering::Release);
-    let reload = tokio::spawn(cert.watch(config.clone(), cert_poll, metrics));
+    let mut reload = tokio::spawn(cert.watch(config.clone(), cert_poll, metrics));
     let limits = listeners.limits;
     let guarded = |listener: std::net::TcpListener, router: axum::Router| {
         let budget = BodyBudget::new(&limits, crate::server::MAX_BODY);
@@ -90,7 +91,21 @@ pub async fn run(
     let api_task = listeners
         .api
         .map(|(listener, api)| tokio::spawn(guarded(listener, crate::api::router(api))));
-    let served = guarded(listeners.admission, admission_router(state)).await;
+    let served = guarded(listeners.admission, admission_router(state));
+    tokio::pin!(served);
+    // The certificate reload never ends while serving: if it does, a
+    // rotated certificate would never be picked up. Drain and stop.
+    let mut reload_ended = false;
+    let served = tokio::select! {
+        r = &mut served => r,
+        r = &mut reload => {
+            tracing::error!(outcome = ?r, "the certificate reload task ended; stopping");
+            reload_ended = true;
+            handle.graceful_shutdown(Some(DRAIN));
+            let _ = stop_ops.send(true);
+            served.await
+        }
+    };
     if let Some(t) = api_task {
         match t.await {
             Ok(Err(e)) => tracing::warn!(error = %e, "API server ended with an error"),
@@ -100,5 +115,8 @@ pub async fn run(
     }
     reload.abort();
     let _ = ops_task.await;
+    if reload_ended {
+        return Err(std::io::Error::other("the certificate reload task ended"));
+    }
     served
 }

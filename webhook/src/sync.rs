@@ -228,6 +228,7 @@ async fn ledger_loop(handle: ViewHandle, store: Arc<dyn LedgerStore>, config: Sy
     let mut tick = tokio::time::interval(config.full_reload);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
+        sparkcap_ledger::faults::crash_point("webhook.sync.ledger_loop");
         if feed.is_none() {
             match store.subscribe().await {
                 Ok(s) => {

@@ -130,6 +130,11 @@ impl State {
         check_epoch(epoch.0, self.epoch)
     }
 
+    /// A fenced (leader) write checks its epoch; the API's writes carry none.
+    fn check_fence(&self, fence: Option<Epoch>) -> Result<()> {
+        fence.map_or(Ok(()), |e| self.check_epoch(e))
+    }
+
     /// Stores `n` unless its dedupe key is taken.
     fn add_notice(&mut self, mut n: Notice) -> Option<i64> {
         if let Some(k) = &n.dedupe_key
@@ -155,7 +160,14 @@ impl State {
             let Some(run) = profile(c, pods) else { continue };
             let key = (run.tenant.clone(), run.job.clone());
             let state = self.jobs.remove(&key).unwrap_or_default();
-            let (state, notices) = record_run(state, &run, c.facts.promote_after);
+            let mut earlier: Vec<RunProfile> = self
+                .profiles
+                .iter()
+                .filter(|p| p.tenant == run.tenant && p.job == run.job)
+                .cloned()
+                .collect();
+            newest_first(&mut earlier, crate::lifecycle::EFFICIENCY_RUNS);
+            let (state, notices) = record_run(state, &run, &earlier, c.facts.promote_after);
             self.jobs.insert(key, state);
             self.profiles.push(run);
             for n in notices {
@@ -776,8 +788,9 @@ impl LedgerStore for MemoryStore {
         Ok(out)
     }
 
-    async fn add_notice(&self, notice: &Notice) -> Result<Option<i64>> {
+    async fn add_notice(&self, fence: Option<Epoch>, notice: &Notice) -> Result<Option<i64>> {
         let mut s = self.lock();
+        s.check_fence(fence)?;
         s.tenant_row(&notice.tenant)?;
         Ok(s.add_notice(notice.clone()))
     }
@@ -810,8 +823,9 @@ impl LedgerStore for MemoryStore {
         })
     }
 
-    async fn settle_notice(&self, id: i64, delivery: &Delivery, at: DateTime<Utc>) -> Result<()> {
+    async fn settle_notice(&self, fence: Option<Epoch>, id: i64, delivery: &Delivery, at: DateTime<Utc>) -> Result<()> {
         let mut s = self.lock();
+        s.check_fence(fence)?;
         let Some(n) = s.notices.iter_mut().find(|n| n.id == id) else {
             return Err(LedgerError::UnknownNotice(id));
         };
@@ -855,6 +869,7 @@ impl LedgerStore for MemoryStore {
 
     async fn put_schedule(
         &self,
+        fence: Option<Epoch>,
         schedule: &StoredSchedule,
         policy: &SlicePolicy,
         now: DateTime<Utc>,
@@ -862,6 +877,7 @@ impl LedgerStore for MemoryStore {
     ) -> Result<Decision> {
         let now = trunc_secs(now);
         let mut s = self.lock();
+        s.check_fence(fence)?;
         if s.tenant_row(&schedule.tenant)?.tenant.status == TenantStatus::Deleted {
             return Err(LedgerError::TenantDeleted(schedule.tenant.clone()));
         }
@@ -887,12 +903,12 @@ impl LedgerStore for MemoryStore {
         Ok(decision)
     }
 
-    async fn delete_schedule(&self, tenant: &TenantId, job: &str) -> Result<bool> {
-        let gone = self
-            .lock()
-            .schedules
-            .remove(&(tenant.clone(), job.to_owned()))
-            .is_some();
+    async fn delete_schedule(&self, fence: Option<Epoch>, tenant: &TenantId, job: &str) -> Result<bool> {
+        let gone = {
+            let mut s = self.lock();
+            s.check_fence(fence)?;
+            s.schedules.remove(&(tenant.clone(), job.to_owned())).is_some()
+        };
         if gone {
             self.notify(LedgerChange::of(ChangeKind::Schedule, tenant));
         }

@@ -339,12 +339,15 @@ pub trait LedgerStore: Send + Sync + std::fmt::Debug {
     /// `source` to `target` when given, newest first: the estimator's history (R4.2).
     async fn similar_runs(&self, source: Option<&str>, target: Option<&str>, limit: i64) -> Result<Vec<RunProfile>>;
 
-    /// Stores a notice in the outbox; None when one with its dedupe key exists.
-    async fn add_notice(&self, notice: &Notice) -> Result<Option<i64>>;
+    /// Stores a notice in the outbox; None when one with its dedupe key
+    /// exists. `fence`: the epoch of the scheduler writing it (leader code
+    /// always passes its own; a deposed leader's write is refused and
+    /// changes nothing), None for the API and admins.
+    async fn add_notice(&self, fence: Option<Epoch>, notice: &Notice) -> Result<Option<i64>>;
     /// Notices, by the query.
     async fn notices(&self, query: &NoticeQuery<'_>) -> Result<Vec<Notice>>;
-    /// Records a delivery attempt.
-    async fn settle_notice(&self, id: i64, delivery: &Delivery, at: DateTime<Utc>) -> Result<()>;
+    /// Records a delivery attempt (`fence` as for [`LedgerStore::add_notice`]).
+    async fn settle_notice(&self, fence: Option<Epoch>, id: i64, delivery: &Delivery, at: DateTime<Utc>) -> Result<()>;
     /// Sets or clears the URL a tenant's notices are POSTed to.
     async fn set_notify_url(&self, tenant: &TenantId, url: Option<&str>) -> Result<()>;
     /// Every tenant's notification URL.
@@ -355,15 +358,18 @@ pub trait LedgerStore: Send + Sync + std::fmt::Debug {
     /// tenant's cap, else refused with alternatives (R7.4). Replaces the
     /// job's earlier schedule; decided and written under the pool's lock, so
     /// concurrent requests never overcommit. With `dry_run`, only decides.
+    /// `fence` as for [`LedgerStore::add_notice`].
     async fn put_schedule(
         &self,
+        fence: Option<Epoch>,
         schedule: &StoredSchedule,
         policy: &SlicePolicy,
         now: DateTime<Utc>,
         dry_run: bool,
     ) -> Result<Decision>;
-    /// Removes a job's schedule (its reservations go with it); false when it had none.
-    async fn delete_schedule(&self, tenant: &TenantId, job: &str) -> Result<bool>;
+    /// Removes a job's schedule (its reservations go with it); false when it
+    /// had none. `fence` as for [`LedgerStore::add_notice`].
+    async fn delete_schedule(&self, fence: Option<Epoch>, tenant: &TenantId, job: &str) -> Result<bool>;
     /// Stored schedules, of one tenant or all, by tenant and job.
     async fn schedules(&self, tenant: Option<&TenantId>) -> Result<Vec<StoredSchedule>>;
 

@@ -139,6 +139,15 @@ impl PgStore {
         check_epoch(epoch.0, current)
     }
 
+    /// A fenced (leader) write checks its epoch in its own transaction; the
+    /// API's writes carry none.
+    async fn check_fence(tx: &mut Transaction<'_, Postgres>, fence: Option<Epoch>) -> Result<()> {
+        match fence {
+            Some(e) => Self::fence(tx, e).await,
+            None => Ok(()),
+        }
+    }
+
     async fn notify(tx: &mut Transaction<'_, Postgres>, changes: &[LedgerChange]) -> Result<()> {
         let payloads: Vec<String> = changes
             .iter()
@@ -397,6 +406,22 @@ async fn finish_runs(tx: &mut Transaction<'_, Postgres>, closed: &[ClosedDriver]
         let key = (TenantId::new(r.try_get::<String, _>("tenant_id")?)?, r.try_get("job")?);
         states.insert(key, job_state_from_row(&r)?);
     }
+    // Each job's latest runs, newest first: the sizing rule reads them.
+    let mut recent: HashMap<(TenantId, String), Vec<RunProfile>> = HashMap::new();
+    for r in sqlx::query(sqlx::AssertSqlSafe(format!(
+        "SELECT p.* FROM (SELECT DISTINCT * FROM UNNEST($1::text[], $2::text[])) AS k(t, j) \
+         CROSS JOIN LATERAL (SELECT {PROFILE_COLUMNS} FROM run_profiles WHERE tenant_id = k.t AND job = k.j \
+         ORDER BY finished_at DESC, app_id LIMIT $3) p"
+    )))
+    .bind(&tenants)
+    .bind(&jobs)
+    .bind(crate::lifecycle::EFFICIENCY_RUNS)
+    .fetch_all(&mut **tx)
+    .await?
+    {
+        let p = profile_from_row(&r)?;
+        recent.entry((p.tenant.clone(), p.job.clone())).or_default().push(p);
+    }
     let mut profiles = Vec::with_capacity(closed.len());
     let mut notices = Vec::new();
     for c in closed {
@@ -406,7 +431,11 @@ async fn finish_runs(tx: &mut Transaction<'_, Postgres>, closed: &[ClosedDriver]
         };
         let key = (run.tenant.clone(), run.job.clone());
         let state = states.remove(&key).unwrap_or_default();
-        let (state, raised) = record_run(state, &run, c.facts.promote_after);
+        let earlier = recent.entry(key.clone()).or_default();
+        let (state, raised) = record_run(state, &run, earlier, c.facts.promote_after);
+        // A second run of the job in this batch sees this one first.
+        earlier.insert(0, run.clone());
+        earlier.truncate(crate::lifecycle::EFFICIENCY_RUNS as usize);
         states.insert(key, state);
         notices.extend(raised);
         profiles.push(run);
@@ -1124,9 +1153,10 @@ impl LedgerStore for PgStore {
         .and_then(|rows| rows.iter().map(profile_from_row).collect())
     }
 
-    async fn add_notice(&self, notice: &Notice) -> Result<Option<i64>> {
+    async fn add_notice(&self, fence: Option<Epoch>, notice: &Notice) -> Result<Option<i64>> {
         self.require_tenant(&notice.tenant).await?;
         let mut tx = self.pool.begin().await?;
+        Self::check_fence(&mut tx, fence).await?;
         let id = insert_notices(&mut tx, std::slice::from_ref(notice))
             .await?
             .pop()
@@ -1157,7 +1187,9 @@ impl LedgerStore for PgStore {
         .collect()
     }
 
-    async fn settle_notice(&self, id: i64, delivery: &Delivery, at: DateTime<Utc>) -> Result<()> {
+    async fn settle_notice(&self, fence: Option<Epoch>, id: i64, delivery: &Delivery, at: DateTime<Utc>) -> Result<()> {
+        let mut tx = self.pool.begin().await?;
+        Self::check_fence(&mut tx, fence).await?;
         let (done, error) = match delivery {
             Delivery::Delivered => (true, None),
             Delivery::Failed(why) => (false, Some(why.as_str())),
@@ -1173,12 +1205,13 @@ impl LedgerStore for PgStore {
         .bind(trunc_secs(at))
         .bind(done)
         .bind(error)
-        .execute(&self.pool)
+        .execute(&mut *tx)
         .await?
         .rows_affected();
         if n == 0 {
             return Err(LedgerError::UnknownNotice(id));
         }
+        tx.commit().await?;
         Ok(())
     }
 
@@ -1219,6 +1252,7 @@ impl LedgerStore for PgStore {
 
     async fn put_schedule(
         &self,
+        fence: Option<Epoch>,
         schedule: &StoredSchedule,
         policy: &SlicePolicy,
         now: DateTime<Utc>,
@@ -1228,6 +1262,7 @@ impl LedgerStore for PgStore {
         let horizon = Horizon::new(now, policy.slice, policy.horizon_days)?;
         schedule.spec.plan()?;
         let mut tx = self.pool.begin().await?;
+        Self::check_fence(&mut tx, fence).await?;
         // One writer per pool at a time: what is checked is what is written.
         sqlx::query("SELECT pg_advisory_xact_lock(hashtext('sparkcap_slices'), hashtext($1))")
             .bind(schedule.pool.as_str())
@@ -1295,8 +1330,9 @@ impl LedgerStore for PgStore {
         Ok(decision)
     }
 
-    async fn delete_schedule(&self, tenant: &TenantId, job: &str) -> Result<bool> {
+    async fn delete_schedule(&self, fence: Option<Epoch>, tenant: &TenantId, job: &str) -> Result<bool> {
         let mut tx = self.pool.begin().await?;
+        Self::check_fence(&mut tx, fence).await?;
         let gone = sqlx::query("DELETE FROM job_schedules WHERE tenant_id = $1 AND job = $2")
             .bind(tenant.as_str())
             .bind(job)
@@ -1571,7 +1607,15 @@ impl PgStore {
         }
 
         // Lots that could pay: valid after the earliest second charged here,
-        // or after the oldest unpaid debt.
+        // or after the oldest unpaid debt. A close that gives seconds back
+        // (its end came late) may return them to any lot that paid, so then
+        // every lot is loaded; that is rare and a tenant has few lots.
+        let corrects = batch.iter().any(|r| {
+            r.finished
+                && checkpoints
+                    .get(&r.pod.uid)
+                    .is_some_and(|cp| cp.finished_at.is_none() && trunc_secs(r.until) < cp.charged_until)
+        });
         let earliest_charge = batch
             .iter()
             .map(|r| {
@@ -1585,6 +1629,7 @@ impl PgStore {
             .filter_map(|(_, s)| *s)
             .chain(earliest_charge)
             .min()
+            .filter(|_| !corrects)
             .unwrap_or(DateTime::UNIX_EPOCH);
         let known_ids: Vec<String> = known.iter().map(|t| t.to_string()).collect();
         let mut lots = Self::load_lots(&mut tx, &known_ids, horizon).await?;

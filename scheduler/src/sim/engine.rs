@@ -736,8 +736,8 @@ impl<'a> Sim<'a> {
             wake = wake.min(secs(r.until));
         }
         for p in &self.queue {
-            if let Some((_, until)) = p.nominated {
-                wake = wake.min(secs(until));
+            if let Some((_, until)) = &p.nominated {
+                wake = wake.min(secs(*until));
             }
         }
         if let Some(since) = self.state.dedicated_idle_since {

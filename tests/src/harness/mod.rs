@@ -669,6 +669,9 @@ pub struct LedgerCheck {
     /// Pods by how they ended (the ledger's outcome), and those that ran on
     /// borrowed dedicated capacity.
     pub ends: BTreeMap<String, i64>,
+    /// Ends that reached the meter after it had charged past them, and the
+    /// seconds given back by their correcting journal lines.
+    pub corrected: (i64, i64),
 }
 
 impl LedgerCheck {
@@ -758,6 +761,12 @@ pub async fn check_ledger(
     {
         ends.insert(k, n);
     }
+    let corrected: (i64, i64) = sqlx::query_as(
+        "SELECT count(*), COALESCE(SUM(EXTRACT(EPOCH FROM from_ts - to_ts)), 0)::bigint \
+         FROM usage_intervals WHERE to_ts < from_ts",
+    )
+    .fetch_one(store.pool())
+    .await?;
     let mut tenant_usage = 0;
     let (from, to) = (
         chrono::Utc::now() - chrono::TimeDelta::days(1),
@@ -782,6 +791,7 @@ pub async fn check_ledger(
         audit: store.audit().await?,
         cluster: sparkcap_scheduler::shell::audit_cluster_now(client.clone(), store).await?,
         ends,
+        corrected,
     })
 }
 
@@ -900,12 +910,14 @@ impl std::fmt::Display for Report {
         )?;
         writeln!(
             f,
-            "pod ends in the ledger: {}",
+            "pod ends in the ledger: {}; {} reached the meter after it charged past them ({} s given back)",
             c.ends
                 .iter()
                 .map(|(k, v)| format!("{v} {k}"))
                 .collect::<Vec<_>>()
-                .join(", ")
+                .join(", "),
+            c.corrected.0,
+            c.corrected.1
         )?;
         writeln!(
             f,

@@ -15,9 +15,9 @@ use chrono::{DateTime, DurationRound, TimeDelta, Utc};
 use serde::{Deserialize, Serialize};
 use sparkcap_ledger::estimate::{EstimateRequest, Prices, estimate};
 use sparkcap_ledger::forecast::{Projection, fit, units_to_buy};
-use sparkcap_ledger::lifecycle::{EFFICIENCY_FLOOR_PCT, JobStage, Notice, RunProfile, cores_for_sla, cores_for_use};
+use sparkcap_ledger::lifecycle::{JobStage, Notice, RunProfile, recommend};
 use sparkcap_ledger::store::NoticeQuery;
-use sparkcap_ledger::{Granularity, Millicores, RunOutcome, TenantId};
+use sparkcap_ledger::{Granularity, RunOutcome, TenantId};
 use utoipa::{IntoParams, ToSchema};
 
 type Res<T> = Result<T, ApiError>;
@@ -128,49 +128,6 @@ fn median(mut v: Vec<i64>) -> Option<i64> {
     v.get(v.len() / 2).copied()
 }
 
-/// A recommendation from recent runs (newest first): more cores when the
-/// latest successful run missed its SLA, fewer when the last three measured
-/// runs all used under 60 % (R5.4, R11.3).
-fn recommend(runs: &[RunProfile]) -> Option<(Millicores, String)> {
-    let last = runs.iter().find(|r| r.outcome == RunOutcome::Succeeded)?;
-    if let Some(sla) = last.sla_seconds
-        && last.duration_seconds() > sla
-    {
-        let rec = cores_for_sla(last.cores, last.duration_seconds(), sla);
-        return Some((
-            rec,
-            format!(
-                "the latest run took {} s against an SLA of {sla} s on {} millicores",
-                last.duration_seconds(),
-                last.cores.0
-            ),
-        ));
-    }
-    let measured: Vec<&RunProfile> = runs
-        .iter()
-        .filter(|r| r.outcome == RunOutcome::Succeeded && r.cpu_used.is_some())
-        .take(3)
-        .collect();
-    if measured.len() == 3
-        && measured
-            .iter()
-            .all(|r| r.efficiency_pct().is_some_and(|e| e < EFFICIENCY_FLOOR_PCT))
-    {
-        let peak = measured
-            .iter()
-            .filter_map(|r| r.cpu_used)
-            .map(|c| c.0)
-            .max()
-            .unwrap_or(0);
-        let rec = cores_for_use(Millicores(peak)).min(last.cores);
-        return Some((
-            rec,
-            format!("the last 3 runs used under {EFFICIENCY_FLOOR_PCT} % of the cores they requested"),
-        ));
-    }
-    None
-}
-
 /// A job's stage, recent runs, SLA compliance, efficiency and recommendation.
 #[utoipa::path(get, path = "/api/v1/tenants/{tenant}/jobs/{job}/profile", tag = "jobs",
     params(("tenant" = String, Path, description = "Tenant id"), ("job" = String, Path, description = "Job name")),
@@ -201,7 +158,8 @@ pub(super) async fn job_profile(
             )
         })
         .collect();
-    let recommendation = recommend(&runs);
+    // The rule the notices use, over the same runs: one number.
+    let recommendation = recommend(&runs.iter().collect::<Vec<_>>());
     Ok(Json(JobProfileDto {
         job,
         stage: state.stage.as_str().to_owned(),
@@ -216,8 +174,8 @@ pub(super) async fn job_profile(
         sla_compliance_pct: (!judged.is_empty())
             .then(|| judged.iter().filter(|r| r.within_sla()).count() as i64 * 100 / judged.len() as i64),
         efficiency_pct: median(runs.iter().filter_map(RunProfile::efficiency_pct).collect()),
-        recommended_cores_millicores: recommendation.as_ref().map(|(c, _)| c.0),
-        recommendation: recommendation.map(|(_, why)| why),
+        recommended_cores_millicores: recommendation.as_ref().map(|r| r.cores().0),
+        recommendation: recommendation.map(|r| r.reason()),
         runs: runs.iter().map(RunProfileDto::from).collect(),
     }))
 }

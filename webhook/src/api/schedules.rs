@@ -231,7 +231,7 @@ pub(super) async fn patch_schedule(
 
 /// Reserves `stored` (replacing the job's schedule) or explains why not.
 async fn reserve(s: &ApiState, stored: StoredSchedule, now: DateTime<Utc>, dry_run: bool) -> Res<Json<ScheduleDto>> {
-    match s.store.put_schedule(&stored, &s.slices, now, dry_run).await? {
+    match s.store.put_schedule(None, &stored, &s.slices, now, dry_run).await? {
         Decision::Accepted { headroom } => Ok(Json(ScheduleDto::new(&stored, Some(headroom), dry_run))),
         Decision::Refused {
             shortfall,
@@ -287,7 +287,7 @@ pub(super) async fn delete_schedule(
 ) -> Res<StatusCode> {
     let (tenant, job) = ids(path)?;
     p.may_read(&tenant)?;
-    if s.store.delete_schedule(&tenant, &job).await? {
+    if s.store.delete_schedule(None, &tenant, &job).await? {
         Ok(StatusCode::NO_CONTENT)
     } else {
         Err(ApiError::not_found(format!(
