@@ -17,11 +17,11 @@ use kube::runtime::WatchStreamExt;
 use kube::runtime::watcher::{self, Event};
 use kube::{Api, Client, ResourceExt};
 use serde_json::{Value, json};
+use sparkcap_core::operator::{SSA_SOURCE, planned_schedule, refusal_text};
 use sparkcap_ledger::lifecycle::{Notice, NoticeKind};
 use sparkcap_ledger::purchase::dedicated_units_at;
 use sparkcap_ledger::slices::{Decision, StoredSchedule};
 use sparkcap_ledger::{LedgerError, LedgerStore, Pool, TenantId};
-use sparkcap_webhook::operator::{SSA_SOURCE, planned_schedule, refusal_text};
 use std::collections::HashSet;
 
 /// The condition type written into a ScheduledSparkApplication's status.

@@ -109,6 +109,62 @@ prop_compose! {
     }
 }
 
+/// One node per pool and two tenants (one with dedicated units), lending
+/// on: where the fuzzed pods are planned.
+fn cluster(now: chrono::DateTime<Utc>) -> sparkcap_scheduler::model::ClusterState {
+    use sparkcap_scheduler::model::{ClusterState, TenantState};
+    let nodes = ["shared", "dedicated", "draft"]
+        .iter()
+        .map(|pool| {
+            let n: Node = serde_json::from_value(json!({
+                "metadata": {"name": format!("{pool}-1"), "labels": {"sparkcap.io/pool": pool}},
+                "spec": {"taints": [{"key": "sparkcap.io/pool", "value": pool, "effect": "NoSchedule"}]},
+                "status": {"allocatable": {"cpu": "16", "memory": "64Gi", "pods": "110"},
+                           "conditions": [{"type": "Ready", "status": "True"}]}
+            }))
+            .unwrap();
+            observe::node(&n)
+        })
+        .collect();
+    let tenant = |units, weight| TenantState {
+        dedicated_units: units,
+        weight,
+        exhausted: false,
+        recent_utilisation: 0,
+    };
+    ClusterState {
+        nodes,
+        tenants: [
+            (TenantId::new("acme").unwrap(), tenant(0, 100)),
+            (TenantId::new("beta").unwrap(), tenant(2, 0)),
+        ]
+        .into_iter()
+        .collect(),
+        dedicated_idle_since: Some(now - chrono::TimeDelta::hours(1)),
+        ..ClusterState::default()
+    }
+}
+
+/// Plans `pods` and checks what any plan must hold: no node given more than
+/// it has, each pod bound at most once.
+fn plan_holds(pods: &[sparkcap_scheduler::model::PendingPod], now: chrono::DateTime<Utc>) -> Result<(), TestCaseError> {
+    use sparkcap_scheduler::plan::{Action, plan};
+    let state = cluster(now);
+    let mut used: std::collections::HashMap<String, i64> = std::collections::HashMap::new();
+    let mut bound = std::collections::HashSet::new();
+    for a in plan(&state, pods, now) {
+        if let Action::Bind { pod, node, .. } = a {
+            prop_assert!(bound.insert(pod.clone()), "{pod} bound twice");
+            let p = pods.iter().find(|p| p.uid == pod).unwrap();
+            *used.entry(node).or_default() += p.requests.cpu;
+        }
+    }
+    for (node, cpu) in used {
+        prop_assert!(cpu <= 16_000, "{node} given {cpu} mCPU of 16000");
+    }
+    Ok(())
+}
+
 prop_compose! {
     /// A pod's containers with odd cpu quantities: request and limit, a
     /// limit alone, an init container, a sidecar, pod overhead.
@@ -151,7 +207,7 @@ proptest! {
     /// refused for, placed by and charged for never disagree (issue 21).
     #[test]
     fn admission_placement_and_metering_read_one_cpu(v in cpu_shapes()) {
-        let admitted = sparkcap_webhook::spark::pod_cpu(&v);
+        let admitted = sparkcap_core::spark::pod_cpu(&v);
         let Ok(pod) = serde_json::from_value::<Pod>(v) else { return Ok(()) };
         let placed = observe::resources(&pod).cpu.0;
         prop_assert_eq!(admitted.millicores, placed);
@@ -214,9 +270,33 @@ proptest! {
             "data": {"spark.properties": format!(
                 "spark.executor.instances={instances}\nspark.executor.cores={cores}\nspark.kubernetes.executor.request.cores={request}\n{junk}\n")}
         })).unwrap();
-        if let Ok(Some(g)) = observe::gang(&pod, Some(&conf)) {
+        let gang = observe::gang(&pod, Some(&conf));
+        if let Ok(Some(g)) = &gang {
             prop_assert!(g.executors <= sparkcap_ledger::podres::MAX_EXECUTORS);
         }
+        // And through placement: a driver with whatever gang it declared.
+        let now = Utc.with_ymd_and_hms(2026, 12, 1, 0, 0, 0).unwrap();
+        let mut driver = observe::pending(&pod, gang.ok().flatten(), now);
+        driver.tenant = TenantId::new("acme").unwrap();
+        plan_holds(&[driver], now)?;
+    }
+
+    /// Whatever pods a tenant writes, planning them (after the reads the
+    /// shell does) never panics and never overcommits a node.
+    #[test]
+    fn hostile_pods_are_planned_safely(vs in prop::collection::vec(pod(), 1..4)) {
+        let now = Utc.with_ymd_and_hms(2026, 12, 1, 0, 0, 0).unwrap();
+        let pending: Vec<_> = vs
+            .into_iter()
+            .enumerate()
+            .filter_map(|(i, v)| {
+                let pod = serde_json::from_value::<Pod>(v).ok()?;
+                let mut p = observe::pending(&pod, observe::gang(&pod, None).ok().flatten(), now);
+                p.uid = format!("u{i}");
+                Some(p)
+            })
+            .collect();
+        plan_holds(&pending, now)?;
     }
 
     /// Any node a cluster reports is read without panics, its capacity non-negative.

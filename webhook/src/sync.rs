@@ -4,15 +4,14 @@
 //! [`ArcSwap`] and never wait for any of this.
 
 use crate::spark::{APP_SELECTOR_LABEL, JOB_LABEL, POOL_LABEL, TENANT_LABEL};
-use crate::view::{LedgerFacts, RunningApp, TenantFacts, TenantView};
+use crate::view::{LedgerFacts, RunningApp, TenantView};
 use arc_swap::ArcSwap;
-use chrono::{DateTime, Utc};
+use chrono::Utc;
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::{Namespace, Pod};
 use kube::runtime::WatchStreamExt;
 use kube::runtime::watcher::{self, Event};
 use kube::{Api, Client, ResourceExt};
-use sparkcap_ledger::lifecycle::JobStage;
 use sparkcap_ledger::{ChangeKind, LedgerStore, Pool, TenantId};
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
@@ -125,61 +124,8 @@ pub fn start(
     (handle, tasks)
 }
 
-/// Everything the ledger knows that admission reads, as of `now` (the
-/// simulator passes its virtual time), schedules expanded over the slices
-/// of length `slice` from `now`'s.
-pub async fn load_ledger(
-    store: &dyn LedgerStore,
-    now: DateTime<Utc>,
-    slice: chrono::TimeDelta,
-) -> sparkcap_ledger::Result<LedgerFacts> {
-    let mut facts = LedgerFacts::default();
-    let mut promoted: HashMap<TenantId, HashSet<String>> = HashMap::new();
-    for s in store.job_stats(None).await? {
-        if s.state.stage == JobStage::Production {
-            promoted.entry(s.tenant).or_default().insert(s.job);
-        }
-    }
-    for tenant in store.tenants().await? {
-        let id = tenant.id.clone();
-        let t = TenantFacts {
-            balance: store.balance(&id, now).await?,
-            purchases: store.purchases(&id).await?,
-            promoted: promoted.remove(&id).unwrap_or_default(),
-            tenant,
-        };
-        facts.tenants.insert(id, t);
-    }
-    facts.bindings = store
-        .namespace_bindings()
-        .await?
-        .into_iter()
-        .map(|b| (b.namespace, b.tenant))
-        .collect();
-    facts.pool_cpu = store.pools().await?.into_iter().map(|p| (p.pool, p.cpu.0)).collect();
-    facts.schedules = store.schedules(None).await?;
-    facts.planned = crate::view::PlannedSchedules::of(&facts.schedules, now, slice);
-    Ok(facts)
-}
-
-async fn load_tenant(store: &dyn LedgerStore, id: &TenantId) -> sparkcap_ledger::Result<Option<TenantFacts>> {
-    let now = Utc::now();
-    let Some(tenant) = store.tenant(id).await? else {
-        return Ok(None);
-    };
-    Ok(Some(TenantFacts {
-        balance: store.balance(id, now).await?,
-        purchases: store.purchases(id).await?,
-        promoted: store
-            .job_stats(Some(id))
-            .await?
-            .into_iter()
-            .filter(|s| s.state.stage == JobStage::Production)
-            .map(|s| s.job)
-            .collect(),
-        tenant,
-    }))
-}
+pub use sparkcap_core::facts::load_ledger;
+use sparkcap_core::facts::load_tenant;
 
 async fn full_reload(handle: &ViewHandle, store: &dyn LedgerStore) -> bool {
     let started = Utc::now();

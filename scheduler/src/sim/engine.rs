@@ -19,12 +19,12 @@ use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use rand_distr::{Distribution, LogNormal};
 use serde_json::{Value, json};
+use sparkcap_core::admit::{Endpoint, admit};
+use sparkcap_core::review::{Decision, Gvr, Operation, Request};
+use sparkcap_core::view::{RunningApp, Settings as WebhookSettings, TenantView};
 use sparkcap_ledger::{
     AccrualOutcome, Epoch, LedgerError, LedgerStore, NewTenant, Pool, PurchaseRequest, SparkUnitSize, TenantId,
 };
-use sparkcap_webhook::admit::{Endpoint, admit};
-use sparkcap_webhook::review::{Decision, Gvr, Operation, Request};
-use sparkcap_webhook::view::{RunningApp, Settings as WebhookSettings, TenantView};
 use std::cmp::Reverse;
 use std::collections::{BTreeMap, BTreeSet, BinaryHeap, HashMap};
 use std::sync::Arc;
@@ -475,7 +475,7 @@ impl<'a> Sim<'a> {
     async fn refresh(&mut self) -> Result<(), SimError> {
         let now = self.at(self.now);
         let slice = self.view.settings.slices.slice;
-        let mut facts = sparkcap_webhook::sync::load_ledger(self.store, now, slice).await?;
+        let mut facts = sparkcap_core::facts::load_ledger(self.store, now, slice).await?;
         let mut tenants = HashMap::new();
         for (id, f) in &mut facts.tenants {
             // Jobs that ran often enough before the simulated day are out of draft.
@@ -612,7 +612,7 @@ impl<'a> Sim<'a> {
                     (namespace, app_id),
                     RunningApp {
                         pool: observe::pool(&pod),
-                        job: pod.labels().get(sparkcap_webhook::spark::JOB_LABEL).cloned(),
+                        job: pod.labels().get(sparkcap_core::spark::JOB_LABEL).cloned(),
                         pods: 1,
                     },
                 );

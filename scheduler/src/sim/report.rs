@@ -7,8 +7,8 @@ use crate::sim::engine::Options;
 use crate::sim::trace::Trace;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
+use sparkcap_core::view::LedgerFacts;
 use sparkcap_ledger::{Balance, McSeconds, Pool, TenantId};
-use sparkcap_webhook::view::LedgerFacts;
 use std::collections::{BTreeMap, HashMap};
 
 const MCS_PER_HOUR: f64 = McSeconds::from_vcpu_hours(1).0 as f64;
