@@ -8,6 +8,7 @@
 pub mod admit;
 pub mod facts;
 pub mod operator;
+pub mod policy;
 pub mod review;
 pub mod spark;
 pub mod view;

@@ -92,23 +92,12 @@ struct RunArgs {
     /// (then its close is exact). 0 to 300.
     #[arg(long, default_value_t = 10)]
     charge_lag_seconds: i64,
-    /// Spark Unit size: cores (a dedicated unit's guarantee).
-    #[arg(long, default_value_t = 4)]
-    spark_unit_cores: i64,
-    /// Spark Unit size: GiB of memory.
-    #[arg(long, default_value_t = 16)]
-    spark_unit_memory_gib: i64,
     /// Plain HTTP address of /metrics and /healthz.
     #[arg(long, default_value = "0.0.0.0:9090")]
     metrics_addr: std::net::SocketAddr,
-    /// Consecutive runs within SLA that promote a job out of the draft pool (the webhook's --draft-runs).
-    #[arg(long, default_value_t = 3)]
-    draft_runs: i64,
-    /// Hosts tenants' notification URLs may reach over plain http and at
-    /// internal addresses (comma-separated or repeated; the webhook's flag
-    /// of the same name). Others must be public https hosts.
-    #[arg(long, value_delimiter = ',')]
-    notify_allow_host: Vec<String>,
+    /// The settings the webhook shares (same flags, same checks).
+    #[command(flatten)]
+    policy: sparkcap_core::policy::PolicyArgs,
 }
 
 #[derive(Debug, Args)]
@@ -207,19 +196,12 @@ async fn main() -> anyhow::Result<()> {
                 charge_lag: chrono::TimeDelta::seconds(args.charge_lag_seconds),
                 ..ShellConfig::default()
             };
-            if !(1..=1024).contains(&args.spark_unit_cores) || !(1..=8192).contains(&args.spark_unit_memory_gib) {
-                anyhow::bail!(
-                    "--spark-unit-cores must be 1 to 1024 and --spark-unit-memory-gib 1 to 8192 (defaults 4 and 16)"
-                );
-            }
-            if !(0..=1000).contains(&args.draft_runs) {
-                anyhow::bail!("--draft-runs {} must be 0 to 1000 (default 3)", args.draft_runs);
-            }
-            config.draft_runs = args.draft_runs;
-            config.egress = sparkcap_ledger::egress::EgressPolicy::allowing(&args.notify_allow_host);
-            config.slices.unit_cpu = args.spark_unit_cores * 1000;
-            config.policy.spark_unit.cpu = args.spark_unit_cores * 1000;
-            config.policy.spark_unit.memory = args.spark_unit_memory_gib << 30;
+            let policy = args.policy.validate()?;
+            config.draft_runs = policy.draft_runs;
+            config.egress = policy.egress;
+            config.slices.unit_cpu = policy.spark_unit.cpu.0;
+            config.policy.spark_unit.cpu = policy.spark_unit.cpu.0;
+            config.policy.spark_unit.memory = policy.spark_unit.memory.0;
             let listener = tokio::net::TcpListener::bind(args.metrics_addr)
                 .await
                 .with_context(|| format!("listening on --metrics-addr {}", args.metrics_addr))?;

@@ -4,7 +4,7 @@
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
-use sparkcap_ledger::{Bytes, LedgerStore, Millicores, PgStore, SparkUnitSize};
+use sparkcap_ledger::{LedgerStore, PgStore};
 use sparkcap_webhook::api::auth::{Authenticator, TokenReviewConfig};
 use sparkcap_webhook::api::oidc::{Oidc, OidcConfig, parse_algorithm};
 use sparkcap_webhook::api::{ApiState, RateLimits};
@@ -81,9 +81,6 @@ struct ServeArgs {
     /// The webhook's namespace.
     #[arg(long, env = "POD_NAMESPACE", default_value = "sparkcap-system")]
     namespace: String,
-    /// A job's first N runs go to the draft pool (0: no draft pool).
-    #[arg(long, default_value_t = 3)]
-    draft_runs: i64,
     /// Refuse drivers when the ledger view is older than this, in seconds.
     #[arg(long, default_value_t = 30)]
     stale_after_seconds: i64,
@@ -98,12 +95,9 @@ struct ServeArgs {
     /// (system:masters), may remove the metering finalizer from a running pod.
     #[arg(long, env = "SPARKCAP_SCHEDULER_USER")]
     scheduler_user: Option<String>,
-    /// Spark Unit size: cores.
-    #[arg(long, default_value_t = 4)]
-    spark_unit_cores: i64,
-    /// Spark Unit size: GiB of memory.
-    #[arg(long, default_value_t = 16)]
-    spark_unit_memory_gib: i64,
+    /// The settings the scheduler shares (same flags, same checks).
+    #[command(flatten)]
+    policy: sparkcap_core::policy::PolicyArgs,
     #[command(flatten)]
     api: ApiArgs,
     #[command(flatten)]
@@ -150,11 +144,6 @@ struct ApiArgs {
     /// Audience ServiceAccount tokens must be minted for (`kubectl create token SA --audience ...`).
     #[arg(long, default_value = "sparkcap")]
     token_audience: String,
-    /// Hosts tenants' notification URLs may reach over plain http and at
-    /// internal addresses (comma-separated or repeated; the scheduler's flag
-    /// of the same name). Others must be public https hosts.
-    #[arg(long, value_delimiter = ',')]
-    notify_allow_host: Vec<String>,
     /// Do not accept ServiceAccount tokens (OIDC only).
     #[arg(long)]
     no_token_review: bool,
@@ -238,13 +227,10 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
             args.stale_after_seconds
         );
     }
-    let spark_unit = SparkUnitSize::new(
-        Millicores(args.spark_unit_cores.saturating_mul(1000)),
-        Bytes(args.spark_unit_memory_gib.saturating_mul(1 << 30)),
-    )
-    .context("--spark-unit-cores / --spark-unit-memory-gib")?;
+    let policy = args.policy.validate()?;
+    let spark_unit = policy.spark_unit;
     let settings = Settings {
-        draft_runs: args.draft_runs.max(0),
+        draft_runs: policy.draft_runs,
         stale_after: chrono::TimeDelta::seconds(args.stale_after_seconds),
         scheduler_name: args.scheduler_name,
         scheduler_user: args
@@ -300,7 +286,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         let mut state = ApiState::new(store, view.clone(), auth, limits, metrics.clone());
         state.prices.unit_month_cents = args.api.price_unit_month_cents;
         state.prices.vcpu_hour_cents = args.api.price_vcpu_hour_cents;
-        state.egress = sparkcap_ledger::egress::EgressPolicy::allowing(&args.api.notify_allow_host);
+        state.egress = policy.egress.clone();
         (l, state)
     });
     let files = CertFiles {
