@@ -95,6 +95,13 @@ struct RunArgs {
     /// Plain HTTP address of /metrics and /healthz.
     #[arg(long, default_value = "0.0.0.0:9090")]
     metrics_addr: std::net::SocketAddr,
+    /// Dedicated capacity is lent once more than this share of it is idle
+    /// (R8.2), percent, 0 to 100 (100: never lend).
+    #[arg(long, env = "SPARKCAP_LEND_IDLE_PERCENT", default_value_t = 20)]
+    lend_idle_percent: i64,
+    /// ... for at least this long, seconds, 0 to 86400.
+    #[arg(long, env = "SPARKCAP_LEND_AFTER_SECONDS", default_value_t = 300)]
+    lend_after_seconds: i64,
     /// The settings the webhook shares (same flags, same checks).
     #[command(flatten)]
     policy: sparkcap_core::policy::PolicyArgs,
@@ -126,6 +133,9 @@ struct SimulateArgs {
     /// No progress lines on stderr.
     #[arg(long)]
     quiet: bool,
+    /// Never lend idle dedicated capacity (to compare with lending).
+    #[arg(long)]
+    no_lending: bool,
 }
 
 #[derive(Debug, Subcommand)]
@@ -196,6 +206,15 @@ async fn main() -> anyhow::Result<()> {
                 charge_lag: chrono::TimeDelta::seconds(args.charge_lag_seconds),
                 ..ShellConfig::default()
             };
+            if !(0..=100).contains(&args.lend_idle_percent) || !(0..=86_400).contains(&args.lend_after_seconds) {
+                anyhow::bail!(
+                    "--lend-idle-percent {} must be 0 to 100 and --lend-after-seconds {} 0 to 86400 (defaults 20 and 300)",
+                    args.lend_idle_percent,
+                    args.lend_after_seconds
+                );
+            }
+            config.policy.lend_idle_permille = args.lend_idle_percent * 10;
+            config.policy.lend_after = chrono::TimeDelta::seconds(args.lend_after_seconds);
             let policy = args.policy.validate()?;
             config.draft_runs = policy.draft_runs;
             config.egress = policy.egress;
@@ -331,6 +350,7 @@ async fn simulate(args: SimulateArgs) -> anyhow::Result<()> {
         seed: args.seed,
         origin,
         progress: !args.quiet,
+        lending: !args.no_lending,
     };
     let wall = std::time::Instant::now();
     let report = sim::run(&trace, store.as_ref(), &options).await?;

@@ -239,6 +239,13 @@ impl<'a> Pass<'a> {
         }
     }
 
+    /// Dedicated room free now and held for no gang: what borrowers may use
+    /// while [`Pass::lending`] (its owners take it back by preemption).
+    fn lendable(&self) -> Resources {
+        let free = self.pool_free.get(&Pool::Dedicated).copied().unwrap_or_default();
+        free.minus(&self.held.get(&Pool::Dedicated).copied().unwrap_or_default())
+    }
+
     /// Whether dedicated capacity has been idle enough, long enough, to lend.
     fn lending(&self) -> bool {
         self.state
@@ -329,6 +336,11 @@ impl<'a> Pass<'a> {
             _ => Resources::default(),
         };
         let need_total = pod.requests.plus(&gang_room);
+        // The part of the gang held in the pod's own pool. A shared gang
+        // that does not fit there while dedicated capacity is lendable is
+        // admitted on shared plus lendable room (R8.2): what shared room can
+        // take is held, the rest of its executors borrow when they come.
+        let mut held_room = gang_room;
         if app_reservation.is_none() {
             // Entitlement: dedicated pods within their tenant's units.
             if target == Pool::Dedicated && !opportunistic {
@@ -353,8 +365,20 @@ impl<'a> Pass<'a> {
             // Room held for other gangs is not ours to take.
             let free = self.pool_free.get(&target).copied().unwrap_or_default();
             let held = self.held.get(&target).copied().unwrap_or_default();
-            if !free.minus(&held).fits(&need_total) {
-                return false;
+            let spare = free.minus(&held);
+            if !spare.fits(&need_total) {
+                let Some(g) = pod
+                    .gang
+                    .filter(|_| pod.role == Role::Driver && target == Pool::Shared && !opportunistic && self.lending())
+                else {
+                    return false;
+                };
+                if !spare.fits(&pod.requests) || !spare.plus(&self.lendable()).fits(&need_total) {
+                    return false;
+                }
+                held_room = g
+                    .executor
+                    .times(executors_within(&g.executor, &spare.minus(&pod.requests)).min(g.executors));
             }
         }
         let key = (target, opportunistic, Self::shape(pod), app_reservation.is_some());
@@ -423,12 +447,12 @@ impl<'a> Pass<'a> {
             node: self.state.nodes[i].name.clone(),
             opportunistic,
         });
-        if let (Some(app), true) = (&pod.app, gang_room.pods > 0) {
+        if let (Some(app), true) = (&pod.app, held_room.pods > 0 && held_room.cpu > 0) {
             let r = Reservation {
                 app: app.clone(),
                 tenant: pod.tenant.clone(),
                 pool: pod.pool,
-                room: gang_room,
+                room: held_room,
                 until: self.now + self.state.policy.reservation_ttl,
             };
             self.hold(r.pool, &pod.tenant, &r.room);
@@ -628,6 +652,15 @@ fn preemption_need(state: &ClusterState, node: usize, pod: &PendingPod) -> Resou
 }
 
 /// Per resource, the smaller of the two (negative counts as zero).
+/// How many pods of `each` fit in `room` (0 for an empty `each`).
+fn executors_within(each: &Resources, room: &Resources) -> i64 {
+    let per = |have: i64, need: i64| if need > 0 { (have / need).max(0) } else { i64::MAX };
+    let n = per(room.cpu, each.cpu)
+        .min(per(room.memory, each.memory))
+        .min(per(room.pods, each.pods));
+    if n == i64::MAX { 0 } else { n }
+}
+
 fn least(a: &Resources, b: &Resources) -> Resources {
     Resources {
         cpu: a.cpu.min(b.cpu).max(0),

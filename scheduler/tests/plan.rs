@@ -473,6 +473,64 @@ fn idle_dedicated_capacity_is_lent_to_executors_only_least_served_first() {
     assert_eq!(observe_dedicated_idle(&state, later), None);
 }
 
+/// Issue 22: a shared gang that does not fit in shared room is admitted on
+/// shared plus lendable dedicated room; the shared part is held, the rest of
+/// its executors borrow. Its driver never borrows.
+#[test]
+fn a_shared_gang_counts_on_lendable_room_for_its_executors() {
+    let mut state = ClusterState {
+        nodes: vec![node("d1", Pool::Dedicated, 8), node("s1", Pool::Shared, 4)],
+        tenants: tenants(&[("acme", 2, 0), ("beta", 0, 100)]),
+        ..ClusterState::default()
+    };
+    let mut driver = pending("drv", "beta", Pool::Shared, Role::Driver, 1000, 10);
+    driver.app = Some("app-b".into());
+    driver.gang = Some(GangSpec {
+        executors: 3,
+        executor: Resources::pod(2000, GI),
+    });
+    // Not lending: 1 + 3 × 2 = 7 cores > 4 shared, the driver waits.
+    assert!(binds(&plan(&state, std::slice::from_ref(&driver), now())).is_empty());
+    state.dedicated_idle_since = Some(now() - TimeDelta::minutes(10));
+    let a = plan(&state, std::slice::from_ref(&driver), now());
+    assert_eq!(binds(&a), vec![("drv".into(), "s1".into(), false)], "{a:?}");
+    // Shared room left after the driver (3 cores) holds one executor.
+    let held: Vec<Resources> = a
+        .iter()
+        .filter_map(|x| match x {
+            Action::Reserve(r) => Some(r.room),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(held, vec![Resources::pod(2000, GI)]);
+    // Its executors: one in the held shared room, two borrowed.
+    state.bound.push(bound("drv", "beta", Pool::Shared, 1, 1000, false, 0));
+    state.reservations = a
+        .iter()
+        .filter_map(|x| match x {
+            Action::Reserve(r) => Some(r.clone()),
+            _ => None,
+        })
+        .collect();
+    let execs: Vec<PendingPod> = (0..3)
+        .map(|i| {
+            let mut e = pending(&format!("e{i}"), "beta", Pool::Shared, Role::Executor, 2000, 5);
+            e.app = Some("app-b".into());
+            e
+        })
+        .collect();
+    let mut placed = binds(&plan(&state, &execs, now()));
+    placed.sort();
+    assert_eq!(
+        placed,
+        vec![
+            ("e0".into(), "s1".into(), false),
+            ("e1".into(), "d1".into(), true),
+            ("e2".into(), "d1".into(), true)
+        ]
+    );
+}
+
 #[test]
 fn exhausted_tenants_drivers_wait_but_executors_run() {
     let mut state = ClusterState {
@@ -665,7 +723,21 @@ proptest! {
             if let (Role::Driver, Some(g)) = (pod.role, pod.gang)
                 && g.executors > 0
             {
-                prop_assert!(actions.iter().any(|a| matches!(a, Action::Reserve(r) if Some(&r.app) == pod.app.as_ref() && r.room.cpu == g.executors * g.executor.cpu)));
+                // The whole gang is held in the driver's pool; or, for a
+                // shared gang while dedicated capacity is lent, the part
+                // shared room could take (the rest borrows).
+                let full = g.executors * g.executor.cpu;
+                let held = actions
+                    .iter()
+                    .find_map(|a| match a {
+                        Action::Reserve(r) if Some(&r.app) == pod.app.as_ref() => Some(r.room.cpu),
+                        _ => None,
+                    })
+                    .unwrap_or(0);
+                prop_assert!(
+                    held == full || (pod.pool == Pool::Shared && state.dedicated_idle_since.is_some() && held < full),
+                    "gang of {} mCPU, {} held", full, held
+                );
             }
         }
     }

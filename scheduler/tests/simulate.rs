@@ -10,6 +10,7 @@ fn options(seed: u64) -> Options {
         seed,
         origin: "test".into(),
         progress: false,
+        lending: true,
     }
 }
 

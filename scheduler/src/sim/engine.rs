@@ -49,6 +49,8 @@ pub struct Options {
     pub origin: String,
     /// Print progress on stderr.
     pub progress: bool,
+    /// Lend idle dedicated capacity (R8.2); off for `--no-lending`.
+    pub lending: bool,
 }
 
 /// Virtual seconds since the trace start.
@@ -193,6 +195,12 @@ impl<'a> Sim<'a> {
                 pods: 0,
             },
             eviction_grace_seconds: trace.settings.eviction_grace.0,
+            // Idle above 100 % never happens: nothing is lent.
+            lend_idle_permille: if options.lending {
+                Policy::default().lend_idle_permille
+            } else {
+                1000
+            },
             ..Policy::default()
         };
         let settings = WebhookSettings {
