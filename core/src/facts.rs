@@ -5,7 +5,7 @@
 use crate::view::{LedgerFacts, TenantFacts};
 use chrono::{DateTime, Utc};
 use sparkcap_ledger::lifecycle::JobStage;
-use sparkcap_ledger::{LedgerStore, TenantId};
+use sparkcap_ledger::{LedgerStore, Tenant, TenantId};
 use std::collections::{HashMap, HashSet};
 
 /// Everything the ledger knows that admission reads, as of `now` (the
@@ -25,13 +25,10 @@ pub async fn load_ledger(
     }
     for tenant in store.tenants().await? {
         let id = tenant.id.clone();
-        let t = TenantFacts {
-            balance: store.balance(&id, now).await?,
-            purchases: store.purchases(&id).await?,
-            promoted: promoted.remove(&id).unwrap_or_default(),
-            tenant,
-        };
-        facts.tenants.insert(id, t);
+        let promoted = promoted.remove(&id).unwrap_or_default();
+        facts
+            .tenants
+            .insert(id, tenant_facts(store, tenant, now, promoted).await?);
     }
     facts.bindings = store
         .namespace_bindings()
@@ -47,20 +44,30 @@ pub async fn load_ledger(
 
 /// One tenant's facts, as of now: what a change-feed notice reloads.
 pub async fn load_tenant(store: &dyn LedgerStore, id: &TenantId) -> sparkcap_ledger::Result<Option<TenantFacts>> {
-    let now = Utc::now();
     let Some(tenant) = store.tenant(id).await? else {
         return Ok(None);
     };
-    Ok(Some(TenantFacts {
-        balance: store.balance(id, now).await?,
-        purchases: store.purchases(id).await?,
-        promoted: store
-            .job_stats(Some(id))
-            .await?
-            .into_iter()
-            .filter(|s| s.state.stage == JobStage::Production)
-            .map(|s| s.job)
-            .collect(),
+    let promoted = store
+        .job_stats(Some(id))
+        .await?
+        .into_iter()
+        .filter(|s| s.state.stage == JobStage::Production)
+        .map(|s| s.job)
+        .collect();
+    Ok(Some(tenant_facts(store, tenant, Utc::now(), promoted).await?))
+}
+
+/// A tenant's balance at `now` and purchases, with its promoted jobs.
+async fn tenant_facts(
+    store: &dyn LedgerStore,
+    tenant: Tenant,
+    now: DateTime<Utc>,
+    promoted: HashSet<String>,
+) -> sparkcap_ledger::Result<TenantFacts> {
+    Ok(TenantFacts {
+        balance: store.balance(&tenant.id, now).await?,
+        purchases: store.purchases(&tenant.id).await?,
+        promoted,
         tenant,
-    }))
+    })
 }

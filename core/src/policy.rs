@@ -8,18 +8,23 @@
 use sparkcap_ledger::egress::EgressPolicy;
 use sparkcap_ledger::{Bytes, Millicores, SparkUnitSize};
 
-/// The shared flags (each also read from its environment variable).
+const SPARK_UNIT_CORES: (i64, i64, i64) = (1, 4, 1024);
+const SPARK_UNIT_MEMORY_GIB: (i64, i64, i64) = (1, 16, 8192);
+const DRAFT_RUNS: (i64, i64, i64) = (0, 3, 1000);
+
+/// The shared flags (each also read from its environment variable); the
+/// bounds and defaults are the (min, default, max) constants above.
 #[derive(Debug, Clone, clap::Args)]
 pub struct PolicyArgs {
     /// Spark Unit size: cores (a dedicated unit's guarantee), 1 to 1024.
-    #[arg(long, env = "SPARKCAP_SPARK_UNIT_CORES", default_value_t = 4)]
+    #[arg(long, env = "SPARKCAP_SPARK_UNIT_CORES", default_value_t = SPARK_UNIT_CORES.1)]
     pub spark_unit_cores: i64,
     /// Spark Unit size: GiB of memory, 1 to 8192.
-    #[arg(long, env = "SPARKCAP_SPARK_UNIT_MEMORY_GIB", default_value_t = 16)]
+    #[arg(long, env = "SPARKCAP_SPARK_UNIT_MEMORY_GIB", default_value_t = SPARK_UNIT_MEMORY_GIB.1)]
     pub spark_unit_memory_gib: i64,
     /// A job's first N runs go to the draft pool, and N consecutive runs
     /// within SLA promote it (0: no draft pool), 0 to 1000.
-    #[arg(long, env = "SPARKCAP_DRAFT_RUNS", default_value_t = 3)]
+    #[arg(long, env = "SPARKCAP_DRAFT_RUNS", default_value_t = DRAFT_RUNS.1)]
     pub draft_runs: i64,
     /// Hosts tenants' notification URLs may reach over plain http and at
     /// internal addresses (comma-separated or repeated). Others must be
@@ -31,9 +36,9 @@ pub struct PolicyArgs {
 impl Default for PolicyArgs {
     fn default() -> Self {
         Self {
-            spark_unit_cores: 4,
-            spark_unit_memory_gib: 16,
-            draft_runs: 3,
+            spark_unit_cores: SPARK_UNIT_CORES.1,
+            spark_unit_memory_gib: SPARK_UNIT_MEMORY_GIB.1,
+            draft_runs: DRAFT_RUNS.1,
             notify_allow_host: Vec::new(),
         }
     }
@@ -69,7 +74,7 @@ pub struct PolicyError {
 impl PolicyArgs {
     /// Checks every bound, once, for both binaries.
     pub fn validate(&self) -> Result<Policy, PolicyError> {
-        let check = |flag, value: i64, min, max, default| {
+        let check = |flag, value: i64, (min, default, max): (i64, i64, i64)| {
             if (min..=max).contains(&value) {
                 Ok(value)
             } else {
@@ -82,16 +87,18 @@ impl PolicyArgs {
                 })
             }
         };
-        let cores = check("spark-unit-cores", self.spark_unit_cores, 1, 1024, 4)?;
-        let gib = check("spark-unit-memory-gib", self.spark_unit_memory_gib, 1, 8192, 16)?;
-        let draft_runs = check("draft-runs", self.draft_runs, 0, 1000, 3)?;
-        let spark_unit = SparkUnitSize::new(Millicores(cores * 1000), Bytes(gib << 30)).map_err(|_| PolicyError {
-            flag: "spark-unit-cores",
-            value: cores,
-            min: 1,
-            max: 1024,
-            default: 4,
-        })?;
+        let cores = check("spark-unit-cores", self.spark_unit_cores, SPARK_UNIT_CORES)?;
+        let gib = check(
+            "spark-unit-memory-gib",
+            self.spark_unit_memory_gib,
+            SPARK_UNIT_MEMORY_GIB,
+        )?;
+        let draft_runs = check("draft-runs", self.draft_runs, DRAFT_RUNS)?;
+        // Both positive within the bounds just checked.
+        let spark_unit = SparkUnitSize {
+            cpu: Millicores(cores * 1000),
+            memory: Bytes(gib << 30),
+        };
         Ok(Policy {
             spark_unit,
             draft_runs,

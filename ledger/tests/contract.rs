@@ -41,6 +41,14 @@ fn buy(tenant: &TenantId, kind: PurchaseKind, quantity: i64, key: &str) -> Purch
     }
 }
 
+/// Buys `hours` vCPU-hours for `tenant`, valid from t0, under `key`.
+async fn buy_hours(store: &dyn LedgerStore, tenant: &TenantId, hours: i64, key: &str) {
+    store
+        .record_purchase(&buy(tenant, PurchaseKind::VcpuHours, hours, key), t0())
+        .await
+        .unwrap();
+}
+
 fn pod(uid: &str, tenant: &TenantId, cpu: i64, start: i64) -> PodUsage {
     PodUsage {
         uid: uid.into(),
@@ -253,9 +261,7 @@ async fn dedicated_cannot_exceed_pool(s: &dyn LedgerStore) {
 
 async fn accrual_is_exact(s: &dyn LedgerStore) {
     let a = tenant(s, "acme").await;
-    s.record_purchase(&buy(&a, PurchaseKind::VcpuHours, 10, "p"), t0())
-        .await
-        .unwrap();
+    buy_hours(s, &a, 10, "p").await;
     let e = s.claim_epoch("scheduler-0").await.unwrap();
     let d = pod("d1", &a, 1000, 0);
     let x = pod("x1", &a, 2000, 10);
@@ -316,9 +322,7 @@ async fn accrual_is_exact(s: &dyn LedgerStore) {
 
 async fn retries_add_nothing(s: &dyn LedgerStore) {
     let a = tenant(s, "acme").await;
-    s.record_purchase(&buy(&a, PurchaseKind::VcpuHours, 10, "p"), t0())
-        .await
-        .unwrap();
+    buy_hours(s, &a, 10, "p").await;
     let e = s.claim_epoch("s").await.unwrap();
     let p = pod("a1", &a, 1500, 0);
     let batch = [acc(&p, 100, false), acc(&pod("b1", &a, 500, 0), 100, false)];
@@ -469,9 +473,7 @@ async fn every_leader_write_is_fenced(s: &dyn LedgerStore) {
 
 async fn opportunistic_is_free(s: &dyn LedgerStore) {
     let a = tenant(s, "acme").await;
-    s.record_purchase(&buy(&a, PurchaseKind::VcpuHours, 1, "p"), t0())
-        .await
-        .unwrap();
+    buy_hours(s, &a, 1, "p").await;
     let e = s.claim_epoch("s").await.unwrap();
     let mut p = pod("o1", &a, 4000, 0);
     p.opportunistic = true;
@@ -500,9 +502,7 @@ async fn opportunistic_is_free(s: &dyn LedgerStore) {
 /// were counted in; for borrowed time and the dedicated pool too.
 async fn late_ends_are_given_back(s: &dyn LedgerStore) {
     let a = tenant(s, "acme").await;
-    s.record_purchase(&buy(&a, PurchaseKind::VcpuHours, 1, "p1"), t0())
-        .await
-        .unwrap();
+    buy_hours(s, &a, 1, "p1").await;
     let e = s.claim_epoch("s").await.unwrap();
     // 2 cores charged for 2 h: 1 vCPU-hour from the lot, 3 in debt.
     let p = pod("a1", &a, 2000, 0);
@@ -592,9 +592,7 @@ async fn late_ends_are_given_back(s: &dyn LedgerStore) {
 
 async fn debt_is_paid_by_the_next_purchase(s: &dyn LedgerStore) {
     let a = tenant(s, "acme").await;
-    s.record_purchase(&buy(&a, PurchaseKind::VcpuHours, 1, "p1"), t0())
-        .await
-        .unwrap();
+    buy_hours(s, &a, 1, "p1").await;
     let e = s.claim_epoch("s").await.unwrap();
     let p = pod("a1", &a, 2000, 0);
     s.accrue(e, &[acc(&p, 3600, false)]).await.unwrap();
@@ -621,9 +619,7 @@ async fn debt_is_paid_by_the_next_purchase(s: &dyn LedgerStore) {
 
 async fn low_balance_rate_and_depletion(s: &dyn LedgerStore) {
     let a = tenant(s, "acme").await;
-    s.record_purchase(&buy(&a, PurchaseKind::VcpuHours, 100, "p"), t0())
-        .await
-        .unwrap();
+    buy_hours(s, &a, 100, "p").await;
     let e = s.claim_epoch("s").await.unwrap();
     // 4 cores for 20 h = 80 vCPU-hours: 20 % left, low.
     let p = pod("a1", &a, 4000, 0);
@@ -677,9 +673,7 @@ async fn change_feed_reports_writes(s: &dyn LedgerStore) {
     let mut feed = s.subscribe().await.unwrap();
     let a = tenant(s, "acme").await;
     assert_eq!(next_change(&mut feed).await, LedgerChange::of(ChangeKind::Tenant, &a));
-    s.record_purchase(&buy(&a, PurchaseKind::VcpuHours, 1, "p"), t0())
-        .await
-        .unwrap();
+    buy_hours(s, &a, 1, "p").await;
     assert_eq!(next_change(&mut feed).await, LedgerChange::of(ChangeKind::Purchase, &a));
     let e = s.claim_epoch("s").await.unwrap();
     s.accrue(e, &[acc(&pod("a1", &a, 10, 0), 10, false)]).await.unwrap();
@@ -757,9 +751,7 @@ async fn runs_are_profiled_and_promote_jobs(s: &dyn LedgerStore) {
     use sparkcap_ledger::lifecycle::{JobStage, NoticeKind, RunFacts};
     use sparkcap_ledger::store::{Delivery, NoticeQuery};
     let a = tenant(s, "acme").await;
-    s.record_purchase(&buy(&a, PurchaseKind::VcpuHours, 100, "p"), t0())
-        .await
-        .unwrap();
+    buy_hours(s, &a, 100, "p").await;
     let e = s.claim_epoch("w").await.unwrap();
     let facts = RunFacts {
         sla_seconds: Some(600),
@@ -900,9 +892,7 @@ async fn low_balance_alerts_once_per_period(s: &dyn LedgerStore) {
     use sparkcap_ledger::lifecycle::NoticeKind;
     use sparkcap_ledger::store::NoticeQuery;
     let a = tenant(s, "acme").await;
-    s.record_purchase(&buy(&a, PurchaseKind::VcpuHours, 10, "p1"), t0())
-        .await
-        .unwrap();
+    buy_hours(s, &a, 10, "p1").await;
     let e = s.claim_epoch("w").await.unwrap();
     let p = pod("a1", &a, 1000, 0);
     async fn low(s: &dyn LedgerStore, a: &TenantId) -> Vec<sparkcap_ledger::lifecycle::Notice> {
@@ -1116,9 +1106,7 @@ async fn runs_page_with_outcomes(s: &dyn LedgerStore) {
 
 async fn dedicated_pool_usage_is_covered_by_units(s: &dyn LedgerStore) {
     let a = tenant(s, "acme").await;
-    s.record_purchase(&buy(&a, PurchaseKind::VcpuHours, 10, "v"), t0())
-        .await
-        .unwrap();
+    buy_hours(s, &a, 10, "v").await;
     let e = s.claim_epoch("w").await.unwrap();
     let dedicated = PodUsage {
         pool: Pool::Dedicated,

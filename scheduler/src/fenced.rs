@@ -31,11 +31,6 @@ impl FencedStore {
         Self { store, epoch }
     }
 
-    /// The epoch the writes carry.
-    pub fn epoch(&self) -> Epoch {
-        self.epoch
-    }
-
     /// The store, for reads.
     pub fn reads(&self) -> &dyn LedgerStore {
         self.store.as_ref()

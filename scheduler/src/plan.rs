@@ -239,11 +239,12 @@ impl<'a> Pass<'a> {
         }
     }
 
-    /// Dedicated room free now and held for no gang: what borrowers may use
-    /// while [`Pass::lending`] (its owners take it back by preemption).
-    fn lendable(&self) -> Resources {
-        let free = self.pool_free.get(&Pool::Dedicated).copied().unwrap_or_default();
-        free.minus(&self.held.get(&Pool::Dedicated).copied().unwrap_or_default())
+    /// Room of `pool` free now and held for no admitted gang: what a new
+    /// pod may take (of the dedicated pool, what borrowers may use while
+    /// [`Pass::lending`]; its owners take it back by preemption).
+    fn unheld(&self, pool: Pool) -> Resources {
+        let free = self.pool_free.get(&pool).copied().unwrap_or_default();
+        free.minus(&self.held.get(&pool).copied().unwrap_or_default())
     }
 
     /// Whether dedicated capacity has been idle enough, long enough, to lend.
@@ -363,9 +364,7 @@ impl<'a> Pass<'a> {
                 }
             }
             // Room held for other gangs is not ours to take.
-            let free = self.pool_free.get(&target).copied().unwrap_or_default();
-            let held = self.held.get(&target).copied().unwrap_or_default();
-            let spare = free.minus(&held);
+            let spare = self.unheld(target);
             if !spare.fits(&need_total) {
                 let Some(g) = pod
                     .gang
@@ -373,7 +372,7 @@ impl<'a> Pass<'a> {
                 else {
                     return false;
                 };
-                if !spare.fits(&pod.requests) || !spare.plus(&self.lendable()).fits(&need_total) {
+                if !spare.fits(&pod.requests) || !spare.plus(&self.unheld(Pool::Dedicated)).fits(&need_total) {
                     return false;
                 }
                 held_room = g

@@ -1097,7 +1097,7 @@ async fn pass(
     }
     for action in rest {
         match action {
-            Action::Bind { .. } => {}
+            Action::Bind { .. } => {} // sent above
             Action::Evict { pod, grace_seconds, .. } => {
                 if let Some(p) = all_pods.get(&pod) {
                     match evict(client, p, grace_seconds).await {

@@ -301,6 +301,18 @@ pub fn write_kubeconfig(path: &Path, server_url: &str, ca_bundle: Option<&str>) 
         .map_err(|e| anyhow::anyhow!("writing {}: {e}", path.display()))
 }
 
+/// Serves `server` over plain HTTP on a free local port, in the
+/// background, for processes that reach it as a cluster (kubectl,
+/// spark-submit, sparkcap's own binaries), and writes their kubeconfig to
+/// `kubeconfig`. Returns the server's URL.
+pub async fn serve_with_kubeconfig(server: &ApiServer, kubeconfig: &Path) -> anyhow::Result<String> {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let url = format!("http://{}", listener.local_addr()?);
+    write_kubeconfig(kubeconfig, &url, None)?;
+    tokio::spawn(serve(server.clone(), listener));
+    Ok(url)
+}
+
 /// Serves `server` over plain HTTP on `listener` until the task is dropped.
 pub async fn serve(server: ApiServer, listener: tokio::net::TcpListener) -> std::io::Result<()> {
     axum::serve(listener, server.router()).await

@@ -13,7 +13,7 @@ use serde_json::json;
 use sparkcap_ledger::LedgerStore;
 use sparkcap_ledger::store::testdb::TestDatabase;
 use sparkcap_testkit::apiserver::ApiServer;
-use sparkcap_testkit::devcluster::{default_cluster, serve, write_kubeconfig};
+use sparkcap_testkit::devcluster::{default_cluster, serve_with_kubeconfig};
 use sparkcap_testkit::harness::lease_holder;
 use sparkcap_testkit::harness::procs::{FAST_SCHEDULER_ARGS, Proc, binary};
 use std::path::Path;
@@ -91,11 +91,7 @@ async fn a_frozen_leader_is_fenced_out_when_it_wakes() {
     let _kubelets = default_cluster(&server, store.as_ref(), "tenants:\n- id: acme\n  vcpu_hours: 500\n")
         .await
         .unwrap();
-    let ns = sparkcap_testkit::apiserver::resources::find("", "v1", "namespaces").unwrap();
-    server
-        .store
-        .create(ns, "", json!({"metadata": {"name": "sparkcap-system"}}), false)
-        .unwrap();
+    server.create_namespace("sparkcap-system").unwrap();
     let dir = std::env::temp_dir().join(format!("sparkcap-pause-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let settings = sparkcap_webhook::view::Settings {
@@ -105,10 +101,8 @@ async fn a_frozen_leader_is_fenced_out_when_it_wakes() {
     let _webhook = sparkcap_testkit::webhook::start(&server, store.clone(), settings, &dir)
         .await
         .unwrap();
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let kubeconfig = dir.join("kubeconfig");
-    write_kubeconfig(&kubeconfig, &format!("http://{}", listener.local_addr().unwrap()), None).unwrap();
-    tokio::spawn(serve(server.clone(), listener));
+    serve_with_kubeconfig(&server, &kubeconfig).await.unwrap();
 
     let mut a = scheduler(&bin, &dir, &kubeconfig, &db.url, "scheduler-a");
     let leases: Api<Lease> = Api::namespaced(server.client(), "sparkcap-system");

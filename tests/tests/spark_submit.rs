@@ -5,7 +5,7 @@
 use serde_json::json;
 use sparkcap_testkit::apiserver::ApiServer;
 use sparkcap_testkit::apiserver::resources::find;
-use sparkcap_testkit::devcluster::{serve, write_kubeconfig};
+use sparkcap_testkit::devcluster::serve_with_kubeconfig;
 use sparkcap_testkit::spark::{java_available, spark_home, submit_cluster_mode};
 use std::time::Duration;
 
@@ -17,18 +17,11 @@ async fn cluster_mode_submission_is_stored_faithfully() {
     }
     let spark = spark_home();
     let server = ApiServer::new();
-    let ns_def = find("", "v1", "namespaces").unwrap();
-    server
-        .store
-        .create(ns_def, "", json!({"metadata": {"name": "tenant-acme"}}), false)
-        .unwrap();
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let url = format!("http://{}", listener.local_addr().unwrap());
+    server.create_namespace("tenant-acme").unwrap();
     let dir = std::env::temp_dir().join(format!("sparkcap-spark-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let kubeconfig = dir.join("kubeconfig");
-    write_kubeconfig(&kubeconfig, &url, None).unwrap();
-    tokio::spawn(serve(server.clone(), listener));
+    let url = serve_with_kubeconfig(&server, &kubeconfig).await.unwrap();
 
     let (ok, log) = submit_cluster_mode(&spark, &kubeconfig, &url, "tenant-acme").await;
     assert!(ok, "spark-submit failed:\n{log}");
@@ -138,20 +131,13 @@ async fn client_mode_driver_manages_its_executors() {
     }
     let (spark, dist, py4j) = pyspark(spark_home());
     let server = ApiServer::new();
-    let ns_def = find("", "v1", "namespaces").unwrap();
-    server
-        .store
-        .create(ns_def, "", json!({"metadata": {"name": "tenant-acme"}}), false)
-        .unwrap();
+    server.create_namespace("tenant-acme").unwrap();
     let pods = find("", "v1", "pods").unwrap();
     let (_, _, mut events) = server.store.snapshot_and_watch(pods, Some("tenant-acme"));
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let url = format!("http://{}", listener.local_addr().unwrap());
     let dir = std::env::temp_dir().join(format!("sparkcap-spark-client-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let kubeconfig = dir.join("kubeconfig");
-    write_kubeconfig(&kubeconfig, &url, None).unwrap();
-    tokio::spawn(serve(server.clone(), listener));
+    let url = serve_with_kubeconfig(&server, &kubeconfig).await.unwrap();
     let app = client_app(&dir, &url, "3.5.3", 3);
     let out = tokio::time::timeout(
         Duration::from_secs(180),
@@ -257,11 +243,8 @@ async fn client_mode_executors_are_charged_to_their_real_end(version: &str) {
             }
         }
     });
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let url = format!("http://{}", listener.local_addr().unwrap());
     let kubeconfig = dir.join("kubeconfig");
-    write_kubeconfig(&kubeconfig, &url, None).unwrap();
-    tokio::spawn(serve(server.clone(), listener));
+    let url = serve_with_kubeconfig(&server, &kubeconfig).await.unwrap();
     let app = client_app(&dir, &url, version, 6);
     let log_path = dir.join("driver.log");
     let log_file = std::fs::File::create(&log_path).unwrap();

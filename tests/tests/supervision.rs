@@ -5,11 +5,10 @@
 //! so the kubelet restarts it. Here the task is made to panic through a
 //! crash point (`FAILPOINTS=name=panic`) in the real binaries.
 
-use serde_json::json;
 use sparkcap_ledger::store::testdb::TestDatabase;
 use sparkcap_testkit::apiserver::ApiServer;
-use sparkcap_testkit::devcluster::{default_cluster, serve, write_kubeconfig};
-use sparkcap_testkit::harness::procs::{FAST_SCHEDULER_ARGS, Proc, binary, free_port};
+use sparkcap_testkit::devcluster::{default_cluster, serve_with_kubeconfig};
+use sparkcap_testkit::harness::procs::{FAST_SCHEDULER_ARGS, Proc, WebhookAddrs, binary};
 use sparkcap_testkit::kubelet::Kubelet;
 use sparkcap_testkit::tls::TestCa;
 use std::path::{Path, PathBuf};
@@ -24,17 +23,11 @@ async fn control_plane(name: &str, db: &TestDatabase) -> (ApiServer, Vec<Kubelet
     let kubelets = default_cluster(&server, &store, "tenants:\n- id: acme\n  vcpu_hours: 10\n")
         .await
         .unwrap();
-    let ns = sparkcap_testkit::apiserver::resources::find("", "v1", "namespaces").unwrap();
-    server
-        .store
-        .create(ns, "", json!({"metadata": {"name": "sparkcap-system"}}), false)
-        .unwrap();
+    server.create_namespace("sparkcap-system").unwrap();
     let dir = std::env::temp_dir().join(format!("sparkcap-{name}-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let kubeconfig = dir.join("kubeconfig");
-    write_kubeconfig(&kubeconfig, &format!("http://{}", listener.local_addr().unwrap()), None).unwrap();
-    tokio::spawn(serve(server.clone(), listener));
+    serve_with_kubeconfig(&server, &kubeconfig).await.unwrap();
     (server, kubelets, dir, kubeconfig)
 }
 
@@ -96,31 +89,9 @@ async fn the_webhook_stops_when_its_ledger_sync_dies() {
     let bin = binary("sparkcap-webhook").unwrap_or_else(|e| panic!("{e:#}"));
     let db = TestDatabase::create().await.expect("test database");
     let (_server, _kubelets, dir, kubeconfig) = control_plane("supervise-webhook", &db).await;
-    let ca = TestCa::new();
-    let cert = ca.issue(&["127.0.0.1"]);
-    let (crt, key) = (dir.join("webhook.crt"), dir.join("webhook.key"));
-    std::fs::write(&crt, &cert.cert_pem).unwrap();
-    std::fs::write(&key, &cert.key_pem).unwrap();
-    let (listen, ops) = (
-        format!("127.0.0.1:{}", free_port().unwrap()),
-        format!("127.0.0.1:{}", free_port().unwrap()),
-    );
-    let (crt, key) = (crt.display().to_string(), key.display().to_string());
-    let args = [
-        "serve",
-        "--listen",
-        &listen,
-        "--ops-listen",
-        &ops,
-        "--api-listen",
-        "off",
-        "--tls-cert",
-        &crt,
-        "--tls-key",
-        &key,
-        "--reload-seconds",
-        "1",
-    ];
+    let addrs = WebhookAddrs::new(&TestCa::new(), &dir).unwrap();
+    let ops = &addrs.ops;
+    let args = addrs.serve_args(&["--reload-seconds", "1"]);
     // Without the fault it serves and stays up: the check below is not
     // passing because the webhook cannot start here.
     let envs = [

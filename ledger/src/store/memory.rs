@@ -69,6 +69,10 @@ struct State {
     /// Pod uids by application: a run's pods, for its profile.
     apps: HashMap<String, Vec<String>>,
     profiles: Vec<RunProfile>,
+    /// Each job's newest runs, newest first, at most
+    /// [`crate::lifecycle::EFFICIENCY_RUNS`]: what the sizing rule reads
+    /// when a run closes, kept so closing one does not scan every profile.
+    recent_runs: HashMap<(TenantId, String), Vec<RunProfile>>,
     notices: Vec<Notice>,
     notice_keys: HashSet<String>,
     notify_urls: BTreeMap<TenantId, String>,
@@ -160,14 +164,10 @@ impl State {
             let Some(run) = profile(c, pods) else { continue };
             let key = (run.tenant.clone(), run.job.clone());
             let state = self.jobs.remove(&key).unwrap_or_default();
-            let mut earlier: Vec<RunProfile> = self
-                .profiles
-                .iter()
-                .filter(|p| p.tenant == run.tenant && p.job == run.job)
-                .cloned()
-                .collect();
-            newest_first(&mut earlier, crate::lifecycle::EFFICIENCY_RUNS);
-            let (state, notices) = record_run(state, &run, &earlier, c.facts.promote_after);
+            let earlier = self.recent_runs.entry(key.clone()).or_default();
+            let (state, notices) = record_run(state, &run, earlier, c.facts.promote_after);
+            earlier.push(run.clone());
+            newest_first(earlier, crate::lifecycle::EFFICIENCY_RUNS);
             self.jobs.insert(key, state);
             self.profiles.push(run);
             for n in notices {
@@ -993,6 +993,10 @@ impl LedgerStore for MemoryStore {
         });
         let mut report = PruneReport::default();
         s.profiles.retain(|p| p.finished_at >= before);
+        s.recent_runs.retain(|_, runs| {
+            runs.retain(|p| p.finished_at >= before);
+            !runs.is_empty()
+        });
         s.notices.retain(|n| n.delivered_at.is_none_or(|d| d >= before));
         for uid in old {
             if let Some(row) = s.pods.remove(&uid) {

@@ -53,12 +53,8 @@ impl ApiServer {
             tokens: Arc::new(authn::TokenIssuer::new()),
             watch_faults: Arc::default(),
         };
-        let ns = resources::find("", "v1", "namespaces").expect("namespaces served");
         for name in ["default", "kube-system", "kube-public", "kube-node-lease"] {
-            server
-                .store
-                .create(ns, "", json!({"metadata": {"name": name}}), false)
-                .expect("fresh store");
+            server.create_namespace(name).expect("fresh store");
         }
         server
     }
@@ -75,6 +71,15 @@ impl ApiServer {
     }
 
     /// A `kube::Client` talking to this server in process.
+    /// Creates namespace `name`, as an admin would before installing into it.
+    pub fn create_namespace(&self, name: &str) -> anyhow::Result<()> {
+        let ns = resources::find("", "v1", "namespaces").expect("namespaces served");
+        self.store
+            .create(ns, "", json!({"metadata": {"name": name}}), false)
+            .map_err(|e| anyhow::anyhow!("creating namespace {name}: {e:?}"))?;
+        Ok(())
+    }
+
     pub fn client(&self) -> kube::Client {
         kube::Client::new(self.router(), "default")
     }

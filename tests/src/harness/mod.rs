@@ -22,7 +22,7 @@ use k8s_openapi::api::coordination::v1::Lease;
 use kube::api::PostParams;
 use kube::{Api, Client};
 use plan::{FaultKind, FaultMix, FaultPlan};
-use procs::{FAST_SCHEDULER_ARGS, Proc, binary, free_port};
+use procs::{FAST_SCHEDULER_ARGS, Proc, WebhookAddrs, binary};
 use serde_json::{Value, json};
 use sparkcap_ledger::store::AuditReport;
 use sparkcap_ledger::store::testdb::TestDatabase;
@@ -270,35 +270,19 @@ impl Harness {
 
         // The webhook, with a certificate from a throwaway CA, registered by URL.
         let ca = TestCa::new();
-        let cert = ca.issue(&["127.0.0.1", "localhost"]);
-        let (crt, key) = (dir.join("webhook.crt"), dir.join("webhook.key"));
-        std::fs::write(&crt, &cert.cert_pem)?;
-        std::fs::write(&key, &cert.key_pem)?;
-        let (port, ops_port) = (free_port()?, free_port()?);
-        let (listen, ops) = (format!("127.0.0.1:{port}"), format!("127.0.0.1:{ops_port}"));
-        let (crt, key) = (crt.display().to_string(), key.display().to_string());
+        let addrs = WebhookAddrs::new(&ca, &dir)?;
+        let (listen, ops) = (&addrs.listen, &addrs.ops);
         let mut webhook = Proc::new(
             "webhook",
             binary("sparkcap-webhook")?,
-            &[
-                "serve",
-                "--listen",
-                &listen,
-                "--ops-listen",
-                &ops,
-                "--api-listen",
-                "off",
-                "--tls-cert",
-                &crt,
-                "--tls-key",
-                &key,
+            &addrs.serve_args(&[
                 "--draft-runs",
                 "0",
                 "--stale-after-seconds",
                 "10",
                 "--reload-seconds",
                 "2",
-            ],
+            ]),
             &[
                 ("DATABASE_URL", &proxied),
                 ("KUBECONFIG", &kc),

@@ -218,3 +218,53 @@ impl Drop for Proc {
 pub fn free_port() -> std::io::Result<u16> {
     Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
 }
+
+/// Where a `sparkcap-webhook serve` process listens (free local ports),
+/// and the serving certificate from a test CA it was given (written into a
+/// directory): what the fault harness and the supervision tests start.
+#[derive(Debug, Clone)]
+pub struct WebhookAddrs {
+    /// The HTTPS admission address.
+    pub listen: String,
+    /// The plain /healthz, /readyz, /metrics address.
+    pub ops: String,
+    crt: String,
+    key: String,
+}
+
+impl WebhookAddrs {
+    /// Two free ports and a certificate for 127.0.0.1 and localhost from
+    /// `ca`, written into `dir`.
+    pub fn new(ca: &crate::tls::TestCa, dir: &Path) -> anyhow::Result<Self> {
+        let cert = ca.issue(&["127.0.0.1", "localhost"]);
+        let (crt, key) = (dir.join("webhook.crt"), dir.join("webhook.key"));
+        std::fs::write(&crt, &cert.cert_pem)?;
+        std::fs::write(&key, &cert.key_pem)?;
+        Ok(Self {
+            listen: format!("127.0.0.1:{}", free_port()?),
+            ops: format!("127.0.0.1:{}", free_port()?),
+            crt: crt.display().to_string(),
+            key: key.display().to_string(),
+        })
+    }
+
+    /// `serve` on these addresses with this certificate, without the REST
+    /// API, then `extra`.
+    pub fn serve_args<'a>(&'a self, extra: &[&'a str]) -> Vec<&'a str> {
+        let mut args = vec![
+            "serve",
+            "--listen",
+            &self.listen,
+            "--ops-listen",
+            &self.ops,
+            "--api-listen",
+            "off",
+            "--tls-cert",
+            &self.crt,
+            "--tls-key",
+            &self.key,
+        ];
+        args.extend_from_slice(extra);
+        args
+    }
+}
