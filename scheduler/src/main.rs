@@ -183,12 +183,6 @@ async fn main() -> anyhow::Result<()> {
                     "need --retry-seconds < --renew-deadline-seconds < --lease-seconds (defaults 2 < 10 < 15)"
                 );
             }
-            let store = PgStore::connect(&args.database_url)
-                .await
-                .context("connecting to the ledger")?;
-            let client = kube::Client::try_default()
-                .await
-                .context("connecting to the Kubernetes API (in-cluster service account or KUBECONFIG)")?;
             let lease = LeaseConfig {
                 lease_duration: chrono::TimeDelta::seconds(args.lease_seconds),
                 renew_deadline: chrono::TimeDelta::seconds(args.renew_deadline_seconds),
@@ -221,6 +215,13 @@ async fn main() -> anyhow::Result<()> {
             config.slices.unit_cpu = policy.spark_unit.cpu.0;
             config.policy.spark_unit.cpu = policy.spark_unit.cpu.0;
             config.policy.spark_unit.memory = policy.spark_unit.memory.0;
+            // Every flag is checked above, before anything is reached.
+            let store = PgStore::connect(&args.database_url)
+                .await
+                .context("connecting to the ledger")?;
+            let client = kube::Client::try_default()
+                .await
+                .context("connecting to the Kubernetes API (in-cluster service account or KUBECONFIG)")?;
             let listener = tokio::net::TcpListener::bind(args.metrics_addr)
                 .await
                 .with_context(|| format!("listening on --metrics-addr {}", args.metrics_addr))?;
